@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every system package radistill needs on a fresh Debian 12 machine (run as root).
+# Idempotent: re-running installs nothing new and changes nothing.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ccache pkg-config git
+  libtorch-dev                                # libtorch 1.13 (C++)
+  libopenblas0-openmp libopenblas-openmp-dev  # the BLAS behind libtorch; openmp build so BLAS threads follow libtorch's
+  libgoogle-perftools-dev                     # tcmalloc
+  nlohmann-json3-dev libfmt-dev libcli11-dev libgtest-dev libpcre2-dev
+  python3-torch python3-numpy                 # independent reference for golden test data (tests/python), never a runtime dependency
+  bible-kjv                                   # public-domain English corpus for the default teacher
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "setup: all packages present"
+fi
+
+# Make sure the openmp OpenBLAS is the libblas libtorch loads (reference BLAS is ~50x slower).
+blas=/usr/lib/x86_64-linux-gnu/openblas-openmp/libblas.so.3
+if [ -e "$blas" ]; then
+  update-alternatives --set libblas.so.3-x86_64-linux-gnu "$blas" >/dev/null
+  lapack=/usr/lib/x86_64-linux-gnu/openblas-openmp/liblapack.so.3
+  [ -e "$lapack" ] && update-alternatives --set liblapack.so.3-x86_64-linux-gnu "$lapack" >/dev/null || true
+fi

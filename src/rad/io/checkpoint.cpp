@@ -1,0 +1,149 @@
+#include "rad/io/checkpoint.h"
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "rad/core/atomic_file.h"
+#include "rad/core/error.h"
+#include "rad/core/log.h"
+#include "rad/io/hf_config.h"
+#include "rad/io/safetensors.h"
+
+namespace rad::io {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+at::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32" || name == "f32" || name == "fp32") return at::kFloat;
+  if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
+  if (name == "float16" || name == "f16" || name == "fp16") return at::kHalf;
+  fail("unknown dtype \"{}\" (expected float32 or bfloat16)", name);
+}
+
+std::string dtype_name(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat: return "float32";
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    default: return c10::toString(type);
+  }
+}
+
+namespace {
+
+void add_file_tensors(const std::string& path, std::map<std::string, at::Tensor>* out,
+                      const std::set<std::string>* only = nullptr) {
+  auto file = SafetensorsFile::open(path);
+  for (const auto& e : file->entries()) {
+    if (only != nullptr && only->count(e.name) == 0) continue;
+    RAD_CHECK(out->count(e.name) == 0, "{}: tensor \"{}\" appears in more than one file", path, e.name);
+    (*out)[e.name] = file->tensor(e.name);
+  }
+}
+
+}  // namespace
+
+std::map<std::string, at::Tensor> read_model_tensors(const std::string& model_dir) {
+  std::map<std::string, at::Tensor> tensors;
+  fs::path dir(model_dir);
+  RAD_CHECK(fs::is_directory(dir), "{}: not a directory (expected a Hugging Face model directory)", model_dir);
+  fs::path single = dir / "model.safetensors";
+  fs::path index = dir / "model.safetensors.index.json";
+  if (fs::exists(single)) {
+    add_file_tensors(single.string(), &tensors);
+    return tensors;
+  }
+  RAD_CHECK(fs::exists(index), "{}: no model.safetensors or model.safetensors.index.json found", model_dir);
+  json j;
+  try {
+    j = json::parse(read_text_file(index.string()));
+  } catch (const json::exception& e) {
+    fail("{}: not valid JSON: {}", index.string(), e.what());
+  }
+  RAD_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
+            "{}: missing object field \"weight_map\"", index.string());
+  std::map<std::string, std::set<std::string>> by_file;
+  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+    RAD_CHECK(it.value().is_string(), "{}: weight_map[\"{}\"] must be a file name", index.string(), it.key());
+    std::string file = it.value().get<std::string>();
+    RAD_CHECK(!file.empty() && file.find('/') == std::string::npos && file.find('\\') == std::string::npos &&
+                  file != "." && file != "..",
+              "{}: weight_map[\"{}\"] = \"{}\" is not a plain file name in the model directory", index.string(),
+              it.key(), file);
+    by_file[file].insert(it.key());
+  }
+  for (const auto& [file, names] : by_file) {
+    fs::path shard = dir / file;
+    RAD_CHECK(fs::exists(shard), "{}: shard {} listed in the index does not exist", index.string(), shard.string());
+    add_file_tensors(shard.string(), &tensors, &names);
+    for (const auto& name : names)
+      RAD_CHECK(tensors.count(name), "{}: tensor \"{}\" is mapped to {} but that file does not contain it",
+                index.string(), name, file);
+  }
+  return tensors;
+}
+
+void load_parameters_strict(torch::nn::Module& module, const std::map<std::string, at::Tensor>& tensors,
+                            const std::string& where, const std::set<std::string>& ignore) {
+  auto params = module.named_parameters(/*recurse=*/true);
+  std::vector<std::string> missing, unexpected, mis_shaped;
+  for (const auto& item : params) {
+    auto it = tensors.find(item.key());
+    if (it == tensors.end()) {
+      missing.push_back(item.key());
+    } else if (it->second.sizes() != item.value().sizes()) {
+      mis_shaped.push_back(fmt::format("{} (file {}, model {})", item.key(), c10::str(it->second.sizes()),
+                                       c10::str(item.value().sizes())));
+    }
+  }
+  for (const auto& [name, t] : tensors)
+    if (params.find(name) == nullptr && ignore.count(name) == 0) unexpected.push_back(name);
+  if (!missing.empty() || !unexpected.empty() || !mis_shaped.empty()) {
+    auto list = [](const std::vector<std::string>& v) {
+      std::string s;
+      for (size_t i = 0; i < v.size() && i < 20; ++i) s += (i ? ", " : "") + v[i];
+      if (v.size() > 20) s += fmt::format(", ... ({} in all)", v.size());
+      return s;
+    };
+    std::string msg = where + ": checkpoint does not match the model:";
+    if (!missing.empty()) msg += "\n  missing tensors: " + list(missing);
+    if (!unexpected.empty()) msg += "\n  unexpected tensors: " + list(unexpected);
+    if (!mis_shaped.empty()) msg += "\n  wrong shapes: " + list(mis_shaped);
+    throw Error(msg);
+  }
+  at::NoGradGuard no_grad;
+  for (auto& item : params) {
+    const at::Tensor& src = tensors.at(item.key());
+    RAD_CHECK(at::isFloatingType(src.scalar_type()), "{}: tensor \"{}\" has non-float dtype {}", where, item.key(),
+              c10::toString(src.scalar_type()));
+    item.value().copy_(src);
+  }
+}
+
+CausalLM load_causal_lm(const std::string& model_dir, at::ScalarType dtype) {
+  ModelConfig config = load_hf_config((fs::path(model_dir) / "config.json").string());
+  CausalLM model(config);
+  model->to(dtype);
+  auto tensors = read_model_tensors(model_dir);
+  std::set<std::string> ignore;
+  // Older checkpoints store RoPE buffers; HF ignores them too.
+  for (const auto& [name, t] : tensors)
+    if (name.find("rotary_emb.inv_freq") != std::string::npos) ignore.insert(name);
+  // Tied models sometimes also store lm_head.weight (a copy of the embeddings).
+  if (config.tie_word_embeddings && tensors.count("lm_head.weight")) ignore.insert("lm_head.weight");
+  load_parameters_strict(*model, tensors, model_dir, ignore);
+  model->eval();
+  return model;
+}
+
+void save_causal_lm(CausalLM& model, const std::string& model_dir) {
+  ensure_directory(model_dir);
+  ModelConfig config = model->config();
+  config.torch_dtype = dtype_name(model->dtype());
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& item : model->named_parameters()) tensors.emplace_back(item.key(), item.value());
+  save_safetensors((fs::path(model_dir) / "model.safetensors").string(), tensors);
+  write_text_atomic((fs::path(model_dir) / "config.json").string(), config_to_hf_json(config).dump(2) + "\n");
+}
+
+}  // namespace rad::io

@@ -1,0 +1,136 @@
+#include "rad/model/causal_lm.h"
+
+#include <ATen/core/Generator.h>
+#include <torch/nn/init.h>
+
+#include "rad/core/error.h"
+
+namespace rad {
+
+int64_t DecodeCache::bytes() const {
+  int64_t total = 0;
+  for (const auto& l : layers)
+    if (l) total += l->bytes();
+  return total;
+}
+
+DecoderModelImpl::DecoderModelImpl(const ModelConfig& c, const std::vector<std::shared_ptr<Mixer>>& mixers) {
+  RAD_CHECK(static_cast<int64_t>(mixers.size()) == c.n_layer, "model has {} layers but {} mixers were given",
+            c.n_layer, mixers.size());
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.n_vocab, c.d_model));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    DecoderLayer layer(c, mixers[i]);
+    layers->push_back(layer);
+    layer_list.push_back(layer);
+  }
+  norm = register_module("norm", RMSNorm(c.d_model, c.rms_norm_eps));
+}
+
+namespace {
+std::vector<std::shared_ptr<Mixer>> attention_mixers(const ModelConfig& c) {
+  std::vector<std::shared_ptr<Mixer>> mixers;
+  for (int64_t i = 0; i < c.n_layer; ++i) mixers.push_back(std::make_shared<Attention>(c));
+  return mixers;
+}
+}  // namespace
+
+CausalLMImpl::CausalLMImpl(const ModelConfig& c) : CausalLMImpl(c, attention_mixers(c)) {}
+
+CausalLMImpl::CausalLMImpl(const ModelConfig& c, const std::vector<std::shared_ptr<Mixer>>& mixers) : config_(c) {
+  model = register_module("model", DecoderModel(c, mixers));
+  if (!c.tie_word_embeddings)
+    lm_head = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(c.d_model, c.n_vocab).bias(false)));
+  inv_freq_ = rope_inv_freq(c);
+}
+
+at::ScalarType CausalLMImpl::dtype() const { return model->embed_tokens->weight.scalar_type(); }
+
+int64_t CausalLMImpl::parameter_count() const {
+  int64_t n = 0;
+  for (const auto& p : parameters()) n += p.numel();
+  return n;
+}
+
+DecodeCache CausalLMImpl::new_cache() const {
+  DecodeCache cache;
+  for (const auto& layer : model->layer_list) cache.layers.push_back(layer->self_attn->new_cache());
+  return cache;
+}
+
+at::Tensor causal_mask(int64_t past, int64_t T, int64_t sliding_window, const at::Device& device) {
+  auto opts = at::TensorOptions().dtype(at::kLong).device(device);
+  at::Tensor q_pos = at::arange(past, past + T, opts).unsqueeze(1);  // [T, 1]
+  at::Tensor k_pos = at::arange(0, past + T, opts).unsqueeze(0);     // [1, S]
+  at::Tensor allowed = k_pos <= q_pos;
+  if (sliding_window > 0) allowed = allowed.logical_and(k_pos > q_pos - sliding_window);
+  return allowed;
+}
+
+at::Tensor CausalLMImpl::embed(const at::Tensor& input_ids) {
+  RAD_CHECK(input_ids.dim() == 2, "input_ids must be [batch, tokens], got {} dims", input_ids.dim());
+  if (input_ids.numel() > 0) {
+    int64_t lo = input_ids.min().item<int64_t>(), hi = input_ids.max().item<int64_t>();
+    RAD_CHECK(lo >= 0 && hi < config_.n_vocab, "token id out of range: ids span [{}, {}] but the vocabulary has {} tokens",
+              lo, hi, config_.n_vocab);
+  }
+  return model->embed_tokens->forward(input_ids);
+}
+
+at::Tensor CausalLMImpl::run_layers(const at::Tensor& hidden, int64_t begin, int64_t end, DecodeCache* cache,
+                                    const ForwardHooks* hooks) {
+  RAD_CHECK(0 <= begin && begin <= end && end <= config_.n_layer, "layer range [{}, {}) invalid for {} layers", begin,
+            end, config_.n_layer);
+  const int64_t T = hidden.size(1);
+  const int64_t past = cache != nullptr ? cache->length : 0;
+  if (cache != nullptr && cache->layers.empty()) *cache = new_cache();
+  at::Tensor positions = at::arange(past, past + T, at::TensorOptions().dtype(at::kLong).device(hidden.device()));
+  RopeTables rope = rope_tables(inv_freq_.to(hidden.device()), positions, hidden.scalar_type());
+  at::Tensor mask = causal_mask(past, T, config_.sliding_window, hidden.device());
+  if (hooks != nullptr) {
+    if (hooks->residual_in) hooks->residual_in->resize(config_.n_layer);
+    if (hooks->residual_out) hooks->residual_out->resize(config_.n_layer);
+  }
+  at::Tensor h = hidden;
+  for (int64_t l = begin; l < end; ++l) {
+    MixerContext ctx;
+    ctx.layer = l;
+    ctx.past_length = past;
+    ctx.rope = &rope;
+    ctx.mask = &mask;
+    ctx.cache = cache != nullptr ? cache->layers[l].get() : nullptr;
+    ctx.hooks = hooks;
+    if (hooks != nullptr && hooks->residual_in) (*hooks->residual_in)[l] = h;
+    h = model->layer_list[l]->forward(h, ctx);
+    if (hooks != nullptr && hooks->residual_out) (*hooks->residual_out)[l] = h;
+  }
+  return h;
+}
+
+at::Tensor CausalLMImpl::final_logits(const at::Tensor& hidden) {
+  at::Tensor h = model->norm->forward(hidden);
+  if (lm_head) return lm_head->forward(h);
+  return at::linear(h, model->embed_tokens->weight);
+}
+
+at::Tensor CausalLMImpl::forward(const at::Tensor& input_ids, DecodeCache* cache, const ForwardHooks* hooks) {
+  at::Tensor h = run_layers(embed(input_ids), 0, config_.n_layer, cache, hooks);
+  if (cache != nullptr) cache->length += input_ids.size(1);
+  return final_logits(h);
+}
+
+void init_parameters(torch::nn::Module& module, double std, uint64_t seed) {
+  at::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (auto& item : module.named_parameters()) {
+    at::Tensor& p = item.value();
+    const std::string& name = item.key();
+    bool is_norm = name.find("norm") != std::string::npos;
+    bool is_bias = name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0;
+    if (is_norm) p.fill_(1.0);
+    else if (is_bias) p.zero_();
+    else p.copy_(at::normal(0.0, std, p.sizes(), gen, at::TensorOptions().dtype(at::kFloat)).to(p.scalar_type()));
+  }
+}
+
+}  // namespace rad

@@ -1,0 +1,80 @@
+// The Llama-family causal language model (teacher). The hybrid student reuses it with other
+// mixers in some layers, so teacher, hybrid and tests share one definition.
+//
+// Module tree = HF checkpoint keys:
+//   model.embed_tokens.weight, model.layers.{i}.(self_attn|mlp|*_layernorm).*, model.norm.weight,
+//   lm_head.weight (absent when tie_word_embeddings).
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+
+#include <memory>
+#include <vector>
+
+#include "rad/model/config.h"
+#include "rad/model/layers.h"
+
+namespace rad {
+
+// Decode state of the whole model: one LayerCache per layer plus the number of tokens seen.
+struct DecodeCache {
+  std::vector<std::unique_ptr<LayerCache>> layers;
+  int64_t length = 0;
+  int64_t bytes() const;
+};
+
+class DecoderModelImpl : public torch::nn::Module {
+ public:
+  DecoderModelImpl(const ModelConfig& config, const std::vector<std::shared_ptr<Mixer>>& mixers);
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RMSNorm norm{nullptr};
+  std::vector<DecoderLayer> layer_list;  // typed view of `layers`
+};
+TORCH_MODULE(DecoderModel);
+
+class CausalLMImpl : public torch::nn::Module {
+ public:
+  // A plain Transformer: softmax attention in every layer.
+  explicit CausalLMImpl(const ModelConfig& config);
+  // Any mixer per layer (mixers.size() == n_layer).
+  CausalLMImpl(const ModelConfig& config, const std::vector<std::shared_ptr<Mixer>>& mixers);
+
+  // input_ids [B, T] (int64) -> logits [B, T, n_vocab]. With a cache, the tokens continue the
+  // cached sequence (prefill when it is empty, step decoding after) and the cache is extended.
+  // Batches are right-padded by callers: causal attention keeps padding from affecting earlier
+  // positions, so read each row's logits at its own last real position.
+  at::Tensor forward(const at::Tensor& input_ids, DecodeCache* cache = nullptr, const ForwardHooks* hooks = nullptr);
+
+  // The pieces of forward, for stages that restart from a layer's cached input:
+  at::Tensor embed(const at::Tensor& input_ids);  // [B, T, d_model]
+  // Runs layers [begin, end) on `hidden`; `past_length` is the position of hidden's first token.
+  at::Tensor run_layers(const at::Tensor& hidden, int64_t begin, int64_t end, DecodeCache* cache = nullptr,
+                        const ForwardHooks* hooks = nullptr);
+  at::Tensor final_logits(const at::Tensor& hidden);  // final norm + LM head
+
+  DecodeCache new_cache() const;
+  const ModelConfig& config() const { return config_; }
+  at::ScalarType dtype() const;
+  int64_t parameter_count() const;
+
+  DecoderModel model{nullptr};
+  torch::nn::Linear lm_head{nullptr};  // null when tied to model.embed_tokens
+
+ private:
+  ModelConfig config_;
+  at::Tensor inv_freq_;  // RoPE inverse frequencies (float32), not a parameter
+};
+TORCH_MODULE(CausalLM);
+
+// Boolean mask [T, past + T]: query i (absolute position past + i) may see key j iff j <= past + i
+// and, with a sliding window W > 0, j > past + i - W.
+at::Tensor causal_mask(int64_t past, int64_t T, int64_t sliding_window, const at::Device& device);
+
+// Initialises a fresh model's parameters (normal(0, std) for matrices and embeddings, zero biases,
+// unit norms), as for pretraining from scratch.
+void init_parameters(torch::nn::Module& module, double std, uint64_t seed);
+
+}  // namespace rad

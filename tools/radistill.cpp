@@ -1,0 +1,42 @@
+// radistill: retrieval-aware distillation of Llama-family Transformers into Transformer-SSM hybrids.
+#include <c10/util/Exception.h>
+
+#include <cstdio>
+
+#include "commands.h"
+#include "rad/core/error.h"
+#include "rad/core/log.h"
+#include "rad/core/torch_setup.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"radistill: retrieval-aware distillation of Llama-family Transformers into Transformer-SSM hybrids"};
+  app.require_subcommand(1);
+  int threads = 0;
+  bool quiet = false, verbose = false;
+  app.add_option("--threads", threads, "CPU threads for libtorch and OpenBLAS (default: all available cores)");
+  app.add_flag("-q,--quiet", quiet, "Only print warnings and errors on stderr");
+  app.add_flag("-v,--verbose", verbose, "Print debug diagnostics on stderr");
+  app.parse_complete_callback([&] {
+    rad::set_log_level(quiet ? rad::LogLevel::kQuiet : verbose ? rad::LogLevel::kDebug : rad::LogLevel::kInfo);
+    rad::configure_torch(threads);
+  });
+  rad::cli::register_env(app);
+  rad::cli::register_inspect(app);
+  rad::cli::register_forward(app);
+  rad::cli::register_generate(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const rad::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "error (libtorch): %s\n", e.what_without_backtrace());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
