@@ -1,0 +1,61 @@
+// The CLI end to end on a fixture: outputs parse, bad input exits non-zero with a named error.
+#include <ATen/ATen.h>
+
+#include <nlohmann/json.hpp>
+
+#include "rad/io/npy.h"
+#include "rad/io/safetensors.h"
+#include "test_util.h"
+
+namespace rad::test {
+namespace {
+
+TEST(Cli, EnvReportsBlasThreadsAndAllocator) {
+  CliResult r = run_cli("env");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["torch_threads"], 1);
+  EXPECT_NE(j["blas"].get<std::string>().find("OpenBLAS"), std::string::npos);
+  EXPECT_NE(j["allocator"].get<std::string>().find("gperftools"), std::string::npos);
+  EXPECT_TRUE(j.contains("libtorch_version"));
+  EXPECT_TRUE(j.contains("cpu_capability"));
+}
+
+TEST(Cli, ForwardDumpsLogitsThatMatchTheGolden) {
+  TempDir dir;
+  auto golden = io::SafetensorsFile::open(fixture_model("llama_gqa") + "/golden.safetensors");
+  at::Tensor ids = golden->tensor("input_ids");
+  std::string list;
+  for (int64_t i = 0; i < ids.size(0); ++i) list += (i ? "," : "") + std::to_string(ids[i].item<int64_t>());
+  CliResult r = run_cli("forward " + fixture_model("llama_gqa") + " --token-ids " + list + " --dump-logits " +
+                        dir.file("l.npy"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["top5"].size(), 5u);
+  at::Tensor logits = io::load_npy(dir.file("l.npy"));
+  at::Tensor expected = golden->tensor("logits");
+  ASSERT_EQ(logits.sizes(), expected.sizes());
+  EXPECT_LT((logits - expected).abs().max().item<double>(), 1e-4);
+  EXPECT_EQ(j["top5"][0]["id"].get<int64_t>(), expected[-1].argmax().item<int64_t>());
+}
+
+TEST(Cli, GeneratePrintsTheNewTokens) {
+  CliResult r = run_cli("generate " + fixture_model("llama_gqa") + " --token-ids 1,5,9 --max-new-tokens 4 --ignore-eos");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out).size(), 4u);
+}
+
+TEST(Cli, BadInputGivesANamedErrorAndNonZeroExit) {
+  CliResult r = run_cli("forward " + fixture_model("llama_gqa") + " --token-ids 1,x,3");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("\"x\" is not a non-negative integer"), std::string::npos) << r.err;
+  r = run_cli("forward " + fixture_model("llama_gqa") + " --token-ids 1,999");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("token id out of range"), std::string::npos) << r.err;
+  r = run_cli("inspect /nonexistent-model");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("/nonexistent-model/config.json"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace rad::test
