@@ -1,0 +1,52 @@
+// Synthetic retrieval tasks as seeded text generators (so any model with a tokenizer can be
+// evaluated) and one scoring rule.
+//
+// An example is a list of text segments; some are answers. Scoring rule (all tasks): an answer is
+// correct iff, teacher-forced on everything before it, the model's greedy (argmax) prediction
+// equals every token of the answer (for a one-token answer: last-token argmax). MQAR scores each of
+// its queries as one answer.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "rad/tasks/words.h"
+
+namespace rad::tasks {
+
+struct Segment {
+  std::string text;
+  bool is_answer = false;
+};
+
+struct TaskExample {
+  std::vector<Segment> segments;
+  std::string full_text() const;
+};
+
+struct TaskOptions {
+  int64_t pairs = 50;             // kv, mqar: dictionary size; phonebook: entries
+  int64_t queries = 8;            // mqar: queries per dictionary (capped at pairs)
+  int64_t context_words = 400;    // needle: filler length in words
+  double depth = 0.5;             // needle: position of the needle in the filler, 0 (start) .. 1 (end)
+  int64_t span_words = 8;         // copy: words to copy
+  KeySplit split = KeySplit::kEval;
+};
+
+// Names accepted by make_example: kv, mqar, needle, phonebook, copy.
+const std::vector<std::string>& task_names();
+
+// One example of `task`, drawn with `rng`. Throws rad::Error for an unknown task or options it
+// cannot satisfy (e.g. more pairs than distinct keys or values).
+TaskExample make_example(const std::string& task, const TaskOptions& options, std::mt19937_64& rng);
+
+// `count` examples from a generator seeded with `seed` (same seed, same examples).
+std::vector<TaskExample> make_examples(const std::string& task, const TaskOptions& options, int64_t count,
+                                       uint64_t seed);
+
+// The KV-retrieval probe of DESIGN section 2 (values 0-99, so at most 100 pairs).
+TaskExample make_kv_example(const TaskOptions& options, std::mt19937_64& rng, int64_t n_queries);
+
+}  // namespace rad::tasks

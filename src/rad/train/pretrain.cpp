@@ -1,0 +1,206 @@
+#include "rad/train/pretrain.h"
+
+#include <ATen/autocast_mode.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "rad/core/atomic_file.h"
+#include "rad/core/error.h"
+#include "rad/core/log.h"
+#include "rad/core/progress.h"
+#include "rad/io/checkpoint.h"
+#include "rad/model/causal_lm.h"
+#include "rad/train/checkpoint.h"
+
+namespace rad {
+namespace fs = std::filesystem;
+
+namespace {
+
+// Enables CPU bf16 autocast for its lifetime.
+class AutocastBF16 {
+ public:
+  explicit AutocastBF16(bool on) : on_(on) {
+    if (on_) {
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+      at::autocast::set_cpu_enabled(true);
+    }
+  }
+  ~AutocastBF16() {
+    if (on_) {
+      at::autocast::set_cpu_enabled(false);
+      at::autocast::clear_cache();
+    }
+  }
+
+ private:
+  bool on_;
+};
+
+// Norm weights and biases are not decayed (the usual AdamW practice).
+std::vector<torch::optim::OptimizerParamGroup> param_groups(CausalLM& model, double weight_decay, double lr) {
+  std::vector<at::Tensor> decay, no_decay;
+  for (const auto& item : model->named_parameters()) {
+    const std::string& n = item.key();
+    bool skip = n.find("norm") != std::string::npos || (n.size() > 5 && n.compare(n.size() - 5, 5, ".bias") == 0);
+    (skip ? no_decay : decay).push_back(item.value());
+  }
+  auto opts = [&](double wd) {
+    auto o = std::make_unique<torch::optim::AdamWOptions>(lr);
+    o->betas({0.9, 0.95}).eps(1e-8).weight_decay(wd);
+    return o;
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, opts(weight_decay));
+  groups.emplace_back(no_decay, opts(0.0));
+  return groups;
+}
+
+at::Tensor weighted_cross_entropy(const at::Tensor& logits, const Batch& b) {
+  const int64_t V = logits.size(-1);
+  at::Tensor nll = at::cross_entropy_loss(logits.reshape({-1, V}).to(at::kFloat), b.targets.reshape({-1}),
+                                          /*weight=*/{}, at::Reduction::None);
+  at::Tensor w = b.weights.reshape({-1});
+  return (nll * w).sum() / w.sum().clamp_min(1e-8);
+}
+
+}  // namespace
+
+double perplexity(CausalLM& model, const std::vector<at::Tensor>& windows, int64_t batch_size) {
+  RAD_CHECK(!windows.empty(), "no held-out windows to compute perplexity on (corpus too small?)");
+  at::NoGradGuard no_grad;
+  double total = 0;
+  int64_t count = 0;
+  for (size_t s = 0; s < windows.size(); s += batch_size) {
+    std::vector<at::Tensor> rows(windows.begin() + s, windows.begin() + std::min(windows.size(), s + batch_size));
+    at::Tensor x = at::stack(rows);
+    at::Tensor logits = model->forward(x.narrow(1, 0, x.size(1) - 1)).to(at::kFloat);
+    at::Tensor nll = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), x.narrow(1, 1, x.size(1) - 1).reshape({-1}),
+                                            {}, at::Reduction::Sum);
+    total += nll.item<double>();
+    count += logits.size(0) * logits.size(1);
+  }
+  return std::exp(total / count);
+}
+
+EvalMetrics evaluate_lm(CausalLM& model, const PretrainData& data, int64_t probe_pairs, int64_t probe_examples,
+                        int64_t seq, int64_t ppl_windows, uint64_t seed) {
+  model->eval();
+  EvalMetrics m;
+  tasks::TaskOptions o;
+  o.pairs = probe_pairs;
+  o.split = tasks::KeySplit::kEval;
+  std::vector<tasks::EncodedExample> probe;
+  for (const auto& ex : tasks::make_examples("kv", o, probe_examples, seed))
+    probe.push_back(tasks::encode_example(ex, data.encode, data.bos));
+  m.probe = tasks::score(model, probe, 16);
+  m.perplexity = perplexity(model, heldout_windows(data.corpus.heldout, seq, ppl_windows, data.bos), 8);
+  model->train();
+  return m;
+}
+
+void pretrain(const PretrainOptions& opt, const PretrainData& data) {
+  opt.schedule.validate();
+  opt.mix.validate();
+  RAD_CHECK(opt.batch >= 1 && opt.seq >= 8, "batch must be >= 1 and seq >= 8 (got {} and {})", opt.batch, opt.seq);
+  RAD_CHECK(opt.seq <= opt.model.max_position_embeddings, "seq {} exceeds max_position_embeddings {}", opt.seq,
+            opt.model.max_position_embeddings);
+  ensure_directory(opt.out_dir);
+  const std::string metrics_path = (fs::path(opt.out_dir) / "metrics.jsonl").string();
+  auto existing = latest_checkpoint(opt.out_dir);
+  RAD_CHECK(!existing || opt.resume,
+            "{} already holds a training run (checkpoint {}); pass --resume to continue it or choose another --out",
+            opt.out_dir, existing.value_or(""));
+
+  torch::manual_seed(opt.seed);
+  CausalLM model(opt.model);
+  init_parameters(*model, opt.init_std, opt.seed);
+  model->train();
+  torch::optim::AdamW optimizer(param_groups(model, opt.weight_decay, opt.schedule.peak));
+  int64_t start_step = 0;
+  double elapsed_before = 0;
+  if (existing) {
+    nlohmann::json state = load_training_checkpoint(*existing, model, optimizer);
+    start_step = state.at("step").get<int64_t>();
+    elapsed_before = state.value("elapsed_seconds", 0.0);
+    truncate_metrics_log(metrics_path, start_step);
+    log_info("resuming from {} (step {})", *existing, start_step);
+  } else if (fs::exists(metrics_path)) {
+    fs::remove(metrics_path);
+  }
+  data.write_tokenizer(opt.out_dir);
+
+  const int64_t total = opt.schedule.total;
+  Progress progress("pretrain", total, "steps", start_step);
+  auto t_start = std::chrono::steady_clock::now();
+  auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count(); };
+  double loss_ema = -1;
+  int64_t tokens_since = 0;
+  double t_since = seconds();
+  auto save = [&](int64_t step) {
+    save_training_checkpoint(opt.out_dir, step, model, optimizer,
+                             {{"step", step}, {"elapsed_seconds", elapsed_before + seconds()}, {"seed", opt.seed}});
+  };
+  for (int64_t step = start_step; step < total; ++step) {
+    Batch b = make_batch(data.corpus.train, opt.mix, data.encode, data.bos, opt.batch, opt.seq, opt.seed, step);
+    double lr = opt.schedule.at(step);
+    for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    at::Tensor loss;
+    {
+      AutocastBF16 autocast(opt.bf16);
+      loss = weighted_cross_entropy(model->forward(b.input_ids), b);
+    }
+    double loss_value = loss.item<double>();
+    if (!std::isfinite(loss_value)) {
+      auto last = latest_checkpoint(opt.out_dir);
+      if (opt.skip_nonfinite) {
+        log_warn("step {}: loss is {}; skipping this batch", step + 1, loss_value);
+        optimizer.zero_grad();
+        continue;
+      }
+      fail("step {}: loss is {} (not finite); training stopped. Last good checkpoint: {}. Lower the learning rate "
+           "or pass --skip-nonfinite, then --resume.",
+           step + 1, loss_value, last.value_or("none"));
+    }
+    optimizer.zero_grad();
+    loss.backward();
+    double grad_norm = torch::nn::utils::clip_grad_norm_(model->parameters(), opt.clip);
+    optimizer.step();
+    tokens_since += opt.batch * opt.seq;
+    loss_ema = loss_ema < 0 ? loss_value : 0.95 * loss_ema + 0.05 * loss_value;
+    const int64_t done = step + 1;
+    if (done % opt.log_every == 0 || done == total) {
+      double now = seconds();
+      double tps = tokens_since / std::max(1e-9, now - t_since);
+      tokens_since = 0;
+      t_since = now;
+      append_jsonl(metrics_path, {{"step", done}, {"loss", loss_value}, {"lr", lr}, {"grad_norm", grad_norm},
+                                  {"tokens_per_s", tps}, {"elapsed_s", elapsed_before + now}});
+      progress.update(done, fmt::format("loss {:.3f} | lr {:.2e} | {:.0f} tok/s", loss_ema, lr, tps));
+    } else {
+      progress.update(done);
+    }
+    if (done % opt.eval_every == 0 || done == total) {
+      EvalMetrics m = evaluate_lm(model, data, opt.probe_pairs, opt.probe_examples, opt.seq, opt.ppl_windows, 1234);
+      append_jsonl(metrics_path, {{"step", done}, {"probe_accuracy", m.probe.value()}, {"probe_pairs", opt.probe_pairs},
+                                  {"heldout_perplexity", m.perplexity}});
+      log_info("step {}: KV probe ({} pairs) {:.1f}%, held-out perplexity {:.2f}", done, opt.probe_pairs,
+               100 * m.probe.value(), m.perplexity);
+    }
+    if (done % opt.save_every == 0 || done == total) save(done);
+    if (opt.stop_after > 0 && done >= opt.stop_after && done < total) {
+      save(done);
+      log_info("stopping after step {} as asked (--stop-after); resume with --resume", done);
+      return;
+    }
+  }
+  progress.finish();
+  model->eval();
+  io::save_causal_lm(model, opt.out_dir);
+}
+
+}  // namespace rad

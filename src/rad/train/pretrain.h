@@ -1,0 +1,62 @@
+// Pretraining a Llama-family model from scratch on a text corpus mixed with retrieval tasks.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "rad/model/config.h"
+#include "rad/tasks/scorer.h"
+#include "rad/train/data.h"
+#include "rad/train/schedule.h"
+
+namespace rad {
+
+struct PretrainOptions {
+  ModelConfig model;
+  std::string out_dir;
+  int64_t batch = 32;
+  int64_t seq = 256;
+  LrSchedule schedule;
+  double weight_decay = 0.1;
+  double clip = 1.0;
+  double init_std = 0.02;
+  bool bf16 = false;  // bf16 autocast (parameters and optimizer stay float32)
+  uint64_t seed = 0;
+  int64_t save_every = 200;
+  int64_t log_every = 10;
+  int64_t eval_every = 200;
+  int64_t probe_pairs = 20;
+  int64_t probe_examples = 100;
+  int64_t ppl_windows = 16;
+  TaskMix mix;
+  bool resume = false;
+  bool skip_nonfinite = false;  // skip a batch whose loss is NaN/Inf instead of stopping
+  int64_t stop_after = 0;       // > 0: stop (after checkpointing) once this many steps are done; for tests
+};
+
+struct PretrainData {
+  TokenCorpus corpus;
+  tasks::Encoder encode;
+  std::optional<int64_t> bos;
+  // Copies tokenizer files into a model directory, so the result is a complete HF directory.
+  std::function<void(const std::string& dir)> write_tokenizer;
+};
+
+struct EvalMetrics {
+  tasks::Accuracy probe;
+  double perplexity = 0;
+};
+
+// Runs (or resumes) training; writes the final model to out_dir as an HF directory, with
+// metrics.jsonl and checkpoints/ beside it.
+void pretrain(const PretrainOptions& options, const PretrainData& data);
+
+// KV-probe accuracy (eval keys) and held-out perplexity, as logged during training.
+EvalMetrics evaluate_lm(CausalLM& model, const PretrainData& data, int64_t probe_pairs, int64_t probe_examples,
+                        int64_t seq, int64_t ppl_windows, uint64_t seed);
+
+// Mean token cross-entropy of `windows` (each [T+1] ids) -> perplexity.
+double perplexity(CausalLM& model, const std::vector<at::Tensor>& windows, int64_t batch_size);
+
+}  // namespace rad

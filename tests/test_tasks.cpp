@@ -1,0 +1,174 @@
+// Retrieval task generators and the scorer.
+#include <ATen/ATen.h>
+
+#include <set>
+
+#include "rad/io/checkpoint.h"
+#include "rad/tasks/scorer.h"
+#include "rad/tasks/task.h"
+#include "test_util.h"
+
+namespace rad::test {
+namespace {
+
+using tasks::KeySplit;
+using tasks::TaskOptions;
+
+TEST(Tasks, KeyPoolsAreDisjointAndDistinct) {
+  const auto& train = tasks::key_pool(KeySplit::kTrain);
+  const auto& eval = tasks::key_pool(KeySplit::kEval);
+  EXPECT_EQ(train.size(), 800u);
+  EXPECT_EQ(eval.size(), 200u);
+  std::set<std::string> all(train.begin(), train.end());
+  for (const auto& k : eval) EXPECT_EQ(all.count(k), 0u) << k;
+  all.insert(eval.begin(), eval.end());
+  EXPECT_EQ(all.size(), 1000u);
+}
+
+TEST(Tasks, KvProbeHasThePaperFormat) {
+  TaskOptions o;
+  o.pairs = 3;
+  auto ex = tasks::make_examples("kv", o, 1, 7)[0];
+  ASSERT_EQ(ex.segments.size(), 2u);
+  const std::string& prompt = ex.segments[0].text;
+  EXPECT_EQ(prompt.rfind("Memorize the following dictionary:\n", 0), 0u);
+  // Three "key:value" lines, then the query.
+  std::vector<std::string> lines;
+  size_t pos = 0, nl;
+  while ((nl = prompt.find('\n', pos)) != std::string::npos) {
+    lines.push_back(prompt.substr(pos, nl - pos));
+    pos = nl + 1;
+  }
+  std::string query = prompt.substr(pos);
+  ASSERT_EQ(lines.size(), 4u);
+  std::map<std::string, std::string> dict;
+  for (int i = 1; i <= 3; ++i) {
+    auto colon = lines[i].find(':');
+    ASSERT_NE(colon, std::string::npos);
+    dict[lines[i].substr(0, colon)] = lines[i].substr(colon + 1);
+  }
+  ASSERT_EQ(query.rfind("The value of the key '", 0), 0u);
+  ASSERT_EQ(query.substr(query.size() - 4), "' is");
+  std::string key = query.substr(22, query.size() - 26);
+  ASSERT_TRUE(dict.count(key)) << key;
+  EXPECT_TRUE(ex.segments[1].is_answer);
+  EXPECT_EQ(ex.segments[1].text, " " + dict[key]);
+  std::set<std::string> eval(tasks::key_pool(KeySplit::kEval).begin(), tasks::key_pool(KeySplit::kEval).end());
+  for (const auto& [k, v] : dict) EXPECT_TRUE(eval.count(k)) << "probe keys come from the eval pool";
+}
+
+TEST(Tasks, SameSeedSameExamplesOtherSeedOthers) {
+  TaskOptions o;
+  o.pairs = 20;
+  for (const auto& task : tasks::task_names()) {
+    auto a = tasks::make_examples(task, o, 5, 42), b = tasks::make_examples(task, o, 5, 42),
+         c = tasks::make_examples(task, o, 5, 43);
+    for (int i = 0; i < 5; ++i) EXPECT_EQ(a[i].full_text(), b[i].full_text()) << task;
+    EXPECT_NE(a[0].full_text() + a[1].full_text(), c[0].full_text() + c[1].full_text()) << task;
+  }
+}
+
+TEST(Tasks, MqarAsksDistinctKeys) {
+  TaskOptions o;
+  o.pairs = 10;
+  o.queries = 4;
+  auto ex = tasks::make_examples("mqar", o, 1, 3)[0];
+  int answers = 0;
+  std::set<std::string> asked;
+  for (const auto& s : ex.segments) {
+    if (s.is_answer) ++answers;
+    auto q = s.text.find("The value of the key '");
+    if (q != std::string::npos) asked.insert(s.text.substr(q));
+  }
+  EXPECT_EQ(answers, 4);
+  EXPECT_EQ(asked.size(), 4u);
+}
+
+TEST(Tasks, NeedleSitsAtTheRequestedDepth) {
+  TaskOptions o;
+  o.context_words = 200;
+  for (double depth : {0.0, 0.5, 1.0}) {
+    o.depth = depth;
+    auto ex = tasks::make_examples("needle", o, 1, 5)[0];
+    const std::string& text = ex.segments[0].text;
+    size_t at = text.find("The secret number of the ");
+    size_t question = text.find("\nWhat is the secret number");
+    ASSERT_NE(at, std::string::npos);
+    double frac = static_cast<double>(at) / question;
+    EXPECT_NEAR(frac, depth, 0.06) << depth;
+    EXPECT_EQ(ex.segments[1].text, text.substr(text.find(" is ", at) + 3, ex.segments[1].text.size()));
+  }
+}
+
+TEST(Tasks, PhonebookAndCopyAnswersAppearInThePrompt) {
+  TaskOptions o;
+  o.pairs = 12;
+  auto pb = tasks::make_examples("phonebook", o, 3, 9);
+  for (const auto& ex : pb) EXPECT_NE(ex.segments[0].text.find(":" + ex.segments[1].text + "\n"), std::string::npos);
+  auto cp = tasks::make_examples("copy", o, 3, 9);
+  for (const auto& ex : cp) EXPECT_NE(ex.segments[0].text.find("Text:" + ex.segments[1].text + "\n"), std::string::npos);
+}
+
+TEST(Tasks, BadOptionsAreNamedErrors) {
+  TaskOptions o;
+  o.pairs = 101;
+  EXPECT_RAD_ERROR(tasks::make_examples("kv", o, 1, 0), "pairs must be in [1, 100]");
+  EXPECT_RAD_ERROR(tasks::make_examples("sorting", o, 1, 0), "unknown task \"sorting\"");
+  o.pairs = 5;
+  o.depth = 2;
+  EXPECT_RAD_ERROR(tasks::make_examples("needle", o, 1, 0), "depth must be in [0, 1]");
+}
+
+TEST(Scorer, WilsonIntervalMatchesTheFormula) {
+  tasks::Accuracy a{50, 100};
+  EXPECT_NEAR(a.low(), 0.4038, 1e-4);
+  EXPECT_NEAR(a.high(), 0.5962, 1e-4);
+  tasks::Accuracy all{20, 20};
+  EXPECT_DOUBLE_EQ(all.high(), 1.0);
+  EXPECT_NEAR(all.low(), 0.8389, 1e-4);
+}
+
+// Word-level stand-in for a tokenizer: each space-separated word is one token (hashed into the
+// fixture's 64-token vocabulary).
+std::vector<int64_t> tiny_encode(const std::string& s) {
+  std::vector<int64_t> ids;
+  std::string word;
+  for (char c : s + " ") {
+    if (c == ' ' || c == '\n') {
+      if (!word.empty()) ids.push_back(static_cast<int64_t>(std::hash<std::string>()(word) % 60 + 2));
+      word.clear();
+    } else {
+      word += c;
+    }
+  }
+  return ids;
+}
+
+TEST(Scorer, AnswersAreExactlyTheAnswerTokensAndBatchingDoesNotChangeScores) {
+  CausalLM model = io::load_causal_lm(fixture_model("llama_gqa"));
+  TaskOptions o;
+  o.pairs = 3;
+  o.queries = 2;
+  std::vector<tasks::EncodedExample> examples;
+  for (const auto& ex : tasks::make_examples("mqar", o, 6, 11)) examples.push_back(tasks::encode_example(ex, tiny_encode, 1));
+  for (const auto& e : examples) {
+    ASSERT_EQ(e.answers.size(), 2u);
+    EXPECT_EQ(e.ids[0], 1);
+  }
+  auto one = tasks::answer_correctness(model, examples, 1);
+  auto four = tasks::answer_correctness(model, examples, 4);
+  EXPECT_EQ(one, four);
+  // Recompute the rule by hand for the first example.
+  at::NoGradGuard no_grad;
+  const auto& e = examples[0];
+  at::Tensor logits = model->forward(at::tensor(e.ids, at::kLong).unsqueeze(0))[0];
+  for (size_t a = 0; a < e.answers.size(); ++a) {
+    bool ok = true;
+    for (int64_t p = e.answers[a].first; p < e.answers[a].second; ++p)
+      ok = ok && logits[p - 1].argmax().item<int64_t>() == e.ids[p];
+    EXPECT_EQ(one[a], ok ? 1 : 0);
+  }
+}
+
+}  // namespace
+}  // namespace rad::test
