@@ -1,0 +1,76 @@
+// Retrieval-head discovery by single-head ablation on the KV probe (DESIGN section 3).
+//
+// Score of head (l, h) = probe accuracy of the model - probe accuracy with that head's output z
+// (its slice of the o_proj input) zeroed or replaced by its mean over the probe set. The residual
+// stream entering layer l is computed once per batch and reused for every head of layer l, so a
+// head of layer l costs (n_layer - l) / n_layer of a forward pass.
+#pragma once
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "rad/core/progress.h"
+#include "rad/model/causal_lm.h"
+#include "rad/tasks/scorer.h"
+
+namespace rad {
+
+using HeadSet = std::set<std::pair<int64_t, int64_t>>;  // (layer, head)
+
+struct HeadScore {
+  int64_t layer = 0;
+  int64_t head = 0;
+  int64_t kv_group = 0;
+  double accuracy_without = 0;  // probe accuracy with this head ablated
+  double score = 0;             // teacher accuracy - accuracy_without
+  int64_t rank = 0;             // 1 = most important
+};
+
+struct SweepResult {
+  double teacher_accuracy = 0;
+  int64_t answers = 0;
+  std::vector<HeadScore> ranked;  // by score descending; ties by (layer, head) ascending
+  double seconds = 0;
+};
+
+class HeadAblator {
+ public:
+  // `mode`: "zero" or "mean". For "mean", one pass over the probe computes each head's mean output
+  // over all real (non-padding) token positions.
+  HeadAblator(CausalLM& model, std::vector<tasks::EncodedExample> probe, std::string mode, int64_t batch_size);
+
+  // Probe accuracy with every head in `heads` ablated at once (plain full forward with a hook).
+  double accuracy(const HeadSet& heads);
+
+  // Every single-head score, with residual reuse. `progress` (optional) counts heads.
+  SweepResult sweep(Progress* progress = nullptr);
+
+  // The hook that ablates `heads` (exposed for tests).
+  ForwardHooks hooks_for(const HeadSet& heads) const;
+
+ private:
+  CausalLM& model_;
+  std::vector<tasks::EncodedExample> probe_;
+  std::string mode_;
+  int64_t batch_size_;
+  at::Tensor head_means_;  // [n_layer, n_head, d_head] for mean ablation
+};
+
+// Deterministic ranking (score desc, then layer, then head) with ranks filled in.
+std::vector<HeadScore> rank_heads(std::vector<HeadScore> scores);
+
+// Selection rules. Exactly one of budget (> 0), fraction (> 0) or threshold (set) is used.
+struct HeadSelector {
+  int64_t budget = 0;
+  double fraction = 0;
+  std::optional<double> threshold;
+  nlohmann::json to_json() const;
+};
+HeadSet select_heads(const std::vector<HeadScore>& ranked, const HeadSelector& selector);
+
+}  // namespace rad

@@ -1,0 +1,160 @@
+#include "rad/heads/discovery.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <numeric>
+#include <random>
+
+#include "rad/core/atomic_file.h"
+#include "rad/core/error.h"
+#include "rad/core/log.h"
+#include "rad/heads/model_hash.h"
+#include "rad/report/svg.h"
+
+namespace rad {
+namespace fs = std::filesystem;
+
+int64_t fitting_pairs(const ModelConfig& config, const tasks::Encoder& encode, std::optional<int64_t> bos,
+                      int64_t wanted, uint64_t seed) {
+  for (int64_t pairs = std::min<int64_t>(wanted, 100); pairs >= 1; --pairs) {
+    tasks::TaskOptions o;
+    o.pairs = pairs;
+    std::vector<tasks::EncodedExample> ex;
+    for (const auto& e : tasks::make_examples("kv", o, 16, seed)) ex.push_back(tasks::encode_example(e, encode, bos));
+    // 10% margin: other draws can have longer keys than these 16.
+    if (tasks::max_length(ex) * 11 / 10 <= config.max_position_embeddings) return pairs;
+  }
+  fail("even a 1-pair KV probe does not fit the model's context of {} tokens", config.max_position_embeddings);
+}
+
+std::vector<int64_t> causal_k_values(int64_t budget, int64_t n_heads) {
+  std::set<int64_t> ks = {1, 2, 3, 5, budget, 2 * budget, 3 * budget};
+  std::vector<int64_t> out;
+  for (int64_t k : ks)
+    if (k >= 1 && k <= n_heads) out.push_back(k);
+  return out;
+}
+
+DiscoveryResult discover_heads(CausalLM& model, const tasks::Encoder& encode, std::optional<int64_t> bos,
+                               const DiscoveryOptions& o, const std::string& out_dir) {
+  const ModelConfig& c = model->config();
+  ensure_directory(out_dir);
+  tasks::TaskOptions probe_options;
+  probe_options.pairs = o.pairs;
+  probe_options.split = tasks::KeySplit::kEval;
+  std::vector<tasks::EncodedExample> probe;
+  for (const auto& e : tasks::make_examples("kv", probe_options, o.examples, o.seed))
+    probe.push_back(tasks::encode_example(e, encode, bos));
+  RAD_CHECK(tasks::max_length(probe) <= c.max_position_embeddings,
+            "a {}-pair probe needs {} tokens but the model's context is {}; use --pairs {}", o.pairs,
+            tasks::max_length(probe), c.max_position_embeddings,
+            fitting_pairs(c, encode, bos, o.pairs, o.seed));
+  model->eval();
+  HeadAblator ablator(model, probe, o.ablation, o.batch);
+  const int64_t n_heads = c.n_layer * c.n_head;
+  const int64_t n_batches = (o.examples + o.batch - 1) / o.batch;
+  SweepResult sweep;
+  {
+    Progress progress("heads", n_heads * n_batches, "head-batches");
+    sweep = ablator.sweep(&progress);
+    progress.finish(fmt::format("teacher accuracy {:.3f}", sweep.teacher_accuracy));
+  }
+  HeadSet kept = select_heads(sweep.ranked, o.selector);
+  HeadPlan plan;
+  plan.kept_heads.assign(kept.begin(), kept.end());
+  plan.selector = o.selector.to_json();
+  plan.model_hash = model_hash(model);
+
+  // Causal evidence: the top-k heads ablated together against k random heads.
+  const int64_t budget = std::max<int64_t>(1, static_cast<int64_t>(kept.size()));
+  nlohmann::json top_k = nlohmann::json::array(), random_k = nlohmann::json::array();
+  std::mt19937_64 rng(o.seed ^ 0x5eedull);
+  std::vector<int64_t> ks = causal_k_values(budget, n_heads);
+  std::vector<std::pair<double, double>> top_points, rand_points, rand_band;
+  {
+    Progress progress("causal check", static_cast<int64_t>(ks.size()) * (1 + o.random_draws), "probe runs");
+    int64_t done = 0;
+    for (int64_t k : ks) {
+      HeadSet top;
+      for (int64_t i = 0; i < k; ++i) top.insert({sweep.ranked[i].layer, sweep.ranked[i].head});
+      double acc = ablator.accuracy(top);
+      progress.update(++done);
+      top_k.push_back({{"k", k}, {"accuracy", acc}});
+      top_points.emplace_back(k, acc);
+      double sum = 0, lo = 1, hi = 0;
+      for (int64_t d = 0; d < o.random_draws; ++d) {
+        std::vector<int64_t> all(n_heads);
+        std::iota(all.begin(), all.end(), 0);
+        std::shuffle(all.begin(), all.end(), rng);
+        HeadSet random;
+        for (int64_t i = 0; i < k; ++i) random.insert({all[i] / c.n_head, all[i] % c.n_head});
+        double a = ablator.accuracy(random);
+        progress.update(++done);
+        sum += a;
+        lo = std::min(lo, a);
+        hi = std::max(hi, a);
+      }
+      double mean = o.random_draws > 0 ? sum / o.random_draws : 0;
+      random_k.push_back({{"k", k}, {"accuracy_mean", mean}, {"accuracy_min", lo}, {"accuracy_max", hi},
+                          {"draws", o.random_draws}});
+      rand_points.emplace_back(k, mean);
+      rand_band.emplace_back(lo, hi);
+    }
+    progress.finish();
+  }
+
+  nlohmann::json heads = nlohmann::json::array();
+  for (const auto& s : sweep.ranked)
+    heads.push_back({{"layer", s.layer}, {"head", s.head}, {"kv_group", s.kv_group}, {"score", s.score},
+                     {"accuracy_without", s.accuracy_without}, {"rank", s.rank}, {"kept", kept.count({s.layer, s.head}) > 0}});
+  nlohmann::json j = {
+      {"teacher_accuracy", sweep.teacher_accuracy},
+      {"probe", {{"task", "kv"}, {"pairs", o.pairs}, {"examples", o.examples}, {"answers", sweep.answers},
+                 {"seed", o.seed}, {"ablation", o.ablation}, {"key_split", "eval"}}},
+      {"model_hash", plan.model_hash},
+      {"n_layer", c.n_layer},
+      {"n_head", c.n_head},
+      {"n_head_kv", c.n_head_kv},
+      {"heads", heads},
+      {"selector", plan.selector},
+      {"ablate_top_k", top_k},
+      {"ablate_random_k", random_k},
+      {"sweep_seconds", sweep.seconds},
+  };
+  write_text_atomic((fs::path(out_dir) / "heads.json").string(), j.dump(2) + "\n");
+  plan.save((fs::path(out_dir) / "plan.json").string(), c);
+
+  std::vector<std::vector<double>> grid(c.n_layer, std::vector<double>(c.n_head, 0));
+  for (const auto& s : sweep.ranked) grid[s.layer][s.head] = s.score;
+  write_text_atomic((fs::path(out_dir) / "heads.svg").string(),
+                    svg::heat_map(grid, kept, fmt::format("Retrieval score (probe accuracy drop), {} pairs", o.pairs),
+                                  "layer", "query head"));
+  write_text_atomic(
+      (fs::path(out_dir) / "causal.svg").string(),
+      svg::line_chart({{"top-k heads ablated", "#c0392b", top_points, {}},
+                       {"k random heads (mean, min-max)", "#2c3e50", rand_points, rand_band}},
+                      "Probe accuracy with k heads ablated together", "k (heads ablated)", "probe accuracy", 0, 1));
+
+  std::string md = fmt::format("# Retrieval heads\n\nProbe: KV retrieval, {} pairs, {} examples (held-out keys), seed {}, "
+                               "{} ablation. Model hash `{}`.\n\nTeacher probe accuracy: **{:.3f}**. Sweep of {} heads "
+                               "took {:.1f} s.\n\nSelected {} of {} heads ({:.1f}%) by {}.\n\n",
+                               o.pairs, o.examples, o.seed, o.ablation, plan.model_hash, sweep.teacher_accuracy, n_heads,
+                               sweep.seconds, kept.size(), n_heads, 100.0 * kept.size() / n_heads, plan.selector.dump());
+  md += "| rank | layer | head | KV group | score | accuracy without |\n|---|---|---|---|---|---|\n";
+  for (size_t i = 0; i < sweep.ranked.size() && i < std::max<size_t>(10, kept.size()); ++i) {
+    const auto& s = sweep.ranked[i];
+    md += fmt::format("| {} | {} | {} | {} | {:.3f} | {:.3f} |\n", s.rank, s.layer, s.head, s.kv_group, s.score,
+                      s.accuracy_without);
+  }
+  md += "\nCausal check (probe accuracy with heads ablated together):\n\n| k | top-k | random k (mean [min, max]) |\n|---|---|---|\n";
+  for (size_t i = 0; i < ks.size(); ++i)
+    md += fmt::format("| {} | {:.3f} | {:.3f} [{:.3f}, {:.3f}] |\n", ks[i], top_points[i].second, rand_points[i].second,
+                      rand_band[i].first, rand_band[i].second);
+  md += "\nFiles: `heads.json` (every head), `plan.json` (the selection), `heads.svg` (heat map), `causal.svg`.\n";
+  write_text_atomic((fs::path(out_dir) / "heads.md").string(), md);
+  return {sweep, plan, j};
+}
+
+}  // namespace rad

@@ -1,0 +1,40 @@
+// `radistill heads`: probe, single-head sweep, selection, causal evidence, and the output files
+// heads.json, plan.json, heads.svg, causal.svg and heads.md.
+#pragma once
+
+#include <string>
+
+#include "rad/heads/ablation.h"
+#include "rad/heads/head_plan.h"
+#include "rad/tasks/scorer.h"
+
+namespace rad {
+
+struct DiscoveryOptions {
+  int64_t pairs = 50;
+  int64_t examples = 256;
+  uint64_t seed = 0;
+  std::string ablation = "zero";
+  int64_t batch = 16;
+  HeadSelector selector;
+  int64_t random_draws = 5;  // random head sets per k for the causal check
+};
+
+struct DiscoveryResult {
+  SweepResult sweep;
+  HeadPlan plan;
+  nlohmann::json heads_json;
+};
+
+// Largest KV-probe size (<= wanted) whose longest example fits the model's context, measured by
+// encoding probe examples.
+int64_t fitting_pairs(const ModelConfig& config, const tasks::Encoder& encode, std::optional<int64_t> bos,
+                      int64_t wanted, uint64_t seed);
+
+DiscoveryResult discover_heads(CausalLM& model, const tasks::Encoder& encode, std::optional<int64_t> bos,
+                               const DiscoveryOptions& options, const std::string& out_dir);
+
+// The k values of the causal check: 1, 2, 3, 5, then the budget and 2x, 3x of it (capped).
+std::vector<int64_t> causal_k_values(int64_t budget, int64_t n_heads);
+
+}  // namespace rad
