@@ -81,6 +81,8 @@ TEST(TokenizerGolden, Llama3WithBosTemplate) { check_goldens("llama3", "golden_b
 TEST(TokenizerGolden, Qwen25ByteLevelNfc) { check_goldens("qwen2_5", "golden.json", false); }
 TEST(TokenizerGolden, Llama2SentencePieceBpe) { check_goldens("llama2", "golden.json", false); }
 TEST(TokenizerGolden, Llama2MetaspaceFirst) { check_goldens("llama2", "golden_metaspace.json", false); }
+// Output of `radistill train-tokenizer` on the KJV, encoded by the independent reference.
+TEST(TokenizerGolden, TrainedKjvReadByReference) { check_goldens("trained_kjv", "golden.json", true); }
 
 TEST(Tokenizer, LoadFromDirectoryReadsBosEos) {
   rad::Tokenizer llama2 = rad::Tokenizer::load(kFixtures + "/llama2");
@@ -133,7 +135,9 @@ TEST(Tokenizer, InvalidUtf8NeverCrashes) {
       std::string back;
       ASSERT_NO_THROW(back = tok.decode(ids, true)) << name;
       EXPECT_TRUE(rad::unicode::is_valid_utf8(back));
-      if (std::string(name) == "llama3") EXPECT_EQ(back, rad::unicode::sanitize_utf8(s));
+      if (std::string(name) == "llama3") {
+        EXPECT_EQ(back, rad::unicode::sanitize_utf8(s));
+      }
     }
   }
 }
@@ -310,4 +314,88 @@ TEST(TokenizerCli, TokenizeTextAndDecode) {
   while (size_t n = std::fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
   ASSERT_EQ(::pclose(p), 0) << out;
   EXPECT_EQ(out, "Hello world\n");
+}
+
+namespace {
+std::string run_command(const std::string& cmd, int* status) {
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  if (!p) {
+    *status = -1;
+    return out;
+  }
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
+  *status = ::pclose(p);
+  return out;
+}
+
+// A 64-token character-level SentencePiece-style tokenizer matching the tiny llama_gqa fixture's
+// vocabulary size, so that forward/generate --text can run on it.
+nlohmann::json tiny_tokenizer() {
+  nlohmann::json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
+  int id = 3;
+  for (char c = 'a'; c <= 'z'; ++c) vocab[std::string(1, c)] = id++;
+  vocab["\xE2\x96\x81"] = id++;
+  for (char c = '0'; c <= '9'; ++c) vocab[std::string(1, c)] = id++;
+  for (char c = 'A'; id < 64; ++c) vocab[std::string(1, c)] = id++;
+  nlohmann::json added = nlohmann::json::array();
+  for (int k = 0; k < 3; ++k)
+    added.push_back({{"id", k}, {"content", k == 0 ? "<unk>" : k == 1 ? "<s>" : "</s>"}, {"single_word", false},
+                     {"lstrip", false}, {"rstrip", false}, {"normalized", false}, {"special", true}});
+  return {{"version", "1.0"}, {"truncation", nullptr}, {"padding", nullptr}, {"added_tokens", added},
+          {"normalizer", nullptr},
+          {"pre_tokenizer", {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"}, {"prepend_scheme", "first"}, {"split", false}}},
+          {"post_processor", nlohmann::json::parse(R"({"type": "TemplateProcessing",
+              "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+              "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}})")},
+          {"decoder", {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"}, {"prepend_scheme", "first"}, {"split", false}}},
+          {"model", {{"type", "BPE"}, {"unk_token", "<unk>"}, {"fuse_unk", true}, {"byte_fallback", false}, {"vocab", vocab},
+                     {"merges", nlohmann::json::array()}}}};
+}
+}  // namespace
+
+TEST(TokenizerCli, GenerateAndForwardTakeText) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("rad_tok_model_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fs::path model = fs::path(RAD_SOURCE_DIR) / "tests/fixtures/models/llama_gqa";
+  fs::copy_file(model / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
+  fs::copy_file(model / "model.safetensors", dir / "model.safetensors", fs::copy_options::overwrite_existing);
+  rad::write_text_atomic((dir / "tokenizer.json").string(), tiny_tokenizer().dump());
+  rad::write_text_atomic((dir / "tokenizer_config.json").string(), R"({"bos_token": "<s>", "eos_token": "</s>"})");
+  rad::Tokenizer tok = rad::Tokenizer::load(dir.string());
+  auto prompt = tok.encode("hello world", true);
+  ASSERT_EQ(prompt.size(), 13u);  // <s> ▁ h e l l o ▁ w o r l d (no merges)
+  EXPECT_EQ(prompt[0], 1);
+
+  const std::string cli = std::string(RAD_CLI_PATH) + " -q ";
+  int status = 0;
+  std::string ids_json = run_command(cli + "generate " + dir.string() + " --ignore-eos --max-new-tokens 6 --token-ids " +
+                                         [&] {
+                                           std::string s;
+                                           for (size_t i = 0; i < prompt.size(); ++i) s += (i ? "," : "") + std::to_string(prompt[i]);
+                                           return s;
+                                         }(),
+                                     &status);
+  ASSERT_EQ(status, 0) << ids_json;
+  auto new_ids = nlohmann::json::parse(ids_json).get<std::vector<int64_t>>();
+  ASSERT_EQ(new_ids.size(), 6u);
+  std::string text_out = run_command(cli + "generate " + dir.string() + " --ignore-eos --max-new-tokens 6 --text 'hello world'", &status);
+  ASSERT_EQ(status, 0) << text_out;
+  std::vector<int64_t> all = prompt;
+  all.insert(all.end(), new_ids.begin(), new_ids.end());
+  std::string full = tok.decode(all, true), prompt_text = tok.decode(prompt, true);
+  ASSERT_EQ(full.compare(0, prompt_text.size(), prompt_text), 0);
+  EXPECT_EQ(text_out, full.substr(prompt_text.size()) + "\n");
+
+  run_command(cli + "forward " + dir.string() + " --token-ids 1,29,10,7", &status);
+  ASSERT_EQ(status, 0);
+  std::string fwd_text = run_command(cli + "forward " + dir.string() + " --text 'hello'", &status);
+  ASSERT_EQ(status, 0);
+  EXPECT_EQ(tok.encode("hello", true), (std::vector<int64_t>{1, 29, 10, 7, 14, 14, 17}));
+  EXPECT_EQ(nlohmann::json::parse(fwd_text)["tokens"], 7);
+  run_command(cli + "forward " + dir.string() + " --text x --token-ids 1 2>&1", &status);
+  EXPECT_NE(status, 0);  // exactly one of the two
+  fs::remove_all(dir);
 }

