@@ -32,6 +32,7 @@ BpeModel BpeModel::from_json(const nlohmann::json& model) {
     max_id = std::max(max_id, id);
   }
   m.id_to_token_.assign(static_cast<size_t>(max_id + 1), std::string());
+  for (const auto& [token, id] : m.vocab_) m.fast_vocab_.insert(token, id);
   for (const auto& [token, id] : m.vocab_) m.id_to_token_[id] = token;
 
   auto str_or_empty = [&](const char* key) {
@@ -115,10 +116,8 @@ const std::string* BpeModel::id_to_token(int64_t id) const {
 }
 
 int32_t BpeModel::char_id(std::string_view ch) const {
-  thread_local std::string key;
-  key.assign(ch.data(), ch.size());
-  auto it = vocab_.find(key);
-  return it == vocab_.end() ? -1 : it->second;
+  const int32_t* id = fast_vocab_.find(ch);
+  return id ? *id : -1;
 }
 
 // Splits the word into its initial symbols (one per character, or byte-fallback / unk tokens),
@@ -262,21 +261,19 @@ void BpeModel::encode_word(std::string_view word, std::vector<int64_t>& out) con
 
 void BpeModel::encode_part(std::string_view word, std::vector<int64_t>& out) const {
   if (word.empty()) return;
-  thread_local std::string key;
-  key.assign(word.data(), word.size());
+  const uint64_t h = hash_bytes(word);
   if (ignore_merges_) {
-    auto it = vocab_.find(key);
-    if (it != vocab_.end()) {
-      out.push_back(it->second);
+    if (const int32_t* id = fast_vocab_.find(word, h)) {
+      out.push_back(*id);
       return;
     }
   }
   const bool cacheable = word.size() <= kMaxCachedWordBytes;
   if (cacheable) {
     std::lock_guard<std::mutex> lock(cache_->mutex);
-    auto it = cache_->map.find(key);
-    if (it != cache_->map.end()) {
-      out.insert(out.end(), it->second.begin(), it->second.end());
+    if (const CachedIds* c = cache_->map.find(word, h)) {
+      const int32_t* p = cache_->ids.data() + c->offset;
+      out.insert(out.end(), p, p + c->count);
       return;
     }
   }
@@ -286,7 +283,10 @@ void BpeModel::encode_part(std::string_view word, std::vector<int64_t>& out) con
   out.insert(out.end(), ids.begin(), ids.end());
   if (cacheable) {
     std::lock_guard<std::mutex> lock(cache_->mutex);
-    if (cache_->map.size() < kMaxCacheEntries) cache_->map.emplace(key, ids);
+    if (cache_->map.size() < kMaxCacheEntries) {
+      CachedIds c{static_cast<uint32_t>(cache_->ids.size()), static_cast<uint32_t>(ids.size())};
+      if (cache_->map.insert(word, c)) cache_->ids.insert(cache_->ids.end(), ids.begin(), ids.end());
+    }
   }
 }
 

@@ -18,6 +18,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "rad/tokenizer/string_map.h"
+
 namespace rad {
 
 class BpeModel {
@@ -49,6 +51,7 @@ class BpeModel {
   int32_t char_id(std::string_view ch) const;
 
   std::unordered_map<std::string, int32_t> vocab_;
+  FlatStringMap<int32_t> fast_vocab_;  // the same, for lookups in the hot path
   std::vector<std::string> id_to_token_;
   std::unordered_map<uint64_t, Merge> merges_;
   std::vector<int32_t> bmp_ids_;  // code point < 0x10000 -> id of that single character (-1: not a token)
@@ -62,9 +65,13 @@ class BpeModel {
   int32_t byte_ids_[256];  // <0xXX> tokens for byte fallback (-1: missing)
 
   // Word -> ids cache (bounded); encode is const and may run from several threads.
+  struct CachedIds {
+    uint32_t offset = 0, count = 0;  // into Cache::ids
+  };
   struct Cache {
     std::mutex mutex;
-    std::unordered_map<std::string, std::vector<int32_t>> map;
+    FlatStringMap<CachedIds> map;
+    std::vector<int32_t> ids;
   };
   std::unique_ptr<Cache> cache_ = std::make_unique<Cache>();
 };
