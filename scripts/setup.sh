@@ -9,6 +9,7 @@ PACKAGES=(
   libopenblas0-openmp libopenblas-openmp-dev  # the BLAS behind libtorch; openmp build so BLAS threads follow libtorch's
   libgoogle-perftools-dev                     # tcmalloc
   nlohmann-json3-dev libfmt-dev libcli11-dev libgtest-dev libpcre2-dev
+  libicu-dev                                  # Unicode normalization (NFC/NFKC) in the tokenizer
   python3-torch python3-numpy                 # independent reference for golden test data (tests/python), never a runtime dependency
   bible-kjv                                   # public-domain English corpus for the default teacher
 )

@@ -26,13 +26,15 @@ std::vector<int64_t> parse_token_ids(const std::string& text) {
 
 void register_forward(CLI::App& app) {
   auto* cmd = app.add_subcommand("forward", "Full forward pass; print the top-5 next tokens as JSON");
-  static std::string dir, ids_text, dump, dtype = "float32";
+  static std::string dir, ids_text, text, dump, dtype = "float32";
   cmd->add_option("MODEL_DIR", dir, "Hugging Face model directory")->required();
-  cmd->add_option("--token-ids", ids_text, "Comma-separated input token ids, e.g. 1,5,9")->required();
+  auto* ids_opt = cmd->add_option("--token-ids", ids_text, "Comma-separated input token ids, e.g. 1,5,9");
+  auto* text_opt = cmd->add_option("--text", text, "Input text, tokenized with MODEL_DIR's tokenizer (BOS as its post-processor says)");
+  ids_opt->excludes(text_opt);
   cmd->add_option("--dump-logits", dump, "Write float32 logits of every position, shape [T, n_vocab], to this .npy");
   cmd->add_option("--dtype", dtype, "Compute dtype: float32 or bfloat16")->capture_default_str();
-  cmd->callback([] {
-    std::vector<int64_t> ids = parse_token_ids(ids_text);
+  cmd->callback([ids_opt, text_opt] {
+    std::vector<int64_t> ids = prompt_ids(dir, ids_text, ids_opt, text, text_opt);
     CausalLM model = io::load_causal_lm(dir, io::parse_dtype(dtype));
     at::NoGradGuard no_grad;
     at::Tensor logits = model->forward(at::tensor(ids, at::kLong).unsqueeze(0)).squeeze(0).to(at::kFloat);  // [T, V]

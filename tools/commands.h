@@ -12,6 +12,13 @@ void register_env(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_forward(CLI::App& app);
 void register_generate(CLI::App& app);
+void register_tokenize(CLI::App& app);
+void register_train_tokenizer(CLI::App& app);
+
+// The prompt of forward/generate: --token-ids as given, or --text encoded with MODEL_DIR's tokenizer
+// with special tokens added as its post-processor says (e.g. BOS). Exactly one must be given.
+std::vector<int64_t> prompt_ids(const std::string& model_dir, const std::string& ids_text, CLI::Option* ids_opt,
+                                const std::string& text, CLI::Option* text_opt);
 
 // "1,5,9" -> {1, 5, 9}; throws rad::Error naming the bad element.
 std::vector<int64_t> parse_token_ids(const std::string& text);

@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   rad::cli::register_inspect(app);
   rad::cli::register_forward(app);
   rad::cli::register_generate(app);
+  rad::cli::register_tokenize(app);
+  rad::cli::register_train_tokenizer(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,207 @@
+#include "rad/tokenizer/tokenizer.h"
+
+#include <nlohmann/json.hpp>
+#include <sys/stat.h>
+#include <unordered_map>
+
+#include "rad/core/atomic_file.h"
+#include "rad/core/error.h"
+#include "rad/tokenizer/added_tokens.h"
+#include "rad/tokenizer/bpe_model.h"
+#include "rad/tokenizer/decoders.h"
+#include "rad/tokenizer/normalizers.h"
+#include "rad/tokenizer/post_processor.h"
+#include "rad/tokenizer/pre_tokenizers.h"
+#include "rad/tokenizer/unicode.h"
+
+namespace rad {
+
+struct Tokenizer::Impl {
+  std::unique_ptr<Normalizer> normalizer;
+  std::unique_ptr<PreTokenizer> pre_tokenizer;
+  BpeModel model;
+  std::unique_ptr<PostProcessor> post_processor;
+  std::unique_ptr<Decoder> decoder;
+  std::vector<AddedToken> added;
+  std::unordered_map<std::string, int64_t> added_by_content;
+  std::unordered_map<int64_t, size_t> added_by_id;
+  AddedTokenMatcher raw_matcher, normalized_matcher;
+  std::optional<int64_t> bos, eos;
+
+  void encode_section(std::string_view text, bool at_text_start, std::vector<int64_t>& out) const;
+};
+
+namespace {
+
+// tokenizer_config.json names tokens either as strings or as {"content": ...} objects.
+std::optional<std::string> config_token(const nlohmann::json& config, const char* key) {
+  if (!config.is_object() || !config.contains(key)) return std::nullopt;
+  const auto& v = config.at(key);
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v.at("content").is_string()) return v.at("content").get<std::string>();
+  return std::nullopt;
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+}  // namespace
+
+Tokenizer Tokenizer::load(const std::string& dir) {
+  std::string path = dir + "/tokenizer.json";
+  RAD_CHECK(file_exists(path), "no tokenizer.json in {} (a Hugging Face tokenizer is needed here)", dir);
+  nlohmann::json tokenizer, config;
+  try {
+    tokenizer = nlohmann::json::parse(read_text_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: invalid JSON: {}", path, e.what());
+  }
+  std::string config_path = dir + "/tokenizer_config.json";
+  if (file_exists(config_path)) {
+    try {
+      config = nlohmann::json::parse(read_text_file(config_path));
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: invalid JSON: {}", config_path, e.what());
+    }
+  }
+  try {
+    return from_json(tokenizer, config);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: unexpected structure: {}", path, e.what());
+  }
+}
+
+Tokenizer Tokenizer::from_json(const nlohmann::json& tokenizer, const nlohmann::json& config) {
+  RAD_CHECK(tokenizer.is_object() && tokenizer.contains("model"), "tokenizer.json: no \"model\" object");
+  auto impl = std::make_shared<Impl>();
+  auto get = [&](const char* key) { return tokenizer.contains(key) ? tokenizer.at(key) : nlohmann::json(); };
+  impl->normalizer = make_normalizer(get("normalizer"));
+  impl->pre_tokenizer = make_pre_tokenizer(get("pre_tokenizer"));
+  impl->model = BpeModel::from_json(tokenizer.at("model"));
+  impl->post_processor = make_post_processor(get("post_processor"));
+  impl->decoder = make_decoder(get("decoder"));
+
+  std::vector<std::string> raw_patterns, norm_patterns;
+  std::vector<AddedToken> raw_tokens, norm_tokens;
+  if (tokenizer.contains("added_tokens") && tokenizer.at("added_tokens").is_array()) {
+    for (const auto& a : tokenizer.at("added_tokens")) {
+      AddedToken t;
+      t.content = a.at("content").get<std::string>();
+      t.id = a.at("id").get<int64_t>();
+      t.special = a.value("special", false);
+      t.lstrip = a.value("lstrip", false);
+      t.rstrip = a.value("rstrip", false);
+      t.single_word = a.value("single_word", false);
+      t.normalized = a.value("normalized", !t.special);
+      impl->added_by_content[t.content] = t.id;
+      impl->added_by_id[t.id] = impl->added.size();
+      impl->added.push_back(t);
+      if (t.normalized && impl->normalizer) {
+        std::string pattern = t.content;
+        impl->normalizer->normalize(pattern);
+        norm_patterns.push_back(pattern);
+        norm_tokens.push_back(t);
+      } else {
+        raw_patterns.push_back(t.content);
+        raw_tokens.push_back(t);
+      }
+    }
+  }
+  impl->raw_matcher = AddedTokenMatcher(std::move(raw_patterns), std::move(raw_tokens));
+  impl->normalized_matcher = AddedTokenMatcher(std::move(norm_patterns), std::move(norm_tokens));
+
+  Tokenizer t;
+  t.impl_ = impl;
+  if (auto bos = config_token(config, "bos_token")) impl->bos = t.token_to_id(*bos);
+  if (auto eos = config_token(config, "eos_token")) impl->eos = t.token_to_id(*eos);
+  return t;
+}
+
+void Tokenizer::Impl::encode_section(std::string_view text, bool at_text_start, std::vector<int64_t>& out) const {
+  thread_local PieceList list;
+  list.text.assign(text.data(), text.size());
+  list.pieces.assign(1, Piece{0, text.size(), at_text_start});
+  if (pre_tokenizer) pre_tokenizer->pre_tokenize(list);
+  for (const Piece& p : list.pieces) model.encode_word(list.view(p), out);
+}
+
+std::vector<int64_t> Tokenizer::encode(std::string_view input, bool add_special_tokens) const {
+  const Impl& m = *impl_;
+  std::string text = unicode::sanitize_utf8(input);
+  std::vector<int64_t> ids;
+  ids.reserve(text.size() / 3 + 8);
+  m.raw_matcher.split(text, [&](size_t b, size_t e, int token) {
+    if (token >= 0) {
+      ids.push_back(m.raw_matcher.token(token).id);
+      return;
+    }
+    std::string section = text.substr(b, e - b);
+    if (m.normalizer) m.normalizer->normalize(section);
+    if (section.empty()) return;
+    bool at_start = b == 0;
+    m.normalized_matcher.split(section, [&](size_t nb, size_t ne, int ntoken) {
+      if (ntoken >= 0) {
+        ids.push_back(m.normalized_matcher.token(ntoken).id);
+        return;
+      }
+      m.encode_section(std::string_view(section).substr(nb, ne - nb), at_start && nb == 0, ids);
+    });
+  });
+  if (add_special_tokens && m.post_processor) m.post_processor->process(ids);
+  return ids;
+}
+
+std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
+  const Impl& m = *impl_;
+  std::vector<std::string> tokens;
+  tokens.reserve(ids.size());
+  for (int64_t id : ids) {
+    auto added = m.added_by_id.find(id);
+    if (added != m.added_by_id.end()) {
+      const AddedToken& t = m.added[added->second];
+      if (skip_special_tokens && t.special) continue;
+      tokens.push_back(t.content);
+      continue;
+    }
+    const std::string* token = m.model.id_to_token(id);
+    RAD_CHECK(token != nullptr, "decode: token id {} is not in the vocabulary (size {})", id, vocab_size());
+    tokens.push_back(*token);
+  }
+  if (!m.decoder) {
+    std::string out;
+    for (size_t i = 0; i < tokens.size(); ++i) out += (i ? " " : "") + tokens[i];
+    return out;
+  }
+  m.decoder->decode_chain(tokens);
+  std::string out;
+  for (const auto& t : tokens) out += t;
+  return out;
+}
+
+int64_t Tokenizer::vocab_size() const {
+  int64_t n = impl_->model.size();
+  for (const auto& t : impl_->added) n = std::max(n, t.id + 1);
+  return n;
+}
+
+std::optional<int64_t> Tokenizer::token_to_id(std::string_view token) const {
+  auto it = impl_->added_by_content.find(std::string(token));
+  if (it != impl_->added_by_content.end()) return it->second;
+  return impl_->model.token_to_id(token);
+}
+
+std::optional<std::string> Tokenizer::id_to_token(int64_t id) const {
+  auto it = impl_->added_by_id.find(id);
+  if (it != impl_->added_by_id.end()) return impl_->added[it->second].content;
+  const std::string* t = impl_->model.id_to_token(id);
+  if (!t) return std::nullopt;
+  return *t;
+}
+
+std::optional<int64_t> Tokenizer::bos_id() const { return impl_->bos; }
+std::optional<int64_t> Tokenizer::eos_id() const { return impl_->eos; }
+bool Tokenizer::has_post_processor() const { return impl_->post_processor != nullptr; }
+
+}  // namespace rad
