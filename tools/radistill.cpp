@@ -26,6 +26,9 @@ int main(int argc, char** argv) {
   rad::cli::register_generate(app);
   rad::cli::register_tokenize(app);
   rad::cli::register_train_tokenizer(app);
+  rad::cli::register_eval_tasks(app);
+  rad::cli::register_pretrain(app);
+  rad::cli::register_heads(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

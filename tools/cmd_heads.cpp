@@ -1,0 +1,57 @@
+#include <cmath>
+
+#include "commands.h"
+#include "rad/core/error.h"
+#include "rad/core/log.h"
+#include "rad/heads/discovery.h"
+#include "rad/io/checkpoint.h"
+#include "text_codec.h"
+
+namespace rad::cli {
+
+void register_heads(CLI::App& app) {
+  auto* cmd = app.add_subcommand("heads", "Score every attention head by ablation on the KV probe; write a head plan");
+  static std::string dir, out, dtype = "float32";
+  static DiscoveryOptions o;
+  static int64_t pairs = 0;
+  static double threshold = 0;
+  cmd->add_option("MODEL_DIR", dir, "Teacher model directory (with tokenizer.json)")->required();
+  cmd->add_option("--out", out, "Output directory for heads.json, plan.json, heads.svg, causal.svg, heads.md")->required();
+  cmd->add_option("--pairs", pairs, "Probe dictionary size (default: 50, or the largest the context allows)");
+  cmd->add_option("--examples", o.examples, "Probe examples")->capture_default_str();
+  cmd->add_option("--seed", o.seed, "Probe seed")->capture_default_str();
+  cmd->add_option("--ablation", o.ablation, "zero or mean")->capture_default_str();
+  cmd->add_option("--batch", o.batch, "Examples per forward pass")->capture_default_str();
+  cmd->add_option("--random-draws", o.random_draws, "Random head sets per k in the causal check")->capture_default_str();
+  auto* b = cmd->add_option("--budget", o.selector.budget, "Keep the top K heads");
+  auto* f = cmd->add_option("--fraction", o.selector.fraction, "Keep the top fraction F of heads");
+  auto* t = cmd->add_option("--threshold", threshold, "Keep heads whose score is >= T");
+  b->excludes(f)->excludes(t);
+  f->excludes(t);
+  cmd->add_option("--dtype", dtype, "float32 or bfloat16")->capture_default_str();
+  cmd->callback([b, f, t] {
+    if (t->count() > 0) o.selector.threshold = threshold;
+    TextCodec codec = load_text_codec(dir);
+    CausalLM model = io::load_causal_lm(dir, io::parse_dtype(dtype));
+    const ModelConfig& c = model->config();
+    if (b->count() == 0 && f->count() == 0 && t->count() == 0) {
+      o.selector.budget = std::max<int64_t>(1, std::lround(0.03 * c.n_query_heads_total()));
+      log_info("no selector given: keeping the top {} heads (3% of {})", o.selector.budget, c.n_query_heads_total());
+    }
+    if (pairs > 0) {
+      o.pairs = pairs;
+    } else {
+      o.pairs = fitting_pairs(c, codec.encode, codec.bos, 50, o.seed);
+      if (o.pairs < 50) log_info("50 pairs do not fit the context of {} tokens; using {} pairs", c.max_position_embeddings, o.pairs);
+    }
+    DiscoveryResult r = discover_heads(model, codec.encode, codec.bos, o, out);
+    log_info("teacher probe accuracy {:.3f} ({} pairs); kept {} heads; wrote {}/heads.json, plan.json, heads.svg, causal.svg, heads.md",
+             r.sweep.teacher_accuracy, o.pairs, r.plan.size(), out);
+    std::string kept;
+    for (const auto& [l, h] : r.plan.kept_heads) kept += fmt::format("{}[{}, {}]", kept.empty() ? "" : ", ", l, h);
+    std::printf("%s\n", nlohmann::json({{"teacher_accuracy", r.sweep.teacher_accuracy}, {"pairs", o.pairs},
+                                        {"kept_heads", r.plan.to_json(c)["kept_heads"]}, {"out", out}}).dump().c_str());
+  });
+}
+
+}  // namespace rad::cli

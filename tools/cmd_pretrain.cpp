@@ -1,0 +1,106 @@
+#include <filesystem>
+#include <sstream>
+
+#include "commands.h"
+#include "rad/core/atomic_file.h"
+#include "rad/core/error.h"
+#include "rad/core/log.h"
+#include "rad/io/hf_config.h"
+#include "rad/train/pretrain.h"
+#include "text_codec.h"
+
+namespace rad::cli {
+namespace fs = std::filesystem;
+
+namespace {
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+}  // namespace
+
+void register_pretrain(CLI::App& app) {
+  auto* cmd = app.add_subcommand("pretrain", "Train a Llama-family model from scratch on a corpus plus retrieval tasks");
+  static PretrainOptions o;
+  static std::string tokenizer_dir, corpus_path, config_path, tasks_list = "mqar";
+  static double heldout = 0.02;
+  static int64_t d_model = 256, n_layer = 6, n_head = 8, n_head_kv = 4, d_ff = 0, max_pos = 1024;
+  cmd->add_option("--tokenizer", tokenizer_dir, "Directory with tokenizer.json (its vocabulary sizes the model)")->required();
+  cmd->add_option("--corpus", corpus_path, "UTF-8 text file; the last --heldout-fraction of its lines is held out")->required();
+  cmd->add_option("--out", o.out_dir, "Output directory: final HF model, metrics.jsonl, checkpoints/")->required();
+  cmd->add_option("--config", config_path, "HF config.json to take the architecture from (vocab_size is set from the tokenizer)");
+  cmd->add_option("--d-model", d_model, "Hidden size")->capture_default_str();
+  cmd->add_option("--n-layer", n_layer, "Layers")->capture_default_str();
+  cmd->add_option("--n-head", n_head, "Query heads")->capture_default_str();
+  cmd->add_option("--n-head-kv", n_head_kv, "Key/value heads (GQA)")->capture_default_str();
+  cmd->add_option("--d-ff", d_ff, "MLP size (default: about 8/3 d_model, a multiple of 32)");
+  cmd->add_option("--max-position", max_pos, "max_position_embeddings")->capture_default_str();
+  cmd->add_option("--steps", o.schedule.total, "Optimizer steps")->capture_default_str();
+  cmd->add_option("--batch", o.batch, "Sequences per step")->capture_default_str();
+  cmd->add_option("--seq", o.seq, "Tokens per sequence")->capture_default_str();
+  cmd->add_option("--lr", o.schedule.peak, "Peak learning rate")->capture_default_str();
+  cmd->add_option("--warmup", o.schedule.warmup, "Warm-up steps")->capture_default_str();
+  cmd->add_option("--schedule", o.schedule.kind, "wsd (warmup-stable-decay) or cosine")->capture_default_str();
+  cmd->add_option("--min-lr-ratio", o.schedule.min_ratio, "Final lr / peak lr")->capture_default_str();
+  cmd->add_option("--decay-fraction", o.schedule.decay_fraction, "WSD: fraction of steps spent decaying")->capture_default_str();
+  cmd->add_option("--weight-decay", o.weight_decay, "AdamW weight decay (matrices and embeddings)")->capture_default_str();
+  cmd->add_option("--clip", o.clip, "Gradient-norm clipping")->capture_default_str();
+  cmd->add_option("--init-std", o.init_std, "Std of the normal initialisation")->capture_default_str();
+  cmd->add_flag("--bf16", o.bf16, "bf16 autocast for forward/backward (weights and optimizer stay float32)");
+  cmd->add_option("--seed", o.seed, "Seed for initialisation and data order")->capture_default_str();
+  cmd->add_option("--save-every", o.save_every, "Checkpoint every N steps")->capture_default_str();
+  cmd->add_option("--log-every", o.log_every, "Metrics line every N steps")->capture_default_str();
+  cmd->add_option("--eval-every", o.eval_every, "Probe accuracy and held-out perplexity every N steps")->capture_default_str();
+  cmd->add_option("--probe-pairs", o.probe_pairs, "KV probe size for the periodic evaluation")->capture_default_str();
+  cmd->add_option("--probe-examples", o.probe_examples, "KV probe examples for the periodic evaluation")->capture_default_str();
+  cmd->add_option("--task-share", o.mix.task_share, "Fraction of sequences that are task sequences")->capture_default_str();
+  cmd->add_option("--tasks", tasks_list, "Comma-separated tasks to train on (kv, mqar, needle, phonebook, copy)")->capture_default_str();
+  cmd->add_option("--min-pairs", o.mix.min_pairs, "Smallest dictionary in training tasks")->capture_default_str();
+  cmd->add_option("--max-pairs", o.mix.max_pairs, "Largest dictionary in training tasks")->capture_default_str();
+  cmd->add_option("--queries", o.mix.queries, "Queries per dictionary (mqar)")->capture_default_str();
+  cmd->add_option("--answer-weight", o.mix.answer_weight, "Loss weight of task answer tokens")->capture_default_str();
+  cmd->add_option("--heldout-fraction", heldout, "Fraction of corpus lines held out for perplexity")->capture_default_str();
+  cmd->add_flag("--resume", o.resume, "Continue the run in --out from its latest checkpoint");
+  cmd->add_flag("--skip-nonfinite", o.skip_nonfinite, "Skip batches whose loss is NaN/Inf instead of stopping");
+  cmd->add_option("--stop-after", o.stop_after, "Stop (with a checkpoint) after this many steps; resume later");
+  cmd->callback([] {
+    TextCodec codec = load_text_codec(tokenizer_dir);
+    if (!config_path.empty()) {
+      o.model = io::load_hf_config(config_path);
+    } else {
+      nlohmann::json j = {{"architectures", {"LlamaForCausalLM"}}, {"hidden_size", d_model},
+                          {"num_hidden_layers", n_layer}, {"num_attention_heads", n_head},
+                          {"num_key_value_heads", n_head_kv},
+                          {"intermediate_size", d_ff > 0 ? d_ff : ((8 * d_model / 3 + 31) / 32) * 32},
+                          {"max_position_embeddings", max_pos}, {"vocab_size", 1}, {"rms_norm_eps", 1e-5},
+                          {"rope_theta", 10000.0}, {"tie_word_embeddings", true}};
+      o.model = io::config_from_hf_json(j, "pretrain flags");
+    }
+    o.model.n_vocab = codec.tokenizer.vocab_size();
+    o.model.raw["vocab_size"] = o.model.n_vocab;
+    if (codec.bos) o.model.bos_token_id = codec.bos;
+    if (auto eos = codec.tokenizer.eos_id()) o.model.eos_token_ids = {*eos};
+    o.mix.tasks = split_list(tasks_list);
+    log_info("tokenizing {} ...", corpus_path);
+    PretrainData data;
+    data.corpus = TokenCorpus::from_text(read_text_file(corpus_path), codec.encode, heldout);
+    data.encode = codec.encode;
+    data.bos = codec.bos;
+    data.write_tokenizer = [](const std::string& out) {
+      for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+        fs::path src = fs::path(tokenizer_dir) / f;
+        if (fs::exists(src)) write_text_atomic((fs::path(out) / f).string(), read_text_file(src.string()));
+      }
+    };
+    log_info("corpus: {} training tokens, {} held-out tokens; model: {} layers x {} heads, d_model {}, vocab {}",
+             data.corpus.train.size(), data.corpus.heldout.size(), o.model.n_layer, o.model.n_head, o.model.d_model,
+             o.model.n_vocab);
+    pretrain(o, data);
+  });
+}
+
+}  // namespace rad::cli
