@@ -1,6 +1,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "rad/tasks/words.h"
 #include "rad/core/atomic_file.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
@@ -23,6 +24,9 @@ void register_train_tokenizer(CLI::App& app) {
   cmd->add_option("--bos-token", bos, "BOS token, added by the post-processor (empty: none)")->capture_default_str();
   cmd->add_option("--eos-token", eos, "EOS token named in tokenizer_config.json (empty: none)")->capture_default_str();
   cmd->add_option("--force-token", forced, "String that must be a single token (repeatable)");
+  static bool force_key_words = false;
+  cmd->add_flag("--force-key-words", force_key_words,
+                "Make the retrieval tasks' 1000 key words single tokens (as they appear after a newline or quote)");
   cmd->add_option("--force-range", force_range, "Integers A-B whose decimal strings must be single tokens, e.g. 0-99");
   cmd->add_option("--min-frequency", min_frequency, "Stop merging when the best pair occurs fewer times")->capture_default_str();
   cmd->callback([] {
@@ -33,6 +37,8 @@ void register_train_tokenizer(CLI::App& app) {
     if (!bos.empty()) o.bos_token = bos;
     if (!eos.empty()) o.eos_token = eos;
     o.forced_tokens = forced;
+    if (force_key_words)
+      for (const auto& w : tasks::key_words()) o.forced_tokens.push_back(w);
     if (!force_range.empty()) {
       size_t dash = force_range.find('-');
       RAD_CHECK(dash != std::string::npos && dash > 0, "--force-range \"{}\": expected A-B, e.g. 0-99", force_range);
