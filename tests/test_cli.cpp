@@ -3,6 +3,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+#include <fstream>
+
 #include "rad/io/npy.h"
 #include "rad/io/safetensors.h"
 #include "test_util.h"
@@ -55,6 +58,46 @@ TEST(Cli, BadInputGivesANamedErrorAndNonZeroExit) {
   r = run_cli("inspect /nonexistent-model");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("/nonexistent-model/config.json"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace rad::test
+
+namespace rad::test {
+namespace {
+
+// The task-level commands end to end at toy size: pretrain -> eval-tasks -> heads.
+TEST(CliPipeline, PretrainEvalTasksAndHeads) {
+  TempDir dir;
+  {
+    std::ofstream corpus(dir.file("corpus.txt"));
+    for (int i = 0; i < 300; ++i) corpus << "And God said, Let there be light: and there was light " << i << ".\n";
+  }
+  std::string tok = source_dir() + "/tests/fixtures/tokenizers/trained_kjv";
+  CliResult r = run_cli("pretrain --tokenizer " + tok + " --corpus " + dir.file("corpus.txt") + " --out " +
+                        dir.file("m") +
+                        " --d-model 32 --n-layer 2 --n-head 4 --n-head-kv 2 --seq 64 --batch 4 --steps 4"
+                        " --eval-every 4 --save-every 2 --probe-pairs 2 --probe-examples 4 --max-pairs 3");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli("eval-tasks " + dir.file("m") + " --task mqar --pairs 3 --queries 2 --examples 6 --seed 4");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["answers"], 12);
+  EXPECT_LE(j["ci95"][0].get<double>(), j["accuracy"].get<double>());
+  EXPECT_GE(j["ci95"][1].get<double>(), j["accuracy"].get<double>());
+  r = run_cli("heads " + dir.file("m") + " --out " + dir.file("h") + " --pairs 2 --examples 4 --budget 2 --random-draws 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream heads_file(dir.file("h/heads.json"));
+  auto heads = nlohmann::json::parse(heads_file);
+  EXPECT_EQ(heads["heads"].size(), 8u);
+  EXPECT_TRUE(heads.contains("ablate_top_k"));
+  EXPECT_TRUE(heads.contains("ablate_random_k"));
+  for (const char* f : {"plan.json", "heads.svg", "causal.svg", "heads.md"})
+    EXPECT_TRUE(std::filesystem::exists(dir.file(std::string("h/") + f))) << f;
+  // Bad options are refused by name.
+  r = run_cli("heads " + dir.file("m") + " --out " + dir.file("h2") + " --pairs 500");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("pairs must be in [1, 100]"), std::string::npos) << r.err;
 }
 
 }  // namespace

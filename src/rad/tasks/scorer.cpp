@@ -24,7 +24,7 @@ EncodedExample encode_example(const TaskExample& example, const Encoder& encode,
 }
 
 double Accuracy::low() const {
-  if (total == 0) return 0.0;
+  if (total == 0 || correct == 0) return 0.0;
   const double z = 1.959963984540054, n = static_cast<double>(total), p = value();
   double centre = (p + z * z / (2 * n)) / (1 + z * z / n);
   double half = z * std::sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n);
@@ -33,6 +33,7 @@ double Accuracy::low() const {
 
 double Accuracy::high() const {
   if (total == 0) return 0.0;
+  if (correct == total) return 1.0;
   const double z = 1.959963984540054, n = static_cast<double>(total), p = value();
   double centre = (p + z * z / (2 * n)) / (1 + z * z / n);
   double half = z * std::sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n);
