@@ -27,7 +27,8 @@ void fsync_path(const fs::path& p, bool directory) {
 }  // namespace
 
 void save_training_checkpoint(const std::string& run_dir, int64_t step, CausalLM& model,
-                              torch::optim::Optimizer& optimizer, const nlohmann::json& state) {
+                              torch::optim::Optimizer& optimizer, const nlohmann::json& state,
+                              const ModelSaver& save_model) {
   fs::path root = fs::path(run_dir) / "checkpoints";
   ensure_directory(root.string());
   std::string name = fmt::format("step-{:08d}", step);
@@ -36,7 +37,8 @@ void save_training_checkpoint(const std::string& run_dir, int64_t step, CausalLM
   std::error_code ec;
   fs::remove_all(tmp, ec);
   ensure_directory(tmp.string());
-  io::save_causal_lm(model, tmp.string());
+  if (save_model) save_model(model, tmp.string());
+  else io::save_causal_lm(model, tmp.string());
   std::string opt_path = (tmp / "optimizer.pt").string();
   try {
     torch::save(optimizer, opt_path);

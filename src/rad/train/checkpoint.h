@@ -8,6 +8,7 @@
 
 #include <torch/optim/optimizer.h>
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -16,8 +17,13 @@
 
 namespace rad {
 
+// How a model is written into a directory (config.json + model.safetensors); the default is
+// io::save_causal_lm, hybrids pass their own.
+using ModelSaver = std::function<void(CausalLM& model, const std::string& dir)>;
+
 void save_training_checkpoint(const std::string& run_dir, int64_t step, CausalLM& model,
-                              torch::optim::Optimizer& optimizer, const nlohmann::json& state);
+                              torch::optim::Optimizer& optimizer, const nlohmann::json& state,
+                              const ModelSaver& save_model = nullptr);
 
 // The step directory `latest` points at, if any.
 std::optional<std::string> latest_checkpoint(const std::string& run_dir);

@@ -15,60 +15,10 @@
 #include "rad/io/checkpoint.h"
 #include "rad/model/causal_lm.h"
 #include "rad/train/checkpoint.h"
+#include "rad/train/optim.h"
 
 namespace rad {
 namespace fs = std::filesystem;
-
-namespace {
-
-// Enables CPU bf16 autocast for its lifetime.
-class AutocastBF16 {
- public:
-  explicit AutocastBF16(bool on) : on_(on) {
-    if (on_) {
-      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-      at::autocast::set_cpu_enabled(true);
-    }
-  }
-  ~AutocastBF16() {
-    if (on_) {
-      at::autocast::set_cpu_enabled(false);
-      at::autocast::clear_cache();
-    }
-  }
-
- private:
-  bool on_;
-};
-
-// Norm weights and biases are not decayed (the usual AdamW practice).
-std::vector<torch::optim::OptimizerParamGroup> param_groups(CausalLM& model, double weight_decay, double lr) {
-  std::vector<at::Tensor> decay, no_decay;
-  for (const auto& item : model->named_parameters()) {
-    const std::string& n = item.key();
-    bool skip = n.find("norm") != std::string::npos || (n.size() > 5 && n.compare(n.size() - 5, 5, ".bias") == 0);
-    (skip ? no_decay : decay).push_back(item.value());
-  }
-  auto opts = [&](double wd) {
-    auto o = std::make_unique<torch::optim::AdamWOptions>(lr);
-    o->betas({0.9, 0.95}).eps(1e-8).weight_decay(wd);
-    return o;
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, opts(weight_decay));
-  groups.emplace_back(no_decay, opts(0.0));
-  return groups;
-}
-
-at::Tensor weighted_cross_entropy(const at::Tensor& logits, const Batch& b) {
-  const int64_t V = logits.size(-1);
-  at::Tensor nll = at::cross_entropy_loss(logits.reshape({-1, V}).to(at::kFloat), b.targets.reshape({-1}),
-                                          /*weight=*/{}, at::Reduction::None);
-  at::Tensor w = b.weights.reshape({-1});
-  return (nll * w).sum() / w.sum().clamp_min(1e-8);
-}
-
-}  // namespace
 
 double perplexity(CausalLM& model, const std::vector<at::Tensor>& windows, int64_t batch_size) {
   RAD_CHECK(!windows.empty(), "no held-out windows to compute perplexity on (corpus too small?)");
@@ -120,7 +70,8 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
   CausalLM model(opt.model);
   init_parameters(*model, opt.init_std, opt.seed);
   model->train();
-  torch::optim::AdamW optimizer(param_groups(model, opt.weight_decay, opt.schedule.peak));
+  auto adamw = make_adamw(model, opt.weight_decay, opt.schedule.peak);
+  torch::optim::AdamW& optimizer = *adamw;
   int64_t start_step = 0;
   double elapsed_before = 0;
   if (existing) {
@@ -148,11 +99,11 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
   for (int64_t step = start_step; step < total; ++step) {
     Batch b = make_batch(data.corpus.train, opt.mix, data.encode, data.bos, opt.batch, opt.seq, opt.seed, step);
     double lr = opt.schedule.at(step);
-    for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    set_learning_rate(optimizer, lr);
     at::Tensor loss;
     {
       AutocastBF16 autocast(opt.bf16);
-      loss = weighted_cross_entropy(model->forward(b.input_ids), b);
+      loss = weighted_cross_entropy(model->forward(b.input_ids), b.targets, b.weights);
     }
     double loss_value = loss.item<double>();
     if (!std::isfinite(loss_value)) {

@@ -1,0 +1,189 @@
+#include "rad/distill/distill.h"
+
+#include <torch/nn/utils/clip_grad.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "rad/core/atomic_file.h"
+#include "rad/core/error.h"
+#include "rad/core/log.h"
+#include "rad/core/progress.h"
+#include "rad/train/optim.h"
+
+namespace rad {
+namespace fs = std::filesystem;
+
+at::Tensor hidden_alignment_loss(CausalLM& student, const std::vector<at::Tensor>& teacher_in,
+                                 const std::vector<at::Tensor>& teacher_out) {
+  at::Tensor total;
+  for (size_t l = 0; l < teacher_in.size(); ++l) {
+    at::Tensor out = student->run_layers(teacher_in[l], l, l + 1);
+    at::Tensor err = (out.to(at::kFloat) - teacher_out[l].to(at::kFloat)).norm(2, -1).mean();
+    total = total.defined() ? total + err : err;
+  }
+  return total;
+}
+
+namespace {
+
+struct StageRun {
+  const char* name;
+  const DistillStage* stage;
+  uint64_t seed_offset;
+};
+
+LrSchedule stage_schedule(const DistillOptions& o, const DistillStage& s) {
+  LrSchedule sched;
+  sched.kind = "wsd";
+  sched.peak = s.lr;
+  sched.total = s.steps;
+  sched.warmup = static_cast<int64_t>(o.warmup_fraction * s.steps);
+  sched.decay_fraction = o.decay_fraction;
+  sched.min_ratio = 0.1;
+  sched.validate();
+  return sched;
+}
+
+}  // namespace
+
+void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, const PretrainData& data,
+             const ModelSaver& save_model) {
+  o.mix.validate();
+  RAD_CHECK(o.align.steps >= 0 && o.kd.steps >= 0 && o.align.steps + o.kd.steps > 0,
+            "distill: give at least one stage some steps (--align-steps, --kd-steps)");
+  const ModelConfig& tc = teacher->config();
+  const ModelConfig& sc = student->config();
+  RAD_CHECK(tc.n_layer == sc.n_layer && tc.d_model == sc.d_model && tc.n_vocab == sc.n_vocab,
+            "distill: teacher ({} layers, d_model {}, vocab {}) and student ({} layers, d_model {}, vocab {}) do not match",
+            tc.n_layer, tc.d_model, tc.n_vocab, sc.n_layer, sc.d_model, sc.n_vocab);
+  RAD_CHECK(o.seq <= tc.max_position_embeddings, "seq {} exceeds max_position_embeddings {}", o.seq,
+            tc.max_position_embeddings);
+  ensure_directory(o.out_dir);
+  const std::string metrics_path = (fs::path(o.out_dir) / "metrics.jsonl").string();
+  auto existing = latest_checkpoint(o.out_dir);
+  RAD_CHECK(!existing || o.resume,
+            "{} already holds a distillation run (checkpoint {}); pass --resume to continue it or choose another --out",
+            o.out_dir, existing.value_or(""));
+  teacher->eval();
+  for (auto& p : teacher->parameters()) p.set_requires_grad(false);
+
+  // Resume position: (stage index, step within stage).
+  std::string resume_stage;
+  int64_t resume_step = 0, global_done = 0;
+  nlohmann::json resume_state;
+  if (existing) {
+    resume_state = nlohmann::json::parse(read_text_file((fs::path(*existing) / "state.json").string()));
+    resume_stage = resume_state.at("stage").get<std::string>();
+    resume_step = resume_state.at("step").get<int64_t>();
+    truncate_metrics_log(metrics_path, resume_state.at("global_step").get<int64_t>());
+    log_info("resuming from {} (stage {}, step {})", *existing, resume_stage, resume_step);
+  } else if (fs::exists(metrics_path)) {
+    fs::remove(metrics_path);
+  }
+  data.write_tokenizer(o.out_dir);
+
+  const StageRun stages[] = {{"align", &o.align, 0x1000}, {"kd", &o.kd, 0x2000}};
+  bool skipping = existing.has_value();
+  for (const auto& run : stages) {
+    const DistillStage& st = *run.stage;
+    if (st.steps == 0) continue;
+    if (skipping && resume_stage != run.name) {  // finished before the interruption
+      global_done += st.steps;
+      continue;
+    }
+    LrSchedule sched = stage_schedule(o, st);
+    bool is_align = std::string(run.name) == "align";
+    auto optimizer = make_adamw(student, o.weight_decay, st.lr, is_align ? o.align_trainable : o.kd_trainable);
+    int64_t start = 0;
+    if (skipping) {
+      load_training_checkpoint(*existing, student, *optimizer);
+      start = resume_step;
+      global_done += start;
+      skipping = false;
+    }
+    student->train();
+    Progress progress(std::string("distill ") + run.name, st.steps, "steps", start);
+    auto t0 = std::chrono::steady_clock::now();
+    double t_last = 0;
+    int64_t tokens = 0;
+    auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+    auto save = [&](int64_t step) {
+      save_training_checkpoint(o.out_dir, global_done, student, *optimizer,
+                               {{"stage", run.name}, {"step", step}, {"global_step", global_done}, {"seed", o.seed}},
+                               save_model);
+    };
+    for (int64_t step = start; step < st.steps; ++step) {
+      Batch b = make_batch(data.corpus.train, o.mix, data.encode, data.bos, o.batch, o.seq, o.seed + run.seed_offset, step);
+      double lr = sched.at(step);
+      set_learning_rate(*optimizer, lr);
+      at::Tensor loss, kl, ce;
+      {
+        AutocastBF16 autocast(o.bf16);
+        std::vector<at::Tensor> t_in, t_out;
+        at::Tensor t_logits;
+        {
+          at::NoGradGuard no_grad;
+          ForwardHooks capture;
+          capture.residual_in = &t_in;
+          capture.residual_out = &t_out;
+          t_logits = teacher->forward(b.input_ids, nullptr, is_align ? &capture : nullptr);
+        }
+        if (is_align) {
+          loss = hidden_alignment_loss(student, t_in, t_out);
+        } else {
+          at::Tensor s_logits = student->forward(b.input_ids);
+          kl = kl_divergence(t_logits, s_logits);
+          loss = kl;
+          if (o.ce_weight > 0) {
+            ce = weighted_cross_entropy(s_logits, b.targets, b.weights);
+            loss = loss + o.ce_weight * ce;
+          }
+        }
+      }
+      double value = loss.item<double>();
+      RAD_CHECK(std::isfinite(value), "distill {} step {}: loss is {} (not finite); stopped. Last good checkpoint: {}",
+                run.name, step + 1, value, latest_checkpoint(o.out_dir).value_or("none"));
+      optimizer->zero_grad();
+      loss.backward();
+      double grad_norm = torch::nn::utils::clip_grad_norm_(student->parameters(), o.clip);
+      optimizer->step();
+      ++global_done;
+      tokens += o.batch * o.seq;
+      const int64_t done = step + 1;
+      if (done % o.log_every == 0 || done == st.steps) {
+        double now = seconds();
+        double tps = tokens / std::max(1e-9, now - t_last);
+        tokens = 0;
+        t_last = now;
+        nlohmann::json rec = {{"step", global_done}, {"stage", run.name}, {"stage_step", done}, {"loss", value},
+                              {"lr", lr}, {"grad_norm", grad_norm}, {"tokens_per_s", tps}};
+        if (kl.defined()) rec["kl"] = kl.item<double>();
+        if (ce.defined()) rec["ce"] = ce.item<double>();
+        append_jsonl(metrics_path, rec);
+        progress.update(done, fmt::format("loss {:.4f} | lr {:.2e} | {:.0f} tok/s", value, lr, tps));
+      } else {
+        progress.update(done);
+      }
+      if (done % o.eval_every == 0 || done == st.steps) {
+        EvalMetrics m = evaluate_lm(student, data, o.probe_pairs, o.probe_examples, o.seq, o.ppl_windows, 1234);
+        append_jsonl(metrics_path, {{"step", global_done}, {"stage", run.name}, {"probe_accuracy", m.probe.value()},
+                                    {"probe_pairs", o.probe_pairs}, {"heldout_perplexity", m.perplexity}});
+        log_info("{} step {}: student KV probe ({} pairs) {:.1f}%, held-out perplexity {:.2f}", run.name, done,
+                 o.probe_pairs, 100 * m.probe.value(), m.perplexity);
+      }
+      if (done % o.save_every == 0 || done == st.steps) save(done);
+      if (o.stop_after > 0 && global_done >= o.stop_after && done < st.steps) {
+        save(done);
+        log_info("stopping after {} steps as asked (--stop-after); resume with --resume", global_done);
+        return;
+      }
+    }
+    progress.finish();
+  }
+  student->eval();
+  save_model(student, o.out_dir);
+}
+
+}  // namespace rad

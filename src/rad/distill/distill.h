@@ -1,0 +1,63 @@
+// Distillation of a student (hybrid) from its teacher (DESIGN section 5):
+//   stage "align": hidden-state alignment. For every layer l, the teacher's residual stream h_l is
+//     fed to student block l and sum_l mean_tokens ||block_l^S(h_l) - h_{l+1}||_2 is minimised.
+//     Layers are independent given the teacher's residuals, so one teacher pass serves all.
+//   stage "kd": end-to-end KL(p_teacher || p_student) on next-token distributions (temperature 1),
+//     optionally plus cross-entropy on the data.
+// Each stage has its own steps and learning rate (warm-up then WSD decay), AdamW (0.9, 0.95),
+// clipping, optional bf16 autocast; atomic checkpoints and exact resume (batches are a function of
+// seed, stage and step); a JSONL log with losses and periodic probe accuracy.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "rad/model/causal_lm.h"
+#include "rad/train/checkpoint.h"
+#include "rad/train/data.h"
+#include "rad/train/pretrain.h"
+
+namespace rad {
+
+struct DistillStage {
+  int64_t steps = 0;  // 0 skips the stage
+  double lr = 1e-3;
+};
+
+struct DistillOptions {
+  std::string out_dir;
+  int64_t batch = 16;
+  int64_t seq = 256;
+  DistillStage align{0, 1e-3};
+  DistillStage kd{0, 5e-4};
+  double ce_weight = 0.0;  // kd: weight of the data cross-entropy added to the KL
+  double weight_decay = 0.1;
+  double clip = 1.0;
+  double warmup_fraction = 0.05;
+  double decay_fraction = 0.2;
+  bool bf16 = false;
+  uint64_t seed = 0;
+  int64_t save_every = 200;
+  int64_t log_every = 10;
+  int64_t eval_every = 200;
+  int64_t probe_pairs = 20;
+  int64_t probe_examples = 100;
+  int64_t ppl_windows = 16;
+  TaskMix mix;
+  bool resume = false;
+  int64_t stop_after = 0;  // > 0: stop (with a checkpoint) after this many steps in total; for tests
+  // Which student parameters each stage trains (null: all). Frozen ones get requires_grad(false).
+  std::function<bool(const std::string&)> align_trainable;
+  std::function<bool(const std::string&)> kd_trainable;
+};
+
+// Trains `student` in place and writes it to options.out_dir with `save_model`.
+void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& options, const PretrainData& data,
+             const ModelSaver& save_model);
+
+// Sum over layers of the mean over tokens of ||student_block_l(h_l) - h_{l+1}||_2, given the
+// teacher's residuals entering (in[l]) and leaving (out[l]) each layer.
+at::Tensor hidden_alignment_loss(CausalLM& student, const std::vector<at::Tensor>& teacher_in,
+                                 const std::vector<at::Tensor>& teacher_out);
+
+}  // namespace rad

@@ -1,0 +1,64 @@
+#include "rad/train/optim.h"
+
+#include <ATen/autocast_mode.h>
+
+namespace rad {
+
+std::unique_ptr<torch::optim::AdamW> make_adamw(CausalLM& model, double weight_decay, double lr,
+                                                const std::function<bool(const std::string&)>& trainable) {
+  std::vector<at::Tensor> decay, no_decay;
+  for (auto& item : model->named_parameters()) {
+    const std::string& n = item.key();
+    if (trainable && !trainable(n)) {
+      item.value().set_requires_grad(false);
+      continue;
+    }
+    item.value().set_requires_grad(true);
+    bool skip = n.find("norm") != std::string::npos || (n.size() > 5 && n.compare(n.size() - 5, 5, ".bias") == 0);
+    (skip ? no_decay : decay).push_back(item.value());
+  }
+  auto opts = [&](double wd) {
+    auto o = std::make_unique<torch::optim::AdamWOptions>(lr);
+    o->betas({0.9, 0.95}).eps(1e-8).weight_decay(wd);
+    return o;
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, opts(weight_decay));
+  groups.emplace_back(no_decay, opts(0.0));
+  return std::make_unique<torch::optim::AdamW>(groups);
+}
+
+void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+}
+
+AutocastBF16::AutocastBF16(bool on) : on_(on) {
+  if (on_) {
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::set_cpu_enabled(true);
+  }
+}
+
+AutocastBF16::~AutocastBF16() {
+  if (on_) {
+    at::autocast::set_cpu_enabled(false);
+    at::autocast::clear_cache();
+  }
+}
+
+at::Tensor weighted_cross_entropy(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights) {
+  const int64_t V = logits.size(-1);
+  at::Tensor nll = at::cross_entropy_loss(logits.reshape({-1, V}).to(at::kFloat), targets.reshape({-1}),
+                                          /*weight=*/{}, at::Reduction::None);
+  at::Tensor w = weights.reshape({-1});
+  return (nll * w).sum() / w.sum().clamp_min(1e-8);
+}
+
+at::Tensor kl_divergence(const at::Tensor& teacher_logits, const at::Tensor& student_logits) {
+  const int64_t V = teacher_logits.size(-1);
+  at::Tensor log_p = at::log_softmax(teacher_logits.reshape({-1, V}).to(at::kFloat), -1);
+  at::Tensor log_q = at::log_softmax(student_logits.reshape({-1, V}).to(at::kFloat), -1);
+  return (log_p.exp() * (log_p - log_q)).sum(-1).mean();
+}
+
+}  // namespace rad

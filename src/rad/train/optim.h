@@ -1,0 +1,41 @@
+// Pieces shared by the training loops (pretrain, distill): AdamW set-up, bf16 autocast, losses.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <torch/optim/adamw.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "rad/model/causal_lm.h"
+
+namespace rad {
+
+// AdamW (0.9, 0.95), eps 1e-8, over the model's parameters for which `trainable(name)` is true
+// (all when null); norm weights and biases get no weight decay. Parameters not selected are set to
+// requires_grad(false).
+std::unique_ptr<torch::optim::AdamW> make_adamw(CausalLM& model, double weight_decay, double lr,
+                                                const std::function<bool(const std::string&)>& trainable = nullptr);
+
+void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
+
+// Enables CPU bf16 autocast for its lifetime (parameters and optimizer state stay float32).
+class AutocastBF16 {
+ public:
+  explicit AutocastBF16(bool on);
+  ~AutocastBF16();
+  AutocastBF16(const AutocastBF16&) = delete;
+  AutocastBF16& operator=(const AutocastBF16&) = delete;
+
+ private:
+  bool on_;
+};
+
+// Mean over tokens of weights * cross-entropy; logits [B, T, V], targets/weights [B, T].
+at::Tensor weighted_cross_entropy(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights);
+
+// Mean over tokens of KL(p_teacher || p_student), temperature 1, computed in float32.
+at::Tensor kl_divergence(const at::Tensor& teacher_logits, const at::Tensor& student_logits);
+
+}  // namespace rad
