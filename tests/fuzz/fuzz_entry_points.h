@@ -1,0 +1,23 @@
+// Entry points of the fuzz targets (see entry_points.cpp).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace rad::fuzz {
+
+int safetensors(const uint8_t* data, size_t size);
+int hf_config(const uint8_t* data, size_t size);
+int head_plan(const uint8_t* data, size_t size);
+int tokenizer_json(const uint8_t* data, size_t size);
+int tokenizer_encode(const uint8_t* data, size_t size);
+
+// Names of the targets, as used in scripts/fuzz.sh and the corpus folders.
+inline const std::vector<std::string>& target_names() {
+  static const std::vector<std::string> names = {"safetensors", "hf_config", "head_plan", "tokenizer_json", "tokenizer_encode"};
+  return names;
+}
+
+}  // namespace rad::fuzz
