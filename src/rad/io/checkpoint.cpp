@@ -7,6 +7,7 @@
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/io/hf_config.h"
+#include "rad/io/hybrid_checkpoint.h"
 #include "rad/io/safetensors.h"
 
 namespace rad::io {
@@ -121,6 +122,7 @@ void load_parameters_strict(torch::nn::Module& module, const std::map<std::strin
 }
 
 CausalLM load_causal_lm(const std::string& model_dir, at::ScalarType dtype) {
+  if (is_hybrid_dir(model_dir)) return load_hybrid(model_dir, dtype).model;  // model_type "radistill_hybrid"
   ModelConfig config = load_hf_config((fs::path(model_dir) / "config.json").string());
   CausalLM model(config);
   model->to(dtype);

@@ -23,7 +23,8 @@ std::map<std::string, at::Tensor> read_model_tensors(const std::string& model_di
 void load_parameters_strict(torch::nn::Module& module, const std::map<std::string, at::Tensor>& tensors,
                             const std::string& where, const std::set<std::string>& ignore = {});
 
-// Loads a teacher model from an HF directory, computing in `dtype` (kFloat or kBFloat16).
+// Loads a teacher model from an HF directory, computing in `dtype` (kFloat or kBFloat16). A hybrid
+// directory (model_type "radistill_hybrid") loads as the hybrid (rad/io/hybrid_checkpoint.h).
 CausalLM load_causal_lm(const std::string& model_dir, at::ScalarType dtype = at::kFloat);
 
 // Writes config.json and model.safetensors (parameters in their current dtype), atomically.

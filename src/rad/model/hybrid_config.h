@@ -1,0 +1,49 @@
+// Configuration of a Transformer-SSM hybrid student: the teacher's ModelConfig, the head plan (which
+// query heads stay softmax attention) and the SSM options for all other heads (DESIGN section 4).
+//
+// config.json of a hybrid directory = the teacher's HF fields, with
+//   "model_type": "radistill_hybrid", "architectures": ["RadistillHybridForCausalLM"],
+//   "teacher_model_type" / "teacher_architecture": the teacher's originals,
+//   "head_plan": the plan (rad/heads/head_plan.h format),
+//   "ssm": {"d_state", "conv", "conv_width", "gate", "bias", "chunk_size", "init"}.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "rad/heads/head_plan.h"
+#include "rad/model/config.h"
+
+namespace rad {
+
+inline constexpr const char* kHybridModelType = "radistill_hybrid";
+inline constexpr const char* kHybridArchitecture = "RadistillHybridForCausalLM";
+
+struct SsmOptions {
+  int64_t d_state = 0;      // N; 0 in a fresh struct means "d_head" (resolved by HybridConfig)
+  bool conv = false;        // depthwise causal conv over [x, B, C] (identity init, no activation)
+  int64_t conv_width = 4;
+  bool gate = false;        // y *= silu(z_proj(u))
+  bool bias = false;        // biases on x/B/C projections
+  int64_t chunk_size = 64;  // SSD chunk length in training / prefill
+  std::string init = "attention";  // how convert initialised the SSM heads (informational)
+};
+
+struct HybridConfig {
+  ModelConfig base;  // the teacher's config (architecture/model_type are the teacher's)
+  HeadPlan plan;
+  SsmOptions ssm;
+
+  // Validates d_state, conv width and chunk size.
+  void validate(const std::string& where) const;
+  nlohmann::json to_json() const;  // the full config.json
+  static HybridConfig from_json(const nlohmann::json& j, const std::string& where);
+  static bool is_hybrid_json(const nlohmann::json& j);
+
+  // Analytic cache sizes (DESIGN section 7) at `dtype_bytes` per KV element; SSM states are float32.
+  int64_t kv_bytes_per_token(int64_t dtype_bytes) const;
+  int64_t ssm_state_bytes() const;  // per sequence, fixed (states + conv states)
+  int64_t n_ssm_heads() const { return base.n_query_heads_total() - plan.size(); }
+};
+
+}  // namespace rad
