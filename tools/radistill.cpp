@@ -29,6 +29,8 @@ int main(int argc, char** argv) {
   rad::cli::register_eval_tasks(app);
   rad::cli::register_pretrain(app);
   rad::cli::register_heads(app);
+  rad::cli::register_distill(app);
+  rad::cli::register_shrink(app);
   rad::cli::register_convert(app);
   try {
     app.parse(argc, argv);

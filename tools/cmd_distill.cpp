@@ -1,0 +1,83 @@
+#include <sstream>
+
+#include "commands.h"
+#include "rad/core/atomic_file.h"
+#include "rad/core/error.h"
+#include "rad/core/log.h"
+#include "rad/distill/distill.h"
+#include "rad/io/checkpoint.h"
+#include "rad/io/hybrid_checkpoint.h"
+#include "text_codec.h"
+
+namespace rad::cli {
+
+void register_distill(CLI::App& app) {
+  auto* cmd = app.add_subcommand("distill", "Distill a converted hybrid from its teacher (alignment, then logit KD)");
+  static DistillOptions o;
+  static std::string teacher_dir, student_dir, corpus_path, tasks_list = "mqar,kv";
+  static double heldout = 0.02;
+  static bool freeze_kept = false;
+  cmd->add_option("--teacher", teacher_dir, "Teacher model directory")->required();
+  cmd->add_option("--student", student_dir, "Hybrid directory from `radistill convert` (or an earlier distill/shrink)")->required();
+  cmd->add_option("--corpus", corpus_path, "UTF-8 text; the last --heldout-fraction of its lines is held out")->required();
+  cmd->add_option("--out", o.out_dir, "Output directory: distilled hybrid, metrics.jsonl, checkpoints/")->required();
+  cmd->add_option("--align-steps", o.align.steps, "Hidden-state alignment steps (0 skips)")->capture_default_str();
+  cmd->add_option("--align-lr", o.align.lr, "Alignment peak learning rate")->capture_default_str();
+  cmd->add_option("--kd-steps", o.kd.steps, "Logit-distillation steps (0 skips)")->capture_default_str();
+  cmd->add_option("--kd-lr", o.kd.lr, "KD peak learning rate")->capture_default_str();
+  cmd->add_option("--ce-weight", o.ce_weight, "Weight of the data cross-entropy added to the KL")->capture_default_str();
+  cmd->add_option("--batch", o.batch, "Sequences per step")->capture_default_str();
+  cmd->add_option("--seq", o.seq, "Tokens per sequence")->capture_default_str();
+  cmd->add_option("--weight-decay", o.weight_decay, "AdamW weight decay")->capture_default_str();
+  cmd->add_option("--clip", o.clip, "Gradient-norm clipping")->capture_default_str();
+  cmd->add_flag("--bf16", o.bf16, "bf16 autocast (weights and optimizer stay float32)");
+  cmd->add_flag("--freeze-kept-heads", freeze_kept, "Keep the kept attention heads' q/k/v projections fixed");
+  cmd->add_option("--seed", o.seed, "Data-order seed")->capture_default_str();
+  cmd->add_option("--task-share", o.mix.task_share, "Fraction of sequences that are task sequences")->capture_default_str();
+  cmd->add_option("--tasks", tasks_list, "Comma-separated training tasks")->capture_default_str();
+  cmd->add_option("--min-pairs", o.mix.min_pairs, "Smallest training dictionary")->capture_default_str();
+  cmd->add_option("--max-pairs", o.mix.max_pairs, "Largest training dictionary")->capture_default_str();
+  cmd->add_option("--queries", o.mix.queries, "Queries per dictionary (mqar)")->capture_default_str();
+  cmd->add_option("--answer-weight", o.mix.answer_weight, "CE weight of task answers (with --ce-weight)")->capture_default_str();
+  cmd->add_option("--heldout-fraction", heldout, "Fraction of corpus lines held out")->capture_default_str();
+  cmd->add_option("--save-every", o.save_every, "Checkpoint every N steps")->capture_default_str();
+  cmd->add_option("--log-every", o.log_every, "Metrics line every N steps")->capture_default_str();
+  cmd->add_option("--eval-every", o.eval_every, "Probe and perplexity every N steps")->capture_default_str();
+  cmd->add_option("--probe-pairs", o.probe_pairs, "KV probe size for the periodic evaluation")->capture_default_str();
+  cmd->add_option("--probe-examples", o.probe_examples, "KV probe examples")->capture_default_str();
+  cmd->add_flag("--resume", o.resume, "Continue the run in --out from its latest checkpoint");
+  cmd->add_option("--stop-after", o.stop_after, "Stop (with a checkpoint) after this many steps; resume later");
+  cmd->callback([] {
+    RAD_CHECK(io::is_hybrid_dir(student_dir), "{}: not a hybrid (config.json model_type is not radistill_hybrid); "
+              "make one with `radistill convert`", student_dir);
+    TextCodec codec = load_text_codec(teacher_dir);
+    CausalLM teacher = io::load_causal_lm(teacher_dir, at::kFloat);
+    io::HybridModel student = io::load_hybrid(student_dir, at::kFloat);
+    std::stringstream ss(tasks_list);
+    std::string item;
+    o.mix.tasks.clear();
+    while (std::getline(ss, item, ','))
+      if (!item.empty()) o.mix.tasks.push_back(item);
+    // Alignment trains the SSM heads; KD everything but the embeddings and LM head.
+    o.align_trainable = [](const std::string& n) { return n.find(".self_attn.ssm.") != std::string::npos; };
+    o.kd_trainable = [](const std::string& n) {
+      if (n.find("embed_tokens") != std::string::npos || n.rfind("lm_head", 0) == 0) return false;
+      if (freeze_kept && (n.find(".self_attn.q_proj") != std::string::npos || n.find(".self_attn.k_proj") != std::string::npos ||
+                          n.find(".self_attn.v_proj") != std::string::npos))
+        return false;
+      return true;
+    };
+    PretrainData data;
+    log_info("tokenizing {} ...", corpus_path);
+    data.corpus = TokenCorpus::from_text(read_text_file(corpus_path), codec.encode, heldout);
+    data.encode = codec.encode;
+    data.bos = codec.bos;
+    data.write_tokenizer = [](const std::string& out) { io::copy_tokenizer_files(teacher_dir, out); };
+    HybridConfig config = student.config;
+    distill(teacher, student.model, o, data,
+            [config](CausalLM& m, const std::string& dir) { io::save_hybrid(m, config, dir); });
+    log_info("wrote the distilled hybrid to {}", o.out_dir);
+  });
+}
+
+}  // namespace rad::cli
