@@ -22,3 +22,11 @@ resume=(); [ -e "$R/model/checkpoints/latest" ] && resume=(--resume)
 ./build/radistill eval-tasks "$R/model" --task kv --pairs 8 --examples 100
 ./build/radistill heads "$R/model" --out "$R/heads" --pairs 8 --examples 64 --budget 2
 cat "$R/heads/heads.md"
+rm -rf "$R/hybrid-init" "$R/hybrid-small"
+./build/radistill convert "$R/model" --plan "$R/heads/plan.json" --out "$R/hybrid-init"
+./build/radistill inspect "$R/hybrid-init"
+resume=(); [ -e "$R/hybrid/checkpoints/latest" ] && resume=(--resume)
+./build/radistill distill --teacher "$R/model" --student "$R/hybrid-init" --corpus "$R/kjv.txt" --out "$R/hybrid" \
+  --align-steps 50 --kd-steps 50 --batch 8 --seq 128 --bf16 --max-pairs 8 --probe-pairs 8 --eval-every 50 "${resume[@]}"
+./build/radistill shrink --model "$R/hybrid" --d-state 2 --out "$R/hybrid-small"
+./build/radistill generate "$R/hybrid-small" --text "In the beginning" --max-new-tokens 16 --stats

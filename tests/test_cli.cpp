@@ -66,7 +66,8 @@ TEST(Cli, BadInputGivesANamedErrorAndNonZeroExit) {
 namespace rad::test {
 namespace {
 
-// The task-level commands end to end at toy size: pretrain -> eval-tasks -> heads.
+// The pipeline's commands end to end at toy size: pretrain -> eval-tasks -> heads -> convert ->
+// distill -> shrink -> generate.
 TEST(CliPipeline, PretrainEvalTasksAndHeads) {
   TempDir dir;
   {
@@ -98,6 +99,25 @@ TEST(CliPipeline, PretrainEvalTasksAndHeads) {
   r = run_cli("heads " + dir.file("m") + " --out " + dir.file("h2") + " --pairs 500");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("pairs must be in [1, 100]"), std::string::npos) << r.err;
+
+  // The plan feeds the conversion; the hybrid distills, shrinks and generates from text.
+  r = run_cli("convert " + dir.file("m") + " --plan " + dir.file("h/plan.json") + " --out " + dir.file("hy"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli("distill --teacher " + dir.file("m") + " --student " + dir.file("hy") + " --corpus " +
+              dir.file("corpus.txt") + " --out " + dir.file("hd") +
+              " --align-steps 2 --kd-steps 2 --batch 2 --seq 32 --eval-every 2 --probe-pairs 2 --probe-examples 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli("shrink --model " + dir.file("hd") + " --d-state 2 --out " + dir.file("hs"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream shrunk_config(dir.file("hs/config.json"));
+  EXPECT_EQ(nlohmann::json::parse(shrunk_config)["ssm"]["d_state"], 2);
+  r = run_cli("generate " + dir.file("hs") + " --text \"And God said\" --max-new-tokens 3");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Distilling a teacher as if it were a student is refused by name.
+  r = run_cli("distill --teacher " + dir.file("m") + " --student " + dir.file("m") + " --corpus " + dir.file("corpus.txt") +
+              " --out " + dir.file("x") + " --kd-steps 1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("not a hybrid"), std::string::npos) << r.err;
 }
 
 }  // namespace
