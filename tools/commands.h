@@ -19,6 +19,7 @@ void register_pretrain(CLI::App& app);
 void register_heads(CLI::App& app);
 void register_distill(CLI::App& app);
 void register_shrink(CLI::App& app);
+void register_eval(CLI::App& app);
 void register_convert(CLI::App& app);
 
 // The prompt of forward/generate: --token-ids as given, or --text encoded with MODEL_DIR's tokenizer

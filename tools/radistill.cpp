@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   rad::cli::register_heads(app);
   rad::cli::register_distill(app);
   rad::cli::register_shrink(app);
+  rad::cli::register_eval(app);
   rad::cli::register_convert(app);
   try {
     app.parse(argc, argv);

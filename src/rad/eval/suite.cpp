@@ -1,0 +1,209 @@
+#include "rad/eval/suite.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "rad/core/atomic_file.h"
+#include "rad/core/error.h"
+#include "rad/core/log.h"
+#include "rad/core/progress.h"
+#include "rad/eval/memory.h"
+#include "rad/eval/user_tasks.h"
+#include "rad/io/checkpoint.h"
+#include "rad/io/hf_config.h"
+#include "rad/io/hybrid_checkpoint.h"
+#include "rad/tasks/scorer.h"
+#include "rad/tokenizer/tokenizer.h"
+#include "rad/train/data.h"
+#include "rad/train/pretrain.h"
+
+namespace rad {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct Codec {
+  tasks::Encoder encode;
+  Decoder decode;
+  std::optional<int64_t> bos;
+};
+
+Codec load_codec(const std::string& dir) {
+  RAD_CHECK(fs::exists(fs::path(dir) / "tokenizer.json"), "{}: no tokenizer.json (eval needs the model's tokenizer)", dir);
+  Tokenizer tok = Tokenizer::load(dir);
+  Codec c;
+  c.encode = [tok](const std::string& s) { return tok.encode(s, false); };
+  c.decode = [tok](const std::vector<int64_t>& ids) { return tok.decode(ids, true); };
+  std::vector<int64_t> plain = tok.encode("a", false), special = tok.encode("a", true);
+  if (special.size() > plain.size() && !std::equal(plain.begin(), plain.end(), special.begin())) c.bos = special.front();
+  return c;
+}
+
+int64_t peak_rss_bytes() {
+  struct rusage u {};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) * 1024;
+}
+
+// One retrieval task: accuracy with a 95% interval, or a skip reason when it does not fit.
+json run_task(CausalLM& model, const Codec& codec, const std::string& task, const tasks::TaskOptions& o,
+              const EvalOptions& opt) {
+  std::vector<tasks::EncodedExample> ex;
+  for (const auto& e : tasks::make_examples(task, o, opt.examples, opt.seed))
+    ex.push_back(tasks::encode_example(e, codec.encode, codec.bos));
+  int64_t longest = tasks::max_length(ex);
+  if (longest > model->config().max_position_embeddings)
+    return {{"skipped", fmt::format("needs {} tokens, context is {}", longest, model->config().max_position_embeddings)}};
+  tasks::Accuracy a = tasks::score(model, ex, opt.batch);
+  return {{"accuracy", a.value()}, {"ci95", {a.low(), a.high()}}, {"answers", a.total}, {"max_tokens", longest}};
+}
+
+}  // namespace
+
+json evaluate_models(const std::vector<std::string>& dirs, const EvalOptions& opt, const std::string& reference) {
+  RAD_CHECK(!dirs.empty(), "eval: no models given");
+  std::vector<UserTask> user;
+  if (!opt.user_tasks.empty()) user = load_user_tasks(opt.user_tasks);
+  std::string corpus_text = opt.corpus.empty() ? "" : read_text_file(opt.corpus);
+  json models = json::array();
+  // Task list, in report order.
+  std::vector<std::pair<std::string, std::pair<std::string, tasks::TaskOptions>>> task_list;
+  for (int64_t p : opt.kv_pairs) {
+    tasks::TaskOptions o;
+    o.pairs = p;
+    task_list.push_back({fmt::format("kv_{}", p), {"kv", o}});
+  }
+  {
+    tasks::TaskOptions o;
+    o.pairs = opt.mqar_pairs;
+    o.queries = opt.mqar_queries;
+    task_list.push_back({fmt::format("mqar_{}x{}", opt.mqar_pairs, opt.mqar_queries), {"mqar", o}});
+  }
+  for (int64_t w : opt.needle_words)
+    for (double d : opt.needle_depths) {
+      tasks::TaskOptions o;
+      o.context_words = w;
+      o.depth = d;
+      task_list.push_back({fmt::format("needle_{}w_d{:.2f}", w, d), {"needle", o}});
+    }
+  {
+    tasks::TaskOptions o;
+    o.pairs = opt.phonebook_entries;
+    task_list.push_back({fmt::format("phonebook_{}", opt.phonebook_entries), {"phonebook", o}});
+  }
+  Progress progress("eval", static_cast<int64_t>(dirs.size() * (task_list.size() + 2)), "steps");
+  int64_t done = 0;
+  for (const auto& dir : dirs) {
+    Codec codec = load_codec(dir);
+    CausalLM model = io::load_causal_lm(dir, at::kFloat);
+    json m = {{"name", fs::path(dir).filename().string()}, {"dir", dir}, {"parameters", model->parameter_count()}};
+    CacheCost cost, cost_fp32;
+    if (io::is_hybrid_dir(dir)) {
+      io::HybridModel h = io::load_hybrid(dir, at::kFloat);
+      cost = hybrid_cache_cost(h.config, opt.kv_dtype_bytes);
+      cost_fp32 = hybrid_cache_cost(h.config, 4);
+      m["heads_kept"] = h.config.plan.size();
+      m["d_state"] = h.config.ssm.d_state;
+      m["hybrid"] = true;
+    } else {
+      cost = teacher_cache_cost(model->config(), opt.kv_dtype_bytes);
+      cost_fp32 = teacher_cache_cost(model->config(), 4);
+      m["heads_kept"] = model->config().n_query_heads_total();
+      m["d_state"] = nullptr;
+      m["hybrid"] = false;
+    }
+    json tasks_json = json::object();
+    for (const auto& [name, spec] : task_list) {
+      tasks_json[name] = run_task(model, codec, spec.first, spec.second, opt);
+      progress.update(++done, name);
+    }
+    m["tasks"] = tasks_json;
+    if (!corpus_text.empty()) {
+      TokenCorpus corpus = TokenCorpus::from_text(corpus_text, codec.encode, opt.heldout_fraction);
+      m["perplexity"] = perplexity(model, heldout_windows(corpus.heldout, opt.ppl_seq, opt.ppl_windows, codec.bos), 8);
+    }
+    progress.update(++done, "perplexity");
+    if (!user.empty()) {
+      UserTaskScores us = score_user_tasks(model, user, codec.encode, codec.decode, codec.bos);
+      if (us.multiple_choice.total > 0) m["user_multiple_choice"] = {{"accuracy", us.multiple_choice.value()}, {"items", us.multiple_choice.total}};
+      if (us.generation.total > 0) m["user_generation"] = {{"accuracy", us.generation.value()}, {"items", us.generation.total}};
+    }
+    // Memory: analytic at every length; measured (bytes held by the decode cache, fp32 runtime)
+    // after a prefill of L tokens plus one decode step, up to max_measured_length.
+    json mem = {{"per_token_bytes", cost.per_token}, {"fixed_bytes", cost.fixed}, {"kv_dtype_bytes", opt.kv_dtype_bytes},
+                {"analytic", json::object()}, {"analytic_fp32", json::object()}, {"measured_fp32", json::object()}};
+    for (int64_t L : opt.lengths) {
+      mem["analytic"][std::to_string(L)] = cost.bytes(L);
+      mem["analytic_fp32"][std::to_string(L)] = cost_fp32.bytes(L);
+      if (L <= opt.max_measured_length && L < model->config().max_position_embeddings) {
+        at::NoGradGuard no_grad;
+        DecodeCache cache = model->new_cache();
+        at::Tensor ids = (at::arange(L, at::kLong) * 7919 + 13).remainder(model->config().n_vocab).unsqueeze(0);
+        at::Tensor logits = model->forward(ids, &cache);
+        model->forward(logits.select(1, L - 1).argmax(-1, true), &cache);
+        mem["measured_fp32"][std::to_string(L + 1)] = {{"cache_bytes", cache.bytes()}, {"process_peak_rss_bytes", peak_rss_bytes()}};
+      }
+    }
+    m["cache"] = mem;
+    progress.update(++done, "memory");
+    models.push_back(m);
+  }
+  progress.finish();
+
+  // Coverage against the reference model.
+  size_t ref = 0;
+  for (size_t i = 0; i < dirs.size(); ++i)
+    if (!reference.empty() && dirs[i] == reference) ref = i;
+  const json& r = models[ref];
+  for (auto& m : models) {
+    json cov = json::object();
+    double sum = 0;
+    int n = 0;
+    for (auto it = m["tasks"].begin(); it != m["tasks"].end(); ++it) {
+      const json& rt = r["tasks"][it.key()];
+      if (!it.value().contains("accuracy") || !rt.contains("accuracy") || rt["accuracy"].get<double>() <= 0) continue;
+      double c = it.value()["accuracy"].get<double>() / rt["accuracy"].get<double>();
+      cov[it.key()] = c;
+      sum += c;
+      ++n;
+    }
+    m["coverage"] = cov;
+    m["coverage_retrieval"] = n > 0 ? json(sum / n) : json(nullptr);
+    double lsum = 0;
+    int ln = 0;
+    if (m.contains("perplexity") && r.contains("perplexity")) {
+      double c = r["perplexity"].get<double>() / m["perplexity"].get<double>();
+      m["coverage"]["perplexity"] = c;
+      lsum += c;
+      ++ln;
+    }
+    if (m.contains("user_multiple_choice") && r.contains("user_multiple_choice") &&
+        r["user_multiple_choice"]["accuracy"].get<double>() > 0) {
+      double c = m["user_multiple_choice"]["accuracy"].get<double>() / r["user_multiple_choice"]["accuracy"].get<double>();
+      m["coverage"]["user_multiple_choice"] = c;
+      lsum += c;
+      ++ln;
+    }
+    m["coverage_language"] = ln > 0 ? json(lsum / ln) : json(nullptr);
+    CacheCost mine{m["cache"]["per_token_bytes"].get<int64_t>(), m["cache"]["fixed_bytes"].get<int64_t>()};
+    json be = json::object();
+    for (const auto& other : models) {
+      if (&other == &m) continue;
+      CacheCost theirs{other["cache"]["per_token_bytes"].get<int64_t>(), other["cache"]["fixed_bytes"].get<int64_t>()};
+      auto L = break_even_length(mine, theirs);
+      be[other["name"].get<std::string>()] = L ? json(*L) : json(nullptr);
+    }
+    m["cache"]["break_even_length_vs"] = be;
+  }
+  return {{"reference", r["name"]}, {"models", models},
+          {"settings", {{"examples", opt.examples}, {"seed", opt.seed}, {"kv_pairs", opt.kv_pairs}, {"mqar_pairs", opt.mqar_pairs},
+                        {"mqar_queries", opt.mqar_queries}, {"needle_words", opt.needle_words},
+                        {"needle_depths", opt.needle_depths}, {"phonebook_entries", opt.phonebook_entries},
+                        {"corpus", opt.corpus}, {"user_tasks", opt.user_tasks}, {"kv_dtype_bytes", opt.kv_dtype_bytes},
+                        {"scoring", "teacher-forced greedy exact match of every answer token; held-out keys"}}}};
+}
+
+}  // namespace rad

@@ -1,0 +1,38 @@
+// `radistill eval`: the retrieval group (KV probe at several sizes, MQAR, needle in a haystack at
+// several depths and lengths, phone book), the language group (held-out perplexity, user
+// multiple-choice tasks), user generation tasks, cache memory (analytic and measured), and
+// coverage = score / reference score, for several models side by side (DESIGN sections 7-8).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace rad {
+
+struct EvalOptions {
+  std::vector<int64_t> kv_pairs = {10, 25, 50, 100};
+  int64_t examples = 200;  // per retrieval task
+  uint64_t seed = 0;
+  int64_t mqar_pairs = 20;
+  int64_t mqar_queries = 8;
+  std::vector<int64_t> needle_words = {200, 600};
+  std::vector<double> needle_depths = {0.0, 0.5, 1.0};
+  int64_t phonebook_entries = 20;
+  std::string corpus;  // held-out perplexity on its last heldout_fraction of lines (empty: skipped)
+  double heldout_fraction = 0.02;
+  int64_t ppl_windows = 32;
+  int64_t ppl_seq = 256;
+  std::string user_tasks;  // JSONL (empty: none)
+  int64_t batch = 16;
+  int64_t kv_dtype_bytes = 2;  // analytic cache: KV bytes per element as deployed (bf16)
+  std::vector<int64_t> lengths = {128, 2048, 4096, 32768};
+  int64_t max_measured_length = 4096;  // measured cache bytes up to this length
+};
+
+// Evaluates every model directory; the first (or `reference`, when one of them) is the reference
+// for coverage. Returns the eval.json document.
+nlohmann::json evaluate_models(const std::vector<std::string>& model_dirs, const EvalOptions& options,
+                               const std::string& reference = "");
+
+}  // namespace rad

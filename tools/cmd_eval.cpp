@@ -1,0 +1,44 @@
+#include <filesystem>
+
+#include "commands.h"
+#include "rad/core/atomic_file.h"
+#include "rad/core/log.h"
+#include "rad/eval/suite.h"
+
+namespace rad::cli {
+
+void register_eval(CLI::App& app) {
+  auto* cmd = app.add_subcommand("eval", "Evaluate models side by side: retrieval tasks, perplexity, user tasks, cache memory");
+  static std::vector<std::string> dirs;
+  static std::string out, reference;
+  static EvalOptions o;
+  cmd->add_option("MODEL_DIRS", dirs, "Model directories (teacher and/or hybrids); the first is the coverage reference")->required();
+  cmd->add_option("--out", out, "Output directory for eval.json")->required();
+  cmd->add_option("--reference", reference, "Model directory to compute coverage against (default: the first)");
+  cmd->add_option("--kv-pairs", o.kv_pairs, "KV probe sizes, comma-separated (skipped where the context is too short)")->delimiter(',')->capture_default_str();
+  cmd->add_option("--examples", o.examples, "Examples per retrieval task")->capture_default_str();
+  cmd->add_option("--seed", o.seed, "Task seed")->capture_default_str();
+  cmd->add_option("--mqar-pairs", o.mqar_pairs, "MQAR dictionary size")->capture_default_str();
+  cmd->add_option("--mqar-queries", o.mqar_queries, "MQAR queries per dictionary")->capture_default_str();
+  cmd->add_option("--needle-words", o.needle_words, "Needle-in-a-haystack filler lengths in words, comma-separated")->delimiter(',')->capture_default_str();
+  cmd->add_option("--needle-depths", o.needle_depths, "Needle depths, comma-separated, 0 = start .. 1 = end")->delimiter(',')->capture_default_str();
+  cmd->add_option("--phonebook-entries", o.phonebook_entries, "Phone-book size")->capture_default_str();
+  cmd->add_option("--corpus", o.corpus, "Text file; perplexity on its last --heldout-fraction of lines");
+  cmd->add_option("--heldout-fraction", o.heldout_fraction, "Held-out fraction of corpus lines")->capture_default_str();
+  cmd->add_option("--user-tasks", o.user_tasks, "JSONL of multiple-choice and generation tasks");
+  cmd->add_option("--batch", o.batch, "Examples per forward pass")->capture_default_str();
+  cmd->add_option("--kv-dtype-bytes", o.kv_dtype_bytes, "Bytes per KV element in the analytic cache figures")->capture_default_str();
+  cmd->callback([] {
+    ensure_directory(out);
+    nlohmann::json result = evaluate_models(dirs, o, reference);
+    std::string path = (std::filesystem::path(out) / "eval.json").string();
+    write_text_atomic(path, result.dump(2) + "\n");
+    for (const auto& m : result["models"])
+      log_info("{}: retrieval coverage {}, perplexity {}", m["name"].get<std::string>(),
+               m["coverage_retrieval"].is_null() ? "n/a" : fmt::format("{:.3f}", m["coverage_retrieval"].get<double>()),
+               m.contains("perplexity") ? fmt::format("{:.2f}", m["perplexity"].get<double>()) : "n/a");
+    log_info("wrote {}", path);
+  });
+}
+
+}  // namespace rad::cli
