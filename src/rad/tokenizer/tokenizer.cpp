@@ -74,6 +74,16 @@ Tokenizer Tokenizer::load(const std::string& dir) {
 }
 
 Tokenizer Tokenizer::from_json(const nlohmann::json& tokenizer, const nlohmann::json& config) {
+  // A field of the wrong type or a missing key surfaces as a nlohmann exception deep in the
+  // component parsers; report it as a tokenizer.json error (found by fuzzing: it escaped before).
+  try {
+    return from_json_checked(tokenizer, config);
+  } catch (const nlohmann::json::exception& e) {
+    fail("tokenizer.json: unexpected structure: {}", e.what());
+  }
+}
+
+Tokenizer Tokenizer::from_json_checked(const nlohmann::json& tokenizer, const nlohmann::json& config) {
   RAD_CHECK(tokenizer.is_object() && tokenizer.contains("model"), "tokenizer.json: no \"model\" object");
   auto impl = std::make_shared<Impl>();
   auto get = [&](const char* key) { return tokenizer.contains(key) ? tokenizer.at(key) : nlohmann::json(); };

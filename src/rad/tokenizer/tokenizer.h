@@ -38,6 +38,7 @@ class Tokenizer {
   bool has_post_processor() const;
 
  private:
+  static Tokenizer from_json_checked(const nlohmann::json& tokenizer, const nlohmann::json& config);
   struct Impl;
   std::shared_ptr<const Impl> impl_;
 };
