@@ -25,9 +25,17 @@ BpeModel BpeModel::from_json(const nlohmann::json& model) {
   }
   BpeModel m;
   int32_t max_id = -1;
+  RAD_CHECK(model.contains("vocab") && model.at("vocab").is_object(), "tokenizer.json: model.vocab must be an object");
+  // Ids index a table, so a hostile file must not make it huge: real vocabularies are dense, and we
+  // accept gaps up to 4x the number of entries (+64k). Found by fuzzing (an id of 1e8 asked for 3 GB).
+  const int64_t id_limit = 4 * static_cast<int64_t>(model.at("vocab").size()) + 65536;
   for (const auto& [token, id_json] : model.at("vocab").items()) {
-    int32_t id = id_json.get<int32_t>();
-    RAD_CHECK(id >= 0, "tokenizer.json: negative id {} for token \"{}\"", id, token);
+    RAD_CHECK(id_json.is_number_integer(), "tokenizer.json: id of token \"{}\" must be an integer, got {}", token,
+              id_json.dump());
+    int64_t id64 = id_json.get<int64_t>();
+    RAD_CHECK(id64 >= 0 && id64 < id_limit, "tokenizer.json: id {} of token \"{}\" is out of range [0, {})", id64, token,
+              id_limit);
+    int32_t id = static_cast<int32_t>(id64);
     m.vocab_.emplace(token, id);
     max_id = std::max(max_id, id);
   }

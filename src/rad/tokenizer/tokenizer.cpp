@@ -99,7 +99,13 @@ Tokenizer Tokenizer::from_json_checked(const nlohmann::json& tokenizer, const nl
     for (const auto& a : tokenizer.at("added_tokens")) {
       AddedToken t;
       t.content = a.at("content").get<std::string>();
+      RAD_CHECK(a.at("id").is_number_integer(), "tokenizer.json: added token id must be an integer, got {}",
+                a.at("id").dump());
       t.id = a.at("id").get<int64_t>();
+      // Same bound as the model's ids: ids size embedding tables downstream (fuzzing found huge ones).
+      const int64_t limit = 4 * static_cast<int64_t>(impl->model.size() + tokenizer.at("added_tokens").size()) + 65536;
+      RAD_CHECK(t.id >= 0 && t.id < limit, "tokenizer.json: added token \"{}\" has id {} outside [0, {})", t.content,
+                t.id, limit);
       t.special = a.value("special", false);
       t.lstrip = a.value("lstrip", false);
       t.rstrip = a.value("rstrip", false);
