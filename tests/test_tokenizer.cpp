@@ -69,7 +69,9 @@ void check_goldens(const std::string& name, const std::string& golden_file, bool
     EXPECT_EQ(tok.encode(text, true), c["ids_special"].get<std::vector<int64_t>>());
     const std::string decoded = tok.decode(ids, false);
     EXPECT_EQ(decoded, c["decoded"].get<std::string>());
-    if (round_trip && !invalid) EXPECT_EQ(decoded, text);
+    if (round_trip && !invalid) {
+      EXPECT_EQ(decoded, text);
+    }
   }
 }
 
