@@ -12,6 +12,12 @@ namespace rad::cli {
 
 namespace {
 
+// The sizes every model reports, teacher or hybrid.
+nlohmann::json size_fields(const ModelConfig& c) {
+  return {{"n_vocab", c.n_vocab}, {"d_model", c.d_model}, {"n_layer", c.n_layer},
+          {"n_head", c.n_head},   {"n_head_kv", c.n_head_kv}, {"d_head", c.d_head}};
+}
+
 // A hybrid: the teacher's sizes, the plan per layer and the cache cost (DESIGN section 7).
 void inspect_hybrid(const std::string& dir, bool as_json) {
   io::HybridModel h = io::load_hybrid(dir, at::kFloat);  // loading also validates plan vs tensors
@@ -24,15 +30,10 @@ void inspect_hybrid(const std::string& dir, bool as_json) {
                       {"kv_groups", h.config.plan.kv_groups(l, c)},
                       {"ssm_heads", c.n_head - static_cast<int64_t>(h.config.plan.heads_in_layer(l).size())}});
   const auto& s = h.config.ssm;
-  nlohmann::json j = {
+  nlohmann::json j = size_fields(c);
+  j.update({
       {"model_type", kHybridModelType},
       {"teacher_architecture", c.architecture},
-      {"n_vocab", c.n_vocab},
-      {"d_model", c.d_model},
-      {"n_layer", c.n_layer},
-      {"n_head", c.n_head},
-      {"n_head_kv", c.n_head_kv},
-      {"d_head", c.d_head},
       {"kept_heads", h.config.plan.size()},
       {"ssm_heads", h.config.n_ssm_heads()},
       {"ssm", {{"d_state", s.d_state}, {"conv", s.conv}, {"conv_width", s.conv_width}, {"gate", s.gate},
@@ -43,7 +44,7 @@ void inspect_hybrid(const std::string& dir, bool as_json) {
       {"kv_cache_bytes_per_token", h.config.kv_bytes_per_token(dtype_bytes)},
       {"ssm_state_bytes", h.config.ssm_state_bytes()},
       {"teacher_kv_cache_bytes_per_token", c.kv_cache_bytes_per_token(dtype_bytes)},
-  };
+  });
   if (as_json) {
     std::printf("%s\n", j.dump(2).c_str());
     return;
@@ -80,15 +81,10 @@ void register_inspect(CLI::App& app) {
     ModelConfig c = io::load_hf_config((std::filesystem::path(dir) / "config.json").string());
     CausalLM model = io::load_causal_lm(dir, at::kFloat);  // loading also validates the weights
     int64_t dtype_bytes = c.torch_dtype == "float32" ? 4 : 2;
-    nlohmann::json j = {
+    nlohmann::json j = size_fields(c);
+    j.update({
         {"architecture", c.architecture},
         {"model_type", c.model_type},
-        {"n_vocab", c.n_vocab},
-        {"d_model", c.d_model},
-        {"n_layer", c.n_layer},
-        {"n_head", c.n_head},
-        {"n_head_kv", c.n_head_kv},
-        {"d_head", c.d_head},
         {"d_ff", c.d_ff},
         {"query_heads_total", c.n_query_heads_total()},
         {"parameters", model->parameter_count()},
@@ -98,7 +94,7 @@ void register_inspect(CLI::App& app) {
         {"rope_scaling", c.rope_scaling.type},
         {"sliding_window", c.sliding_window},
         {"kv_cache_bytes_per_token", c.kv_cache_bytes_per_token(dtype_bytes)},
-    };
+    });
     if (as_json) {
       std::printf("%s\n", j.dump(2).c_str());
       return;
