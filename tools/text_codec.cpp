@@ -12,10 +12,7 @@ TextCodec load_text_codec(const std::string& dir) {
   TextCodec codec{Tokenizer::load(dir), {}, std::nullopt};
   Tokenizer tok = codec.tokenizer;
   codec.encode = [tok](const std::string& text) { return tok.encode(text, false); };
-  // BOS is whatever the post-processor puts before the text (e.g. Llama's <s>, none for Qwen2).
-  std::vector<int64_t> plain = tok.encode("a", false), special = tok.encode("a", true);
-  if (special.size() > plain.size() && !std::equal(plain.begin(), plain.end(), special.begin()))
-    codec.bos = special.front();
+  codec.bos = tasks::leading_bos(tok);
   return codec;
 }
 

@@ -37,8 +37,7 @@ Codec load_codec(const std::string& dir) {
   Codec c;
   c.encode = [tok](const std::string& s) { return tok.encode(s, false); };
   c.decode = [tok](const std::vector<int64_t>& ids) { return tok.decode(ids, true); };
-  std::vector<int64_t> plain = tok.encode("a", false), special = tok.encode("a", true);
-  if (special.size() > plain.size() && !std::equal(plain.begin(), plain.end(), special.begin())) c.bos = special.front();
+  c.bos = tasks::leading_bos(tok);
   return c;
 }
 

@@ -7,6 +7,12 @@
 
 namespace rad::tasks {
 
+std::optional<int64_t> leading_bos(const Tokenizer& tok) {
+  std::vector<int64_t> plain = tok.encode("a", false), special = tok.encode("a", true);
+  if (special.size() > plain.size() && !std::equal(plain.begin(), plain.end(), special.begin())) return special.front();
+  return std::nullopt;
+}
+
 EncodedExample encode_example(const TaskExample& example, const Encoder& encode, std::optional<int64_t> bos) {
   EncodedExample out;
   if (bos) out.ids.push_back(*bos);

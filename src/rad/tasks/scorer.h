@@ -11,11 +11,16 @@
 
 #include "rad/model/causal_lm.h"
 #include "rad/tasks/task.h"
+#include "rad/tokenizer/tokenizer.h"
 
 namespace rad::tasks {
 
 // Text -> token ids, without special tokens.
 using Encoder = std::function<std::vector<int64_t>(const std::string&)>;
+
+// The BOS id the tokenizer's post-processor puts before a text (e.g. Llama's <s>), if any (none for
+// Qwen2): what task examples start with, as the checkpoint expects.
+std::optional<int64_t> leading_bos(const Tokenizer& tokenizer);
 
 struct EncodedExample {
   std::vector<int64_t> ids;

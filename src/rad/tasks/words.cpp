@@ -1,5 +1,8 @@
 #include "rad/tasks/words.h"
 
+#include <map>
+#include <mutex>
+
 namespace rad::tasks {
 namespace {
 
@@ -35,22 +38,22 @@ const std::vector<std::string>& all_surnames() {
 
 }  // namespace
 
-const std::vector<std::string>& key_pool(KeySplit split) {
-  static const std::vector<std::string> train = every_fifth(key_words(), false);
-  static const std::vector<std::string> eval = every_fifth(key_words(), true);
-  return split == KeySplit::kTrain ? train : eval;
+namespace {
+
+// Splits `all` once into its (train, eval) halves and returns the one asked for.
+const std::vector<std::string>& pool(const std::vector<std::string>& all, KeySplit split) {
+  static std::map<const std::vector<std::string>*, std::pair<std::vector<std::string>, std::vector<std::string>>> cache;
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(&all);
+  if (it == cache.end()) it = cache.emplace(&all, std::make_pair(every_fifth(all, false), every_fifth(all, true))).first;
+  return split == KeySplit::kTrain ? it->second.first : it->second.second;
 }
 
-const std::vector<std::string>& first_names(KeySplit split) {
-  static const std::vector<std::string> train = every_fifth(all_first_names(), false);
-  static const std::vector<std::string> eval = every_fifth(all_first_names(), true);
-  return split == KeySplit::kTrain ? train : eval;
-}
+}  // namespace
 
-const std::vector<std::string>& surnames(KeySplit split) {
-  static const std::vector<std::string> train = every_fifth(all_surnames(), false);
-  static const std::vector<std::string> eval = every_fifth(all_surnames(), true);
-  return split == KeySplit::kTrain ? train : eval;
-}
+const std::vector<std::string>& key_pool(KeySplit split) { return pool(key_words(), split); }
+const std::vector<std::string>& first_names(KeySplit split) { return pool(all_first_names(), split); }
+const std::vector<std::string>& surnames(KeySplit split) { return pool(all_surnames(), split); }
 
 }  // namespace rad::tasks
