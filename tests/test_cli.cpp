@@ -122,3 +122,49 @@ TEST(CliPipeline, PretrainEvalTasksAndHeads) {
 
 }  // namespace
 }  // namespace rad::test
+
+namespace rad::test {
+namespace {
+
+// export-data writes pretrain's task rows (answers marked where pretrain weights them) and KV probes
+// on evaluation keys, as .npy files a PyTorch trainer can read.
+TEST(Cli, ExportDataWritesTaskRowsProbesAndCorpus) {
+  TempDir dir;
+  {
+    std::ofstream corpus(dir.file("corpus.txt"));
+    for (int i = 0; i < 200; ++i) corpus << "And God said, Let there be light: and there was light " << i << ".\n";
+  }
+  std::string tok = source_dir() + "/tests/fixtures/tokenizers/trained_kjv";
+  CliResult r = run_cli("export-data --tokenizer " + tok + " --corpus " + dir.file("corpus.txt") + " --out " +
+                        dir.file("d") + " --rows 5 --seq 64 --min-pairs 2 --max-pairs 4 --probe-pairs 3,5 --probe-examples 4");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  at::Tensor ids = io::load_npy(dir.file("d/tasks_ids.npy"));
+  at::Tensor answers = io::load_npy(dir.file("d/tasks_answers.npy"));
+  EXPECT_EQ(ids.scalar_type(), at::kShort);
+  EXPECT_EQ(answers.scalar_type(), at::kByte);
+  ASSERT_EQ(ids.sizes(), (std::vector<int64_t>{5, 65}));
+  ASSERT_EQ(answers.sizes(), (std::vector<int64_t>{5, 64}));
+  EXPECT_GT(answers.sum().item<int64_t>(), 0);
+  EXPECT_GE(ids.min().item<int64_t>(), 0);
+  std::ifstream meta_file(dir.file("d/meta.json"));
+  auto meta = nlohmann::json::parse(meta_file);
+  EXPECT_EQ(meta["probes"].size(), 2u);
+  EXPECT_EQ(meta["value_token_ids"].size(), 100u);  // the fixture tokenizer has 0-99 as single tokens
+  at::Tensor probe = io::load_npy(dir.file("d/probe_kv5_ids.npy"));
+  at::Tensor probe_answers = io::load_npy(dir.file("d/probe_kv5_answers.npy"));
+  EXPECT_EQ(probe.size(0), 4);
+  // Each KV probe example has one answer span, and it ends the example.
+  for (int64_t i = 0; i < 4; ++i) {
+    int64_t len = probe[i].ge(0).sum().item<int64_t>();
+    EXPECT_EQ(probe_answers[i][len - 1].item<int64_t>(), 1);
+    EXPECT_EQ(probe_answers[i].narrow(0, len, probe.size(1) - len).sum().item<int64_t>(), 0);
+  }
+  EXPECT_GT(io::load_npy(dir.file("d/corpus_train.npy")).numel(), 100);
+  r = run_cli("export-data --tokenizer " + tok + " --corpus " + dir.file("corpus.txt") + " --out " + dir.file("e") +
+              " --rows 0");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--rows must be >= 1"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace rad::test

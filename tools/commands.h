@@ -21,6 +21,7 @@ void register_distill(CLI::App& app);
 void register_shrink(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_convert(CLI::App& app);
+void register_export_data(CLI::App& app);
 
 // The prompt of forward/generate: --token-ids as given, or --text encoded with MODEL_DIR's tokenizer
 // with special tokens added as its post-processor says (e.g. BOS). Exactly one must be given.

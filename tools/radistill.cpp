@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   rad::cli::register_shrink(app);
   rad::cli::register_eval(app);
   rad::cli::register_convert(app);
+  rad::cli::register_export_data(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

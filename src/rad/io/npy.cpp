@@ -16,6 +16,8 @@ const char* descr_for(at::ScalarType t) {
     case at::kDouble: return "<f8";
     case at::kLong: return "<i8";
     case at::kInt: return "<i4";
+    case at::kShort: return "<i2";
+    case at::kByte: return "|u1";
     default: return nullptr;
   }
 }
@@ -66,6 +68,8 @@ at::Tensor load_npy(const std::string& path) {
   else if (descr == "<f8") type = at::kDouble;
   else if (descr == "<i8") type = at::kLong;
   else if (descr == "<i4") type = at::kInt;
+  else if (descr == "<i2") type = at::kShort;
+  else if (descr == "|u1") type = at::kByte;
   else fail("{}: unsupported .npy dtype {}", path, descr);
   at::Tensor t = at::empty(shape, at::TensorOptions().dtype(type));
   size_t nbytes = t.numel() * t.element_size();

@@ -1,4 +1,4 @@
-// NumPy .npy (format 1.0) writer for float32/int64 tensors, so users can load dumps with np.load.
+// NumPy .npy (format 1.0) reader/writer for float32/64, int64/32/16 and uint8 tensors, so users can load dumps with np.load.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -7,7 +7,7 @@
 
 namespace rad::io {
 
-// Writes `tensor` (converted to a contiguous CPU tensor; float32, float64, int64 or int32) atomically.
+// Writes `tensor` (converted to a contiguous CPU tensor; float32, float64, int64, int32, int16 or uint8) atomically.
 void save_npy(const std::string& path, const at::Tensor& tensor);
 
 // Reads a C-ordered little-endian .npy of those dtypes (for tests and tools).
