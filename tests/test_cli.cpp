@@ -5,6 +5,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
 
 #include "rad/io/npy.h"
 #include "rad/io/safetensors.h"
@@ -164,6 +167,144 @@ TEST(Cli, ExportDataWritesTaskRowsProbesAndCorpus) {
               " --rows 0");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("--rows must be >= 1"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace rad::test
+
+namespace rad::test {
+namespace {
+
+std::string slurp_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// `radistill run` end to end at toy size on a tiny HF-format teacher: every stage, the report, the
+// settings guard, skipping finished stages, and a SIGKILL at a random point followed by a resume
+// that ends with the same models (bit for bit) and report numbers as the uninterrupted run.
+TEST(CliRun, PipelineReportResumeAndSigkill) {
+  TempDir dir;
+  {
+    // 2000 lines: the held-out 2% must fill the evaluation's perplexity windows (256 tokens).
+    std::ofstream corpus(dir.file("corpus.txt"));
+    for (int i = 0; i < 2000; ++i) corpus << "And God said, Let there be light: and there was light " << i << ".\n";
+  }
+  std::string tok = source_dir() + "/tests/fixtures/tokenizers/trained_kjv";
+  CliResult r = run_cli("pretrain --tokenizer " + tok + " --corpus " + dir.file("corpus.txt") + " --out " +
+                        dir.file("teacher") +
+                        " --d-model 32 --n-layer 2 --n-head 4 --n-head-kv 2 --seq 64 --batch 4 --steps 4"
+                        " --eval-every 4 --save-every 4 --probe-pairs 2 --probe-examples 4 --max-pairs 3");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string args = "run --teacher " + dir.file("teacher") + " --corpus " + dir.file("corpus.txt") +
+                     " --pairs 2 --head-examples 4 --align-steps 4 --kd-steps 4 --shrink-kd-steps 2 --batch 2 --seq 32"
+                     " --eval-examples 2 --eval-kv-pairs 2 --save-every 1 --all-baselines --fp32";
+  r = run_cli(args + " --out " + dir.file("a"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto report = nlohmann::json::parse(slurp_file(dir.file("a/report.json")));
+  EXPECT_EQ(report["n_heads_total"], 8);
+  std::map<std::string, nlohmann::json> by_kind;
+  for (const auto& m : report["models"]) by_kind[m["kind"]] = m;
+  for (const char* kind : {"teacher", "hybrid", "shrunk", "pure_ssm", "random_heads", "layerwise_25", "layerwise_50"}) {
+    ASSERT_TRUE(by_kind.count(kind)) << kind;
+    const auto& m = by_kind[kind];
+    for (const char* field : {"name", "heads_kept", "d_state", "probe_accuracy", "coverage_retrieval", "perplexity"})
+      EXPECT_TRUE(m.contains(field)) << kind << " " << field;
+    for (const char* L : {"128", "2048", "4096", "32768"}) EXPECT_TRUE(m["cache_bytes"].contains(L)) << kind << " " << L;
+  }
+  EXPECT_EQ(by_kind["pure_ssm"]["heads_kept"], 0);
+  EXPECT_EQ(by_kind["layerwise_50"]["heads_kept"], 4);  // one of two layers, all 4 heads
+  EXPECT_EQ(by_kind["hybrid"]["heads_kept"], by_kind["random_heads"]["heads_kept"]);
+  EXPECT_EQ(by_kind["hybrid"]["d_state"], 8);  // the teacher's head dim
+  EXPECT_EQ(by_kind["shrunk"]["d_state"], 1);  // 8 / 8
+  // Fixed-size SSM state: the pure SSM's cache does not grow with the context; the teacher's does.
+  EXPECT_EQ(by_kind["pure_ssm"]["cache_bytes"]["128"], by_kind["pure_ssm"]["cache_bytes"]["32768"]);
+  EXPECT_LT(by_kind["teacher"]["cache_bytes"]["128"].get<int64_t>(), by_kind["teacher"]["cache_bytes"]["32768"].get<int64_t>());
+  for (const char* f : {"report.md", "memory.svg", "accuracy_vs_heads.svg", "heads/heads.svg", "eval/eval.json"})
+    EXPECT_TRUE(std::filesystem::exists(dir.file(std::string("a/") + f))) << f;
+
+  // Re-running skips finished stages; other settings over the same directory are refused.
+  r = run_cli(args + " --out " + dir.file("a"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("distill_hybrid: done earlier, skipped"), std::string::npos) << r.err;
+  std::string other = args;
+  other.replace(other.find("--kd-steps 4"), 12, "--kd-steps 5");
+  r = run_cli(other + " --out " + dir.file("a"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("holds another run (its kd_steps is 4, this run's is 5)"), std::string::npos) << r.err;
+
+  // SIGKILL at a random point once the hybrid's distillation has a checkpoint, then resume.
+  std::random_device rd;
+  int delay_ms = static_cast<int>(rd() % 400);
+  SCOPED_TRACE("kill delay " + std::to_string(delay_ms) + " ms after the first distillation checkpoint");
+  std::string b = dir.file("b");
+  std::string script = std::string(RAD_CLI_PATH) + " --threads 1 " + args + " --out " + b + " >" + dir.file("b.log") +
+                       " 2>&1 & pid=$!; while [ ! -e " + b + "/models/hybrid/checkpoints/latest ] && kill -0 $pid 2>/dev/null;"
+                       " do sleep 0.01; done; sleep " + std::to_string(delay_ms / 1000.0) +
+                       "; kill -9 $pid 2>/dev/null; wait $pid; exit 0";
+  ASSERT_EQ(std::system(("bash -c '" + script + "'").c_str()), 0);
+  EXPECT_FALSE(std::filesystem::exists(b + "/report.json")) << "the run finished before it was killed";
+  r = run_cli(args + " --out " + b);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* m : {"hybrid", "shrunk", "pure_ssm", "random_heads", "layerwise_25", "layerwise_50"}) {
+    std::string rel = std::string("/models/") + m + "/model.safetensors";
+    EXPECT_TRUE(slurp_file(dir.file("a") + rel) == slurp_file(b + rel)) << m << " differs after kill + resume";
+  }
+  auto resumed = nlohmann::json::parse(slurp_file(b + "/report.json"));
+  ASSERT_EQ(resumed["models"].size(), report["models"].size());
+  for (size_t i = 0; i < report["models"].size(); ++i)
+    for (const char* field : {"probe_accuracy", "perplexity", "tasks", "cache_bytes"})
+      EXPECT_EQ(resumed["models"][i][field], report["models"][i][field]) << i << " " << field;
+}
+
+}  // namespace
+}  // namespace rad::test
+
+namespace rad::test {
+namespace {
+
+// `radistill pretrain` SIGKILLed at a random point after its first checkpoint, then resumed with
+// --resume, ends with the same weights (bit for bit) and metrics log as an uninterrupted run.
+TEST(CliRun, PretrainResumesAfterSigkill) {
+  TempDir dir;
+  {
+    std::ofstream corpus(dir.file("corpus.txt"));
+    for (int i = 0; i < 300; ++i) corpus << "And God said, Let there be light: and there was light " << i << ".\n";
+  }
+  std::string tok = source_dir() + "/tests/fixtures/tokenizers/trained_kjv";
+  std::string args = "pretrain --tokenizer " + tok + " --corpus " + dir.file("corpus.txt") +
+                     " --d-model 32 --n-layer 2 --n-head 4 --n-head-kv 2 --seq 64 --batch 4 --steps 150"
+                     " --eval-every 50 --save-every 1 --log-every 1 --probe-pairs 2 --probe-examples 4 --max-pairs 3";
+  CliResult r = run_cli(args + " --out " + dir.file("a"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::random_device rd;
+  int delay_ms = static_cast<int>(rd() % 300);
+  SCOPED_TRACE("kill delay " + std::to_string(delay_ms) + " ms after the first checkpoint");
+  std::string b = dir.file("b");
+  std::string script = std::string(RAD_CLI_PATH) + " --threads 1 " + args + " --out " + b + " >/dev/null 2>&1 & pid=$!;"
+                       " while [ ! -e " + b + "/checkpoints/latest ] && kill -0 $pid 2>/dev/null; do sleep 0.01; done;"
+                       " sleep " + std::to_string(delay_ms / 1000.0) + "; kill -9 $pid 2>/dev/null; wait $pid; exit 0";
+  ASSERT_EQ(std::system(("bash -c '" + script + "'").c_str()), 0);
+  EXPECT_FALSE(std::filesystem::exists(b + "/model.safetensors")) << "the run finished before it was killed";
+  r = run_cli(args + " --out " + b + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(slurp_file(dir.file("a/model.safetensors")) == slurp_file(b + "/model.safetensors"));
+  // The metrics log has the same steps and losses (timings differ).
+  auto records = [](const std::string& path) {
+    std::vector<std::pair<int64_t, double>> out;
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line)) {
+      auto j = nlohmann::json::parse(line);
+      if (j.contains("loss")) out.push_back({j["step"].get<int64_t>(), j["loss"].get<double>()});
+    }
+    return out;
+  };
+  auto ra = records(dir.file("a/metrics.jsonl")), rb = records(b + "/metrics.jsonl");
+  EXPECT_EQ(ra.size(), 150u);
+  EXPECT_EQ(ra, rb);
 }
 
 }  // namespace

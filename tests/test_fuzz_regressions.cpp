@@ -18,6 +18,7 @@ int (*entry_point(const std::string& name))(const uint8_t*, size_t) {
   if (name == "hf_config") return rad::fuzz::hf_config;
   if (name == "head_plan") return rad::fuzz::head_plan;
   if (name == "tokenizer_json") return rad::fuzz::tokenizer_json;
+  if (name == "user_tasks") return rad::fuzz::user_tasks;
   if (name == "tokenizer_encode") return rad::fuzz::tokenizer_encode;
   return nullptr;
 }

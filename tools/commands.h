@@ -22,6 +22,15 @@ void register_shrink(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_convert(CLI::App& app);
 void register_export_data(CLI::App& app);
+void register_run(CLI::App& app);
+
+// The global options (before the subcommand), so `run` can pass them on to the stages it starts.
+struct GlobalOptions {
+  int threads = 0;
+  bool quiet = false;
+  bool verbose = false;
+};
+GlobalOptions& global_options();
 
 // The prompt of forward/generate: --token-ids as given, or --text encoded with MODEL_DIR's tokenizer
 // with special tokens added as its post-processor says (e.g. BOS). Exactly one must be given.

@@ -8,11 +8,17 @@
 #include "rad/core/log.h"
 #include "rad/core/torch_setup.h"
 
+rad::cli::GlobalOptions& rad::cli::global_options() {
+  static GlobalOptions options;
+  return options;
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"radistill: retrieval-aware distillation of Llama-family Transformers into Transformer-SSM hybrids"};
   app.require_subcommand(1);
-  int threads = 0;
-  bool quiet = false, verbose = false;
+  auto& g = rad::cli::global_options();
+  int& threads = g.threads;
+  bool &quiet = g.quiet, &verbose = g.verbose;
   app.add_option("--threads", threads, "CPU threads for libtorch and OpenBLAS (default: all available cores)");
   app.add_flag("-q,--quiet", quiet, "Only print warnings and errors on stderr");
   app.add_flag("-v,--verbose", verbose, "Print debug diagnostics on stderr");
@@ -34,6 +40,7 @@ int main(int argc, char** argv) {
   rad::cli::register_eval(app);
   rad::cli::register_convert(app);
   rad::cli::register_export_data(app);
+  rad::cli::register_run(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -2,6 +2,7 @@
 // that replays tests/fuzz/regressions/ in the normal suite. Each returns normally on any input;
 // a crash, sanitizer report or abort is a finding.
 #include "rad/core/error.h"
+#include "rad/eval/user_tasks.h"
 #include "rad/heads/head_plan.h"
 #include "rad/io/hf_config.h"
 #include "rad/io/safetensors.h"
@@ -110,6 +111,15 @@ int tokenizer_encode(const uint8_t* data, size_t size) {
   if (valid_utf8(text) && back != text) std::abort();  // byte-level BPE must round-trip
   const rad::Tokenizer& l2 = tokenizer("llama2");
   (void)l2.decode(l2.encode(text, true), true);
+  return 0;
+}
+
+int user_tasks(const uint8_t* data, size_t size) {
+  try {
+    auto tasks = rad::parse_user_tasks(std::string(reinterpret_cast<const char*>(data), size), "fuzz.jsonl");
+    for (const auto& t : tasks) (void)(t.context.size() + t.prompt.size() + t.answer.size() + t.choices.size());
+  } catch (const rad::Error&) {
+  }
   return 0;
 }
 

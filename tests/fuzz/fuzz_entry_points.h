@@ -13,6 +13,7 @@ int hf_config(const uint8_t* data, size_t size);
 int head_plan(const uint8_t* data, size_t size);
 int tokenizer_json(const uint8_t* data, size_t size);
 int tokenizer_encode(const uint8_t* data, size_t size);
+int user_tasks(const uint8_t* data, size_t size);
 
 // Names of the targets, as used in scripts/fuzz.sh and the corpus folders.
 inline const std::vector<std::string>& target_names() {

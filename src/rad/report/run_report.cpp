@@ -1,0 +1,248 @@
+#include "rad/report/run_report.h"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <algorithm>
+#include <optional>
+#include <set>
+
+#include "rad/core/atomic_file.h"
+#include "rad/core/error.h"
+#include "rad/report/svg.h"
+
+namespace rad {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::string kind_of(const RunReportInput& in, const std::string& name) {
+  auto it = in.kinds.find(name);
+  return it == in.kinds.end() ? "other" : it->second;
+}
+
+std::optional<double> accuracy(const json& model, const std::string& task) {
+  if (!model.contains("tasks") || !model["tasks"].contains(task)) return std::nullopt;
+  const json& t = model["tasks"][task];
+  if (!t.contains("accuracy")) return std::nullopt;
+  return t["accuracy"].get<double>();
+}
+
+std::string pct(std::optional<double> v) { return v ? fmt::format("{:.1f}%", 100 * *v) : "n/a"; }
+std::string num(const json& v, const char* f = "{:.2f}") {
+  return v.is_number() ? fmt::format(fmt::runtime(f), v.get<double>()) : "n/a";
+}
+std::string mb(const json& v) { return v.is_number() ? fmt::format("{:.3f}", v.get<double>() / 1e6) : "n/a"; }
+
+const json* find_kind(const json& report, const std::string& kind) {
+  for (const auto& m : report["models"])
+    if (m["kind"] == kind) return &m;
+  return nullptr;
+}
+
+std::string verdict(bool holds) { return holds ? "**holds**" : "**does not hold**"; }
+
+}  // namespace
+
+json build_run_report(const RunReportInput& in) {
+  RAD_CHECK(in.eval.contains("models") && in.eval["models"].is_array() && !in.eval["models"].empty(),
+            "eval.json has no models");
+  int64_t n_heads_total = 0;
+  json models = json::array();
+  std::string probe_task = fmt::format("kv_{}", in.probe_pairs);
+  for (const auto& m : in.eval["models"]) {
+    std::string name = m["name"];
+    std::string kind = kind_of(in, name);
+    if (kind == "teacher") n_heads_total = m["heads_kept"].get<int64_t>();
+    json cache = json::object();
+    for (auto it = m["cache"]["analytic"].begin(); it != m["cache"]["analytic"].end(); ++it) cache[it.key()] = it.value();
+    auto probe = accuracy(m, probe_task);
+    json tasks = json::object();
+    for (auto it = m["tasks"].begin(); it != m["tasks"].end(); ++it)
+      tasks[it.key()] = it.value().contains("accuracy") ? it.value()["accuracy"] : json(nullptr);
+    models.push_back({{"name", name},
+                      {"kind", kind},
+                      {"dir", m["dir"]},
+                      {"heads_kept", m["heads_kept"]},
+                      {"d_state", m["d_state"]},
+                      {"parameters", m["parameters"]},
+                      {"probe_accuracy", probe ? json(*probe) : json(nullptr)},
+                      {"coverage_retrieval", m.value("coverage_retrieval", json(nullptr))},
+                      {"coverage_language", m.value("coverage_language", json(nullptr))},
+                      {"perplexity", m.value("perplexity", json(nullptr))},
+                      {"tasks", tasks},
+                      {"cache_bytes", cache},
+                      {"cache_per_token_bytes", m["cache"]["per_token_bytes"]},
+                      {"cache_fixed_bytes", m["cache"]["fixed_bytes"]},
+                      {"cache_measured_fp32", m["cache"]["measured_fp32"]},
+                      {"break_even_length_vs", m["cache"].value("break_even_length_vs", json::object())}});
+  }
+  RAD_CHECK(n_heads_total > 0, "the run report needs the teacher among the evaluated models");
+  for (auto& m : models)
+    m["heads_kept_fraction"] = m["heads_kept"].get<double>() / static_cast<double>(n_heads_total);
+  json out = {{"n_heads_total", n_heads_total},
+              {"probe_pairs", in.probe_pairs},
+              {"teacher_probe_accuracy", in.heads.value("teacher_accuracy", json(nullptr))},
+              {"settings", in.settings},
+              {"eval_settings", in.eval.value("settings", json::object())},
+              {"models", models}};
+  if (in.heads.contains("ablate_top_k")) out["ablate_top_k"] = in.heads["ablate_top_k"];
+  if (in.heads.contains("ablate_random_k")) out["ablate_random_k"] = in.heads["ablate_random_k"];
+  // The method's claims as numbers (null where a model was not run).
+  const json* teacher = find_kind(out, "teacher");
+  auto ratio = [&](const char* kind) -> json {
+    const json* m = find_kind(out, kind);
+    if (!m || !teacher || !(*m)["probe_accuracy"].is_number() || !(*teacher)["probe_accuracy"].is_number() ||
+        (*teacher)["probe_accuracy"].get<double>() <= 0)
+      return nullptr;
+    return (*m)["probe_accuracy"].get<double>() / (*teacher)["probe_accuracy"].get<double>();
+  };
+  out["probe_ratio_to_teacher"] = {{"hybrid", ratio("hybrid")},           {"shrunk", ratio("shrunk")},
+                                   {"pure_ssm", ratio("pure_ssm")},       {"random_heads", ratio("random_heads")},
+                                   {"layerwise_25", ratio("layerwise_25")}, {"layerwise_50", ratio("layerwise_50")}};
+  return out;
+}
+
+void write_run_report(const RunReportInput& in, const std::string& out_dir, const std::string& heads_svg_rel) {
+  json report = build_run_report(in);
+  ensure_directory(out_dir);
+  write_text_atomic((fs::path(out_dir) / "report.json").string(), report.dump(2) + "\n");
+
+  // Figures: cache bytes against context length; probe accuracy against heads kept.
+  static const char* colours[] = {"#222222", "#d62728", "#ff7f0e", "#1f77b4", "#9467bd", "#2ca02c", "#8c564b", "#17becf"};
+  std::vector<svg::Series> memory, accuracy_series;
+  int c = 0;
+  double max_mb = 0;
+  for (const auto& m : report["models"]) {
+    svg::Series s{m["name"].get<std::string>() + " (" + m["kind"].get<std::string>() + ")", colours[c++ % 8], {}, {}};
+    for (auto it = m["cache_bytes"].begin(); it != m["cache_bytes"].end(); ++it) {
+      double v = it.value().get<double>() / 1e6;
+      max_mb = std::max(max_mb, v);
+      s.points.push_back({std::stod(it.key()), v});
+    }
+    std::sort(s.points.begin(), s.points.end());
+    memory.push_back(s);
+    if (m["probe_accuracy"].is_number())
+      accuracy_series.push_back({s.name, s.colour, {{m["heads_kept"].get<double>(), m["probe_accuracy"].get<double>()}}, {}});
+  }
+  write_text_atomic((fs::path(out_dir) / "memory.svg").string(),
+                    svg::line_chart(memory, "Decode cache (analytic, bf16 KV) against context length",
+                                    "context length (tokens)", "cache MB", 0, std::max(1e-3, max_mb * 1.05), true));
+  write_text_atomic((fs::path(out_dir) / "accuracy_vs_heads.svg").string(),
+                    svg::line_chart(accuracy_series,
+                                    fmt::format("KV-probe accuracy ({} pairs) against attention heads kept",
+                                                report["probe_pairs"].get<int64_t>()),
+                                    "attention heads kept", "probe accuracy", 0, 1, false));
+
+  // report.md
+  std::string md = "# radistill run report\n\n";
+  const json* teacher = find_kind(report, "teacher");
+  int64_t total = report["n_heads_total"];
+  md += fmt::format("Teacher `{}`: {} query heads, {} parameters. KV probe ({} pairs, held-out keys): {}.\n\n",
+                    teacher ? (*teacher)["dir"].get<std::string>() : "?", total,
+                    teacher ? (*teacher)["parameters"].get<int64_t>() : 0, report["probe_pairs"].get<int64_t>(),
+                    teacher ? pct((*teacher)["probe_accuracy"].is_number()
+                                      ? std::optional<double>((*teacher)["probe_accuracy"].get<double>())
+                                      : std::nullopt)
+                            : "n/a");
+  md += "## Models\n\n| model | kind | heads kept | d_state | parameters | KV probe | coverage (retrieval) | "
+        "perplexity | cache MB @2k | @4k | @32k |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const auto& m : report["models"]) {
+    auto probe = m["probe_accuracy"].is_number() ? std::optional<double>(m["probe_accuracy"].get<double>()) : std::nullopt;
+    md += fmt::format("| {} | {} | {} ({:.1f}%) | {} | {} | {} | {} | {} | {} | {} | {} |\n", m["name"].get<std::string>(),
+                      m["kind"].get<std::string>(), m["heads_kept"].get<int64_t>(),
+                      100 * m["heads_kept_fraction"].get<double>(),
+                      m["d_state"].is_number() ? std::to_string(m["d_state"].get<int64_t>()) : "-",
+                      m["parameters"].get<int64_t>(), pct(probe), num(m["coverage_retrieval"], "{:.3f}"),
+                      num(m["perplexity"]), mb(m["cache_bytes"].value("2048", json(nullptr))),
+                      mb(m["cache_bytes"].value("4096", json(nullptr))), mb(m["cache_bytes"].value("32768", json(nullptr))));
+  }
+  // Every task, side by side.
+  std::set<std::string> task_names;
+  for (const auto& m : report["models"])
+    for (auto it = m["tasks"].begin(); it != m["tasks"].end(); ++it) task_names.insert(it.key());
+  md += "\n## Accuracy by task (teacher-forced greedy exact match, held-out keys)\n\n| model |";
+  for (const auto& t : task_names) md += " " + t + " |";
+  md += "\n|---|";
+  for (size_t i = 0; i < task_names.size(); ++i) md += "---|";
+  md += "\n";
+  for (const auto& m : report["models"]) {
+    md += "| " + m["name"].get<std::string>() + " |";
+    for (const auto& t : task_names) {
+      const json& v = m["tasks"].value(t, json(nullptr));
+      md += " " + (v.is_number() ? pct(v.get<double>()) : std::string("skipped")) + " |";
+    }
+    md += "\n";
+  }
+  // The paper's claims on this teacher.
+  md += "\n## The method's claims, checked on this teacher\n\n";
+  const json& r = report["probe_ratio_to_teacher"];
+  auto ratio_text = [&](const char* kind) {
+    if (r[kind].is_number()) return fmt::format("{:.1f}%", 100 * r[kind].get<double>());
+    return std::string(find_kind(report, kind) ? "n/a (the teacher scores 0)" : "n/a (not run)");
+  };
+  // A claim holds, does not hold, or cannot be checked (no ratio: teacher at 0 or model not run).
+  bool teacher_retrieves = teacher && (*teacher)["probe_accuracy"].is_number() && (*teacher)["probe_accuracy"].get<double>() >= 0.5;
+  auto claim = [&](const char* kind, bool at_least, double bound) {
+    if (!teacher_retrieves) return std::string("**cannot be checked** (the teacher does not retrieve)");
+    if (!r[kind].is_number()) return std::string("**cannot be checked**");
+    double v = r[kind].get<double>();
+    return verdict(at_least ? v >= bound : v <= bound);
+  };
+  if (!teacher_retrieves)
+    md += "**The teacher does not retrieve** (KV probe below 50%), so the ratios below compare models that are all "
+          "near chance and say nothing about the method. A teacher with real retrieval heads is needed.\n\n";
+  md += fmt::format("- Few heads recover retrieval: the retrieval-aware hybrid keeps {} of {} heads and reaches {} of "
+                    "the teacher's probe accuracy (target >= 95%): {}.\n",
+                    find_kind(report, "hybrid") ? (*find_kind(report, "hybrid"))["heads_kept"].get<int64_t>() : 0, total,
+                    ratio_text("hybrid"), claim("hybrid", true, 0.95));
+  md += fmt::format("- Shrunk state (d_state / 8, short re-distillation): {} of the teacher (target >= 90%): {}.\n",
+                    ratio_text("shrunk"), claim("shrunk", true, 0.90));
+  md += fmt::format("- Pure SSM stays low: {} of the teacher (target <= 60%): {}.\n", ratio_text("pure_ssm"),
+                    claim("pure_ssm", false, 0.60));
+  const json* hyb = find_kind(report, "hybrid");
+  if (hyb && teacher && (*hyb)["perplexity"].is_number() && (*teacher)["perplexity"].is_number()) {
+    double h = (*hyb)["perplexity"].get<double>(), t = (*teacher)["perplexity"].get<double>();
+    md += fmt::format("- Language modelling kept: the hybrid's held-out perplexity is {:.2f} against the teacher's {:.2f} "
+                      "({:+.1f}%; target within 15%): {}.\n",
+                      h, t, 100 * (h / t - 1), verdict(h <= 1.15 * t));
+  }
+  if (r["random_heads"].is_number())
+    md += fmt::format("- Random heads at the same budget: {} of the teacher, against {} for the retrieval-aware choice.\n",
+                      ratio_text("random_heads"), ratio_text("hybrid"));
+  const json* hybrid = find_kind(report, "hybrid");
+  for (const char* lw : {"layerwise_25", "layerwise_50"}) {
+    const json* m = find_kind(report, lw);
+    if (m && hybrid) {
+      double h32 = (*hybrid)["cache_bytes"].value("32768", json(0.0)).get<double>();
+      double l32 = (*m)["cache_bytes"].value("32768", json(0.0)).get<double>();
+      md += fmt::format("- Memory against {}: at 32k tokens the hybrid's cache is {:.3f} MB against {:.3f} MB ({:.1f}x "
+                        "smaller); its probe is {} of the teacher's.\n",
+                        lw, h32 / 1e6, l32 / 1e6, h32 > 0 ? l32 / h32 : 0.0, ratio_text(lw));
+    }
+  }
+  // Head plan and causal evidence.
+  md += "\n## Head plan and its evidence\n\n";
+  md += fmt::format("Kept heads [layer, head]: {}. Score = probe-accuracy drop when the head alone is ablated.\n\n",
+                    in.settings.value("kept_heads", json::array()).dump());
+  md += "![head scores](" + heads_svg_rel + ")\n\n";
+  if (report.contains("ablate_top_k")) {
+    md += "| k | top-k ablated | random k ablated (mean, min-max) |\n|---|---|---|\n";
+    for (const auto& t : report["ablate_top_k"]) {
+      std::string rnd = "-";
+      if (report.contains("ablate_random_k"))
+        for (const auto& rk : report["ablate_random_k"])
+          if (rk["k"] == t["k"])
+            rnd = fmt::format("{} ({}-{})", pct(rk["accuracy_mean"].get<double>()), pct(rk["accuracy_min"].get<double>()),
+                              pct(rk["accuracy_max"].get<double>()));
+      md += fmt::format("| {} | {} | {} |\n", t["k"].get<int64_t>(), pct(t["accuracy"].get<double>()), rnd);
+    }
+  }
+  md += "\n## Figures\n\n![accuracy against heads kept](accuracy_vs_heads.svg)\n\n![memory](memory.svg)\n\n";
+  md += "Cache MB: analytic decode-cache bytes with bf16 KV (DESIGN section 7); SSM states are fixed-size. Measured "
+        "bytes and peak RSS are in report.json (`cache_measured_fp32`).\n";
+  write_text_atomic((fs::path(out_dir) / "report.md").string(), md);
+}
+
+}  // namespace rad

@@ -1,0 +1,30 @@
+// The report of `radistill run`: report.json (every number), report.md (tables a reader can check
+// the paper's claims against) and SVG figures, built from the eval suite's eval.json and the head
+// discovery's heads.json.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <string>
+
+namespace rad {
+
+struct RunReportInput {
+  nlohmann::json eval;      // eval.json of evaluate_models (teacher first)
+  nlohmann::json heads;     // heads.json of discover_heads
+  nlohmann::json settings;  // the run's settings, copied into report.json
+  // eval.json model name -> kind (teacher, hybrid, shrunk, pure_ssm, random_heads, layerwise_25,
+  // layerwise_50)
+  std::map<std::string, std::string> kinds;
+  int64_t probe_pairs = 50;  // the default probe size (report.json's probe_accuracy)
+};
+
+// Builds report.json's document.
+nlohmann::json build_run_report(const RunReportInput& input);
+
+// Writes report.json, report.md, memory.svg and accuracy_vs_heads.svg into `out_dir` (atomically);
+// the head heat map is the discovery's heads.svg, referenced from report.md.
+void write_run_report(const RunReportInput& input, const std::string& out_dir, const std::string& heads_svg_rel);
+
+}  // namespace rad

@@ -1,0 +1,340 @@
+// `radistill run`: the whole pipeline (DESIGN section 1) as a sequence of stages, each one of the
+// CLI's own subcommands run as a child process of this binary, so a stage does exactly what the
+// user would get by typing it (same options, progress bars, atomic outputs and resume rules):
+//   heads -> plans -> convert/distill per model -> shrink + short distill -> eval -> report.
+// OUT/run.json records the settings; a finished stage leaves OUT/stages/NAME.done. Re-running the
+// same command skips finished stages and resumes an interrupted distillation from its checkpoint;
+// re-running with different settings over the same OUT is refused (a different run's files).
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <random>
+
+#include "commands.h"
+#include "rad/core/atomic_file.h"
+#include "rad/core/error.h"
+#include "rad/core/log.h"
+#include "rad/core/progress.h"
+#include "rad/heads/head_plan.h"
+#include "rad/io/hf_config.h"
+#include "rad/report/run_report.h"
+
+namespace rad::cli {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct RunOptions {
+  std::string teacher, corpus, out;
+  int64_t pairs = 50, head_examples = 128, budget = 0;
+  double fraction = 0.03;
+  int64_t d_state = 0, shrink_factor = 8;
+  int64_t align_steps = 300, kd_steps = 600, shrink_kd_steps = 200, batch = 8, seq = 256;
+  double align_lr = 1e-3, kd_lr = 5e-4;
+  bool fp32 = false, all_baselines = false;
+  uint64_t seed = 0;
+  int64_t eval_examples = 100, save_every = 100;
+  std::vector<int64_t> eval_kv_pairs = {10, 25, 50, 100};
+  double task_share = 0.5;
+};
+
+std::string default_teacher() {
+  // Next to the binary's source tree (build/radistill -> models/default-teacher), else the cwd's.
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    fs::path candidate = exe.parent_path().parent_path() / "models" / "default-teacher";
+    if (fs::exists(candidate / "config.json")) return candidate.string();
+  }
+  return "models/default-teacher";
+}
+
+std::string self_exe() {
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  RAD_CHECK(!ec, "cannot find this program's path (/proc/self/exe): {}", ec.message());
+  return exe.string();
+}
+
+// Runs `radistill [global options] ARGS...` as a child with this process's stdio; returns its exit
+// status. The child dies with this process (PR_SET_PDEATHSIG), so a killed run leaves no stage
+// running on in the background to race the resumed one.
+int run_child(const std::vector<std::string>& args) {
+  std::vector<std::string> full = {self_exe()};
+  const GlobalOptions& g = global_options();
+  if (g.threads > 0) full.insert(full.end(), {"--threads", std::to_string(g.threads)});
+  if (g.quiet) full.push_back("--quiet");
+  if (g.verbose) full.push_back("--verbose");
+  full.insert(full.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : full) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  RAD_CHECK(pid >= 0, "cannot start {}: {}", full[0], std::strerror(errno));
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);  // the parent died before prctl
+    execv(full[0].c_str(), argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) RAD_CHECK(errno == EINTR, "waitpid failed: {}", std::strerror(errno));
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+std::string join(const std::vector<std::string>& args) {
+  std::string s;
+  for (const auto& a : args) s += (s.empty() ? "" : " ") + a;
+  return s;
+}
+
+// Plans of the baselines, written next to the discovered one.
+HeadPlan random_plan(const ModelConfig& c, int64_t k, uint64_t seed) {
+  std::vector<std::pair<int64_t, int64_t>> all;
+  for (int64_t l = 0; l < c.n_layer; ++l)
+    for (int64_t h = 0; h < c.n_head; ++h) all.push_back({l, h});
+  std::mt19937_64 rng(seed);
+  std::shuffle(all.begin(), all.end(), rng);
+  HeadPlan p;
+  p.kept_heads.assign(all.begin(), all.begin() + std::min<int64_t>(k, all.size()));
+  std::sort(p.kept_heads.begin(), p.kept_heads.end());
+  p.selector = {{"kind", "random"}, {"k", k}, {"seed", seed}};
+  return p;
+}
+
+// Whole attention layers, `fraction` of them (rounded, at least 1), evenly spaced: layer
+// floor((i + 0.5) * L / n) for i < n (the centres of n equal blocks).
+HeadPlan layerwise_plan(const ModelConfig& c, double fraction) {
+  int64_t n = std::max<int64_t>(1, std::llround(fraction * c.n_layer));
+  HeadPlan p;
+  std::vector<int64_t> layers;
+  for (int64_t i = 0; i < n; ++i) layers.push_back(static_cast<int64_t>((i + 0.5) * c.n_layer / n));
+  for (int64_t l : layers)
+    for (int64_t h = 0; h < c.n_head; ++h) p.kept_heads.push_back({l, h});
+  p.selector = {{"kind", "layerwise"}, {"fraction", fraction}, {"layers", layers}};
+  return p;
+}
+
+class Pipeline {
+ public:
+  explicit Pipeline(const RunOptions& o) : o_(o), out_(o.out) {}
+
+  void run() {
+    check_settings();
+    ModelConfig config = io::load_hf_config((fs::path(o_.teacher) / "config.json").string());
+    int64_t d_state = o_.d_state > 0 ? o_.d_state : config.d_head;
+    int64_t small_state = std::max<int64_t>(1, d_state / o_.shrink_factor);
+    std::vector<std::string> students = {"hybrid", "pure_ssm"};
+    if (o_.all_baselines) students.insert(students.end(), {"random_heads", "layerwise_25", "layerwise_50"});
+    total_ = 1 + 1 + 2 * static_cast<int64_t>(students.size()) + 2 + 1 + 1;
+    Progress progress("run", total_, "stages");
+
+    std::string heads_dir = path("heads");
+    stage("heads", progress, {"heads", o_.teacher, "--out", heads_dir, "--pairs", std::to_string(o_.pairs),
+                              "--examples", std::to_string(o_.head_examples), "--seed", std::to_string(o_.seed),
+                              o_.budget > 0 ? "--budget" : "--fraction",
+                              o_.budget > 0 ? std::to_string(o_.budget) : std::to_string(o_.fraction)});
+    HeadPlan plan = HeadPlan::load(heads_dir + "/plan.json", config);
+
+    // Plans: discovered, none, and the baselines'.
+    std::string plans = path("plans");
+    if (!done("plans")) {
+      ensure_directory(plans);
+      plan.save(plans + "/hybrid.json", config);
+      HeadPlan none;
+      none.selector = {{"kind", "none"}};
+      none.save(plans + "/pure_ssm.json", config);
+      random_plan(config, plan.size(), o_.seed + 1).save(plans + "/random_heads.json", config);
+      layerwise_plan(config, 0.25).save(plans + "/layerwise_25.json", config);
+      layerwise_plan(config, 0.5).save(plans + "/layerwise_50.json", config);
+      mark("plans", "plans written");
+    }
+    progress.update(++finished_);
+
+    for (const auto& s : students) {
+      stage("convert_" + s, progress,
+            {"convert", o_.teacher, "--plan", plans + "/" + s + ".json", "--d-state", std::to_string(d_state), "--out",
+             path("init/" + s)});
+      distill_stage("distill_" + s, progress, path("init/" + s), path("models/" + s), o_.align_steps, o_.kd_steps);
+    }
+    stage("shrink", progress,
+          {"shrink", "--model", path("models/hybrid"), "--d-state", std::to_string(small_state), "--out",
+           path("init/shrunk")});
+    distill_stage("distill_shrunk", progress, path("init/shrunk"), path("models/shrunk"), 0, o_.shrink_kd_steps);
+
+    std::vector<std::string> eval_args = {"eval", o_.teacher, path("models/hybrid"), path("models/shrunk")};
+    for (const auto& s : students)
+      if (s != "hybrid") eval_args.push_back(path("models/" + s));
+    std::string kv;
+    for (int64_t p : o_.eval_kv_pairs) kv += (kv.empty() ? "" : ",") + std::to_string(p);
+    eval_args.insert(eval_args.end(), {"--out", path("eval"), "--corpus", o_.corpus, "--examples",
+                                       std::to_string(o_.eval_examples), "--kv-pairs", kv, "--seed",
+                                       std::to_string(o_.seed)});
+    stage("eval", progress, eval_args);
+
+    // Report (in this process).
+    RunReportInput in;
+    in.eval = json::parse(read_text_file(path("eval/eval.json")));
+    in.heads = json::parse(read_text_file(heads_dir + "/heads.json"));
+    in.settings = settings_json();
+    json kept = json::array();
+    for (const auto& [l, h] : plan.kept_heads) kept.push_back({l, h});
+    in.settings["kept_heads"] = kept;
+    in.settings["d_state_effective"] = d_state;
+    in.settings["d_state_shrunk"] = small_state;
+    in.probe_pairs = in.heads.value("probe", json::object()).value("pairs", o_.pairs);
+    if (std::find(o_.eval_kv_pairs.begin(), o_.eval_kv_pairs.end(), in.probe_pairs) == o_.eval_kv_pairs.end())
+      log_warn("the head probe's {} pairs are not among --eval-kv-pairs; report.json's probe_accuracy will be null",
+               in.probe_pairs);
+    in.kinds[fs::path(o_.teacher).filename().string()] = "teacher";
+    in.kinds["hybrid"] = "hybrid";
+    in.kinds["shrunk"] = "shrunk";
+    for (const auto& s : students) in.kinds[s] = s;
+    fs::path rel_heads = fs::relative(fs::path(heads_dir) / "heads.svg", out_);
+    write_run_report(in, out_, rel_heads.string());
+    mark("report", "report written");
+    progress.update(++finished_);
+    progress.finish();
+    log_info("report: {}/report.md, {}/report.json", out_, out_);
+  }
+
+ private:
+  std::string path(const std::string& rel) const { return (fs::path(out_) / rel).string(); }
+  std::string marker(const std::string& name) const { return path("stages/" + name + ".done"); }
+  bool done(const std::string& name) const { return fs::exists(marker(name)); }
+  void mark(const std::string& name, const std::string& what) {
+    ensure_directory(path("stages"));
+    write_text_atomic(marker(name), what + "\n");
+  }
+
+  void stage(const std::string& name, Progress& progress, const std::vector<std::string>& args) {
+    if (done(name)) {
+      log_info("[run] {}: done earlier, skipped", name);
+    } else {
+      log_info("[run] stage {} of {}: {}: radistill {}", finished_ + 1, total_, name, join(args));
+      auto t0 = std::chrono::steady_clock::now();
+      int rc = run_child(args);
+      RAD_CHECK(rc == 0, "stage {} failed (exit status {}); fix the cause and re-run the same command to resume", name,
+                rc);
+      double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      mark(name, fmt::format("radistill {}\nseconds {:.1f}", join(args), s));
+    }
+    progress.update(++finished_);
+  }
+
+  void distill_stage(const std::string& name, Progress& progress, const std::string& student, const std::string& out,
+                     int64_t align, int64_t kd) {
+    std::vector<std::string> args = {"distill", "--teacher", o_.teacher, "--student", student, "--corpus", o_.corpus,
+                                     "--out", out, "--align-steps", std::to_string(align), "--kd-steps",
+                                     std::to_string(kd), "--align-lr", fmt::format("{}", o_.align_lr), "--kd-lr",
+                                     fmt::format("{}", o_.kd_lr), "--batch", std::to_string(o_.batch), "--seq",
+                                     std::to_string(o_.seq), "--seed", std::to_string(o_.seed), "--task-share",
+                                     fmt::format("{}", o_.task_share), "--probe-pairs", "20", "--probe-examples", "50",
+                                     "--eval-every", std::to_string(std::max<int64_t>(50, (align + kd) / 4)),
+                                     "--save-every", std::to_string(o_.save_every)};
+    if (!o_.fp32) args.push_back("--bf16");
+    // An interrupted distillation continues from its latest checkpoint.
+    if (!done(name) && fs::exists(fs::path(out) / "checkpoints" / "latest")) args.push_back("--resume");
+    stage(name, progress, args);
+  }
+
+  json settings_json() const {
+    return {{"teacher", fs::absolute(o_.teacher).lexically_normal().string()},
+            {"corpus", fs::absolute(o_.corpus).lexically_normal().string()},
+            {"pairs", o_.pairs},
+            {"head_examples", o_.head_examples},
+            {"budget", o_.budget},
+            {"fraction", o_.fraction},
+            {"d_state", o_.d_state},
+            {"shrink_factor", o_.shrink_factor},
+            {"align_steps", o_.align_steps},
+            {"kd_steps", o_.kd_steps},
+            {"shrink_kd_steps", o_.shrink_kd_steps},
+            {"align_lr", o_.align_lr},
+            {"kd_lr", o_.kd_lr},
+            {"batch", o_.batch},
+            {"seq", o_.seq},
+            {"bf16", !o_.fp32},
+            {"all_baselines", o_.all_baselines},
+            {"seed", o_.seed},
+            {"eval_examples", o_.eval_examples},
+            {"eval_kv_pairs", o_.eval_kv_pairs},
+            {"task_share", o_.task_share}};
+  }
+
+  // OUT/run.json holds the settings of the run that owns OUT. The same settings resume it; other
+  // settings are refused before any work, naming the first field that differs.
+  void check_settings() {
+    RAD_CHECK(fs::exists(fs::path(o_.teacher) / "config.json"), "teacher {}: no config.json (expected a Hugging Face "
+              "model directory; the shipped one is models/default-teacher)", o_.teacher);
+    RAD_CHECK(fs::is_regular_file(o_.corpus), "corpus {}: no such file (expected UTF-8 text, e.g. the KJV from "
+              "scripts/get_corpus.sh)", o_.corpus);
+    json mine = settings_json();
+    std::string run_json = path("run.json");
+    if (fs::exists(run_json)) {
+      json theirs = json::parse(read_text_file(run_json), nullptr, false);
+      RAD_CHECK(!theirs.is_discarded(), "{}: not valid JSON; remove it or choose another --out", run_json);
+      for (auto it = mine.begin(); it != mine.end(); ++it)
+        RAD_CHECK(theirs.contains(it.key()) && theirs[it.key()] == it.value(),
+                  "{} holds another run (its {} is {}, this run's is {}); use another --out or the same settings",
+                  out_, it.key(), theirs.value(it.key(), json(nullptr)).dump(), it.value().dump());
+      log_info("[run] resuming the run in {}", out_);
+    } else {
+      ensure_directory(out_);
+      for (const auto& entry : fs::directory_iterator(out_))
+        RAD_CHECK(false, "{} is not empty and has no run.json ({} is there); use an empty or new --out", out_,
+                  entry.path().filename().string());
+      // Fails early on a read-only or full disk, before any work.
+      write_text_atomic(run_json, mine.dump(2) + "\n");
+    }
+  }
+
+  RunOptions o_;
+  std::string out_;
+  int64_t total_ = 0, finished_ = 0;
+};
+
+}  // namespace
+
+void register_run(CLI::App& app) {
+  auto* cmd = app.add_subcommand("run", "The whole pipeline: heads, plan, convert, distill, shrink, baselines, eval, report");
+  static RunOptions o;
+  o.teacher = default_teacher();
+  cmd->add_option("--teacher", o.teacher, "Teacher model directory (Hugging Face Llama format)")->capture_default_str();
+  cmd->add_option("--corpus", o.corpus, "UTF-8 text for distillation data and held-out perplexity")->required();
+  cmd->add_option("--out", o.out, "Run directory (re-running the same command resumes it)")->required();
+  cmd->add_option("--pairs", o.pairs, "KV-probe pairs for head scoring and the report's probe accuracy")->capture_default_str();
+  cmd->add_option("--head-examples", o.head_examples, "Probe examples for head scoring")->capture_default_str();
+  auto* budget = cmd->add_option("--budget", o.budget, "Keep the top K heads (instead of --fraction)");
+  cmd->add_option("--fraction", o.fraction, "Keep the top fraction of heads (rounded up)")->capture_default_str()->excludes(budget);
+  cmd->add_option("--d-state", o.d_state, "SSM state size (default: the teacher's head dim)");
+  cmd->add_option("--shrink-factor", o.shrink_factor, "The shrunk hybrid has d_state / this")->capture_default_str();
+  cmd->add_option("--align-steps", o.align_steps, "Hidden-state alignment steps per student")->capture_default_str();
+  cmd->add_option("--kd-steps", o.kd_steps, "Logit-distillation steps per student")->capture_default_str();
+  cmd->add_option("--shrink-kd-steps", o.shrink_kd_steps, "Distillation steps after shrinking")->capture_default_str();
+  cmd->add_option("--align-lr", o.align_lr, "Alignment learning rate")->capture_default_str();
+  cmd->add_option("--kd-lr", o.kd_lr, "Distillation learning rate")->capture_default_str();
+  cmd->add_option("--batch", o.batch, "Sequences per distillation step")->capture_default_str();
+  cmd->add_option("--seq", o.seq, "Tokens per sequence")->capture_default_str();
+  cmd->add_option("--task-share", o.task_share, "Fraction of distillation sequences that are retrieval tasks")->capture_default_str();
+  cmd->add_flag("--fp32", o.fp32, "Distil in float32 (default: bf16 autocast)");
+  cmd->add_flag("--all-baselines", o.all_baselines, "Also random heads and layer-wise 25% / 50% hybrids");
+  cmd->add_option("--seed", o.seed, "Seed for probes, plans and data order")->capture_default_str();
+  cmd->add_option("--save-every", o.save_every, "Distillation checkpoint interval (steps)")->capture_default_str();
+  cmd->add_option("--eval-examples", o.eval_examples, "Examples per evaluation task")->capture_default_str();
+  cmd->add_option("--eval-kv-pairs", o.eval_kv_pairs, "KV probe sizes in the evaluation")->delimiter(',')->capture_default_str();
+  cmd->callback([] {
+    RAD_CHECK(o.shrink_factor >= 1, "--shrink-factor must be >= 1, got {}", o.shrink_factor);
+    Pipeline(o).run();
+  });
+}
+
+}  // namespace rad::cli
