@@ -16,5 +16,7 @@ corpus=build-fuzz/corpus/$target
 mkdir -p "$corpus" build-fuzz/crashes
 cp -n tests/fuzz/seeds/$target/* "$corpus"/ 2>/dev/null || true
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:allocator_may_return_null=1}
+# UBSan findings must stop the run (and leave an artifact) like ASan ones, not scroll past.
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 build-fuzz/fuzz_$target "$corpus" -max_total_time="$seconds" -timeout=1 -rss_limit_mb=2048 -max_len=65536 \
   -artifact_prefix=build-fuzz/crashes/$target- -print_final_stats=1

@@ -248,6 +248,9 @@ TEST(Checkpoint, ConfigFieldErrorsNameTheField) {
     j["vocab_size"] = "many";
   });
   EXPECT_RAD_ERROR(io::load_causal_lm(dir.path() + "/m"), "field \"vocab_size\" must be an integer");
+  // An integral float beyond int64 (found by fuzzing: the cast was undefined behaviour).
+  edit_config(dir.path() + "/m", [](nlohmann::json& j) { j["vocab_size"] = 2.7777777777e115; });
+  EXPECT_RAD_ERROR(io::load_causal_lm(dir.path() + "/m"), "field \"vocab_size\" is out of range");
 }
 
 TEST(Checkpoint, ShardIndexCannotEscapeTheDirectory) {

@@ -24,6 +24,9 @@ int64_t get_int(const json& j, const char* key, const std::string& where, std::o
   const json& v = j.at(key);
   RAD_CHECK(v.is_number_integer() || (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()),
             "{}: field \"{}\" must be an integer, got {}", where, key, v.dump());
+  // A float must fit int64 before the cast (out of range is undefined behaviour; found by fuzzing).
+  RAD_CHECK(v.is_number_integer() || std::fabs(v.get<double>()) < 9.0e18, "{}: field \"{}\" is out of range, got {}",
+            where, key, v.dump());
   int64_t value = v.is_number_integer() ? v.get<int64_t>() : static_cast<int64_t>(v.get<double>());
   RAD_CHECK(value >= min_value, "{}: field \"{}\" must be >= {}, got {}", where, key, min_value, value);
   return value;
