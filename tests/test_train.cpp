@@ -4,6 +4,11 @@
 #include <filesystem>
 #include <fstream>
 
+#include <csignal>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "rad/core/atomic_file.h"
 #include "rad/io/checkpoint.h"
 #include "rad/io/safetensors.h"
@@ -161,6 +166,43 @@ TEST(Checkpoint, MetricsLogIsTruncatedToTheCheckpointStep) {
   }
   truncate_metrics_log(path, 3);
   EXPECT_EQ(losses(path).size(), 3u);
+}
+
+}  // namespace
+}  // namespace rad::test
+
+namespace rad::test {
+namespace {
+
+// A write that fails midway (here: the file-size limit, which fails write() like a full disk
+// does) reports the file and the OS error, leaves the previous good file intact, and leaves no
+// temporary file behind. Runs in a child process so the limit does not touch the test binary.
+TEST(AtomicFile, AFailedWriteLeavesThePreviousFileIntact) {
+  TempDir dir;
+  std::string path = dir.file("checkpoint.json");
+  write_text_atomic(path, "previous good content\n");
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    signal(SIGXFSZ, SIG_IGN);  // write() then fails with EFBIG instead of killing the process
+    struct rlimit limit = {4096, 4096};
+    setrlimit(RLIMIT_FSIZE, &limit);
+    try {
+      write_text_atomic(path, std::string(1 << 20, 'x'));
+    } catch (const Error& e) {
+      std::string m = e.what();
+      _exit(m.find("cannot write " + path) != std::string::npos && m.find("too large") != std::string::npos ? 0 : 2);
+    }
+    _exit(3);  // no error at all
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: the error did not name the file and the cause; 3: no error";
+  EXPECT_EQ(read_text_file(path), "previous good content\n");
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) files += e.is_regular_file();
+  EXPECT_EQ(files, 1) << "a temporary file was left behind";
 }
 
 }  // namespace
