@@ -16,6 +16,26 @@
 namespace rad::test {
 namespace {
 
+// A small text corpus for the CLI tests (`lines` numbered copies of one verse).
+std::string write_tiny_corpus(const TempDir& dir, int lines) {
+  std::ofstream corpus(dir.file("corpus.txt"));
+  for (int i = 0; i < lines; ++i) corpus << "And God said, Let there be light: and there was light " << i << ".\n";
+  return dir.file("corpus.txt");
+}
+
+std::string tiny_tokenizer_dir() { return source_dir() + "/tests/fixtures/tokenizers/trained_kjv"; }
+
+// `pretrain` flags of the tiny teacher (2 layers x 4 heads, d_model 32) used by the CLI tests.
+const char* kTinyTeacherFlags =
+    " --d-model 32 --n-layer 2 --n-head 4 --n-head-kv 2 --seq 64 --batch 4 --probe-pairs 2 --probe-examples 4"
+    " --max-pairs 3";
+
+// Trains the tiny teacher for 4 steps into `out`.
+CliResult pretrain_tiny_teacher(const std::string& corpus, const std::string& out) {
+  return run_cli("pretrain --tokenizer " + tiny_tokenizer_dir() + " --corpus " + corpus + " --out " + out +
+                 kTinyTeacherFlags + " --steps 4 --eval-every 4 --save-every 2");
+}
+
 TEST(Cli, EnvReportsBlasThreadsAndAllocator) {
   CliResult r = run_cli("env");
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -73,15 +93,8 @@ namespace {
 // distill -> shrink -> generate.
 TEST(CliPipeline, PretrainEvalTasksAndHeads) {
   TempDir dir;
-  {
-    std::ofstream corpus(dir.file("corpus.txt"));
-    for (int i = 0; i < 300; ++i) corpus << "And God said, Let there be light: and there was light " << i << ".\n";
-  }
-  std::string tok = source_dir() + "/tests/fixtures/tokenizers/trained_kjv";
-  CliResult r = run_cli("pretrain --tokenizer " + tok + " --corpus " + dir.file("corpus.txt") + " --out " +
-                        dir.file("m") +
-                        " --d-model 32 --n-layer 2 --n-head 4 --n-head-kv 2 --seq 64 --batch 4 --steps 4"
-                        " --eval-every 4 --save-every 2 --probe-pairs 2 --probe-examples 4 --max-pairs 3");
+  write_tiny_corpus(dir, 300);
+  CliResult r = pretrain_tiny_teacher(dir.file("corpus.txt"), dir.file("m"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = run_cli("eval-tasks " + dir.file("m") + " --task mqar --pairs 3 --queries 2 --examples 6 --seed 4");
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -133,11 +146,8 @@ namespace {
 // on evaluation keys, as .npy files a PyTorch trainer can read.
 TEST(Cli, ExportDataWritesTaskRowsProbesAndCorpus) {
   TempDir dir;
-  {
-    std::ofstream corpus(dir.file("corpus.txt"));
-    for (int i = 0; i < 200; ++i) corpus << "And God said, Let there be light: and there was light " << i << ".\n";
-  }
-  std::string tok = source_dir() + "/tests/fixtures/tokenizers/trained_kjv";
+  write_tiny_corpus(dir, 200);
+  std::string tok = tiny_tokenizer_dir();
   CliResult r = run_cli("export-data --tokenizer " + tok + " --corpus " + dir.file("corpus.txt") + " --out " +
                         dir.file("d") + " --rows 5 --seq 64 --min-pairs 2 --max-pairs 4 --probe-pairs 3,5 --probe-examples 4");
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -187,16 +197,9 @@ std::string slurp_file(const std::string& path) {
 // that ends with the same models (bit for bit) and report numbers as the uninterrupted run.
 TEST(CliRun, PipelineReportResumeAndSigkill) {
   TempDir dir;
-  {
-    // 2000 lines: the held-out 2% must fill the evaluation's perplexity windows (256 tokens).
-    std::ofstream corpus(dir.file("corpus.txt"));
-    for (int i = 0; i < 2000; ++i) corpus << "And God said, Let there be light: and there was light " << i << ".\n";
-  }
-  std::string tok = source_dir() + "/tests/fixtures/tokenizers/trained_kjv";
-  CliResult r = run_cli("pretrain --tokenizer " + tok + " --corpus " + dir.file("corpus.txt") + " --out " +
-                        dir.file("teacher") +
-                        " --d-model 32 --n-layer 2 --n-head 4 --n-head-kv 2 --seq 64 --batch 4 --steps 4"
-                        " --eval-every 4 --save-every 4 --probe-pairs 2 --probe-examples 4 --max-pairs 3");
+  // 2000 lines: the held-out 2% must fill the evaluation's perplexity windows (256 tokens).
+  write_tiny_corpus(dir, 2000);
+  CliResult r = pretrain_tiny_teacher(dir.file("corpus.txt"), dir.file("teacher"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::string args = "run --teacher " + dir.file("teacher") + " --corpus " + dir.file("corpus.txt") +
                      " --pairs 2 --head-examples 4 --align-steps 4 --kd-steps 4 --shrink-kd-steps 2 --batch 2 --seq 32"
@@ -269,14 +272,9 @@ namespace {
 // --resume, ends with the same weights (bit for bit) and metrics log as an uninterrupted run.
 TEST(CliRun, PretrainResumesAfterSigkill) {
   TempDir dir;
-  {
-    std::ofstream corpus(dir.file("corpus.txt"));
-    for (int i = 0; i < 300; ++i) corpus << "And God said, Let there be light: and there was light " << i << ".\n";
-  }
-  std::string tok = source_dir() + "/tests/fixtures/tokenizers/trained_kjv";
-  std::string args = "pretrain --tokenizer " + tok + " --corpus " + dir.file("corpus.txt") +
-                     " --d-model 32 --n-layer 2 --n-head 4 --n-head-kv 2 --seq 64 --batch 4 --steps 150"
-                     " --eval-every 50 --save-every 1 --log-every 1 --probe-pairs 2 --probe-examples 4 --max-pairs 3";
+  write_tiny_corpus(dir, 300);
+  std::string args = "pretrain --tokenizer " + tiny_tokenizer_dir() + " --corpus " + dir.file("corpus.txt") +
+                     kTinyTeacherFlags + " --steps 150 --eval-every 50 --save-every 1 --log-every 1";
   CliResult r = run_cli(args + " --out " + dir.file("a"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::random_device rd;

@@ -53,11 +53,7 @@ void register_distill(CLI::App& app) {
     TextCodec codec = load_text_codec(teacher_dir);
     CausalLM teacher = io::load_causal_lm(teacher_dir, at::kFloat);
     io::HybridModel student = io::load_hybrid(student_dir, at::kFloat);
-    std::stringstream ss(tasks_list);
-    std::string item;
-    o.mix.tasks.clear();
-    while (std::getline(ss, item, ','))
-      if (!item.empty()) o.mix.tasks.push_back(item);
+    o.mix.tasks = split_comma_list(tasks_list);
     // Alignment trains the SSM heads; KD everything but the embeddings and LM head.
     o.align_trainable = [](const std::string& n) { return n.find(".self_attn.ssm.") != std::string::npos; };
     o.kd_trainable = [](const std::string& n) {

@@ -20,14 +20,6 @@ namespace rad::cli {
 namespace fs = std::filesystem;
 
 namespace {
-std::vector<std::string> comma_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  std::string item;
-  while (std::getline(in, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
 
 // Examples right-padded with -1 into [n, max_len] ids plus a [n, max_len] mask of answer tokens.
 std::pair<at::Tensor, at::Tensor> pack_examples(const std::vector<tasks::EncodedExample>& examples) {
@@ -71,7 +63,7 @@ void register_export_data(CLI::App& app) {
   cmd->add_option("--probe-seed", probe_seed, "Probe generator seed (eval-tasks' --seed)")->capture_default_str();
   cmd->callback([] {
     RAD_CHECK(rows >= 1 && seq >= 8, "--rows must be >= 1 and --seq >= 8 (got {} and {})", rows, seq);
-    mix.tasks = comma_list(tasks_list);
+    mix.tasks = split_comma_list(tasks_list);
     mix.task_share = 1.0;
     mix.answer_weight = 2.0;  // only used to mark answers: weight 2 <=> answer token
     mix.validate();
@@ -103,9 +95,11 @@ void register_export_data(CLI::App& app) {
     io::save_npy((fs::path(out_dir) / "tasks_answers.npy").string(), answers);
 
     nlohmann::json probes = nlohmann::json::array();
-    for (const std::string& p : comma_list(probe_pairs)) {
+    for (const std::string& p : split_comma_list(probe_pairs)) {
       tasks::TaskOptions o;
       o.split = tasks::KeySplit::kEval;
+      RAD_CHECK(!p.empty() && p.size() < 6 && p.find_first_not_of("0123456789") == std::string::npos,
+                "--probe-pairs: \"{}\" is not a positive integer (expected e.g. 20,50)", p);
       o.pairs = std::stoll(p);
       std::vector<tasks::EncodedExample> encoded;
       for (const auto& ex : tasks::make_examples("kv", o, probe_examples, probe_seed))

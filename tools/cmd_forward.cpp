@@ -1,11 +1,22 @@
 #include <ATen/ATen.h>
 
+#include <sstream>
+
 #include "commands.h"
 #include "rad/core/error.h"
 #include "rad/io/checkpoint.h"
 #include "rad/io/npy.h"
 
 namespace rad::cli {
+
+std::vector<std::string> split_comma_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
 
 std::vector<int64_t> parse_token_ids(const std::string& text) {
   std::vector<int64_t> ids;

@@ -12,17 +12,6 @@
 namespace rad::cli {
 namespace fs = std::filesystem;
 
-namespace {
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  std::string item;
-  while (std::getline(in, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-}  // namespace
-
 void register_pretrain(CLI::App& app) {
   auto* cmd = app.add_subcommand("pretrain", "Train a Llama-family model from scratch on a corpus plus retrieval tasks");
   static PretrainOptions o;
@@ -84,7 +73,7 @@ void register_pretrain(CLI::App& app) {
     o.model.raw["vocab_size"] = o.model.n_vocab;
     if (codec.bos) o.model.bos_token_id = codec.bos;
     if (auto eos = codec.tokenizer.eos_id()) o.model.eos_token_ids = {*eos};
-    o.mix.tasks = split_list(tasks_list);
+    o.mix.tasks = split_comma_list(tasks_list);
     log_info("tokenizing {} ...", corpus_path);
     PretrainData data;
     data.corpus = TokenCorpus::from_text(read_text_file(corpus_path), codec.encode, heldout);

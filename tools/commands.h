@@ -37,6 +37,9 @@ GlobalOptions& global_options();
 std::vector<int64_t> prompt_ids(const std::string& model_dir, const std::string& ids_text, CLI::Option* ids_opt,
                                 const std::string& text, CLI::Option* text_opt);
 
+// "mqar,kv" -> {"mqar", "kv"} (empty items dropped).
+std::vector<std::string> split_comma_list(const std::string& text);
+
 // "1,5,9" -> {1, 5, 9}; throws rad::Error naming the bad element.
 std::vector<int64_t> parse_token_ids(const std::string& text);
 
