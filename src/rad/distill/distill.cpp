@@ -60,12 +60,8 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
             tc.n_layer, tc.d_model, tc.n_vocab, sc.n_layer, sc.d_model, sc.n_vocab);
   RAD_CHECK(o.seq <= tc.max_position_embeddings, "seq {} exceeds max_position_embeddings {}", o.seq,
             tc.max_position_embeddings);
-  ensure_directory(o.out_dir);
+  auto existing = open_run_dir(o.out_dir, o.resume, "distillation run");
   const std::string metrics_path = (fs::path(o.out_dir) / "metrics.jsonl").string();
-  auto existing = latest_checkpoint(o.out_dir);
-  RAD_CHECK(!existing || o.resume,
-            "{} already holds a distillation run (checkpoint {}); pass --resume to continue it or choose another --out",
-            o.out_dir, existing.value_or(""));
   teacher->eval();
   for (auto& p : teacher->parameters()) p.set_requires_grad(false);
 

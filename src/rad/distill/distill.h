@@ -24,28 +24,13 @@ struct DistillStage {
   double lr = 1e-3;
 };
 
-struct DistillOptions {
-  std::string out_dir;
-  int64_t batch = 16;
-  int64_t seq = 256;
+struct DistillOptions : TrainingLoopOptions {
+  DistillOptions() { batch = 16; }
   DistillStage align{0, 1e-3};
   DistillStage kd{0, 5e-4};
   double ce_weight = 0.0;  // kd: weight of the data cross-entropy added to the KL
-  double weight_decay = 0.1;
-  double clip = 1.0;
   double warmup_fraction = 0.05;
   double decay_fraction = 0.2;
-  bool bf16 = false;
-  uint64_t seed = 0;
-  int64_t save_every = 200;
-  int64_t log_every = 10;
-  int64_t eval_every = 200;
-  int64_t probe_pairs = 20;
-  int64_t probe_examples = 100;
-  int64_t ppl_windows = 16;
-  TaskMix mix;
-  bool resume = false;
-  int64_t stop_after = 0;  // > 0: stop (with a checkpoint) after this many steps in total; for tests
   // Which student parameters each stage trains (null: all). Frozen ones get requires_grad(false).
   std::function<bool(const std::string&)> align_trainable;
   std::function<bool(const std::string&)> kd_trainable;

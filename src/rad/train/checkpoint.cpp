@@ -73,6 +73,14 @@ std::optional<std::string> latest_checkpoint(const std::string& run_dir) {
   return dir.string();
 }
 
+std::optional<std::string> open_run_dir(const std::string& run_dir, bool resume, const std::string& what) {
+  ensure_directory(run_dir);
+  auto existing = latest_checkpoint(run_dir);
+  RAD_CHECK(!existing || resume, "{} already holds a {} (checkpoint {}); pass --resume to continue it or choose another --out",
+            run_dir, what, existing.value_or(""));
+  return existing;
+}
+
 nlohmann::json load_training_checkpoint(const std::string& checkpoint_dir, CausalLM& model,
                                         torch::optim::Optimizer& optimizer) {
   auto tensors = io::read_model_tensors(checkpoint_dir);

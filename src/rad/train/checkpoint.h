@@ -28,6 +28,10 @@ void save_training_checkpoint(const std::string& run_dir, int64_t step, CausalLM
 // The step directory `latest` points at, if any.
 std::optional<std::string> latest_checkpoint(const std::string& run_dir);
 
+// Creates `run_dir` if needed and returns its latest checkpoint. A run directory that already holds
+// a checkpoint is refused unless `resume` (the error names `what`, e.g. "training run").
+std::optional<std::string> open_run_dir(const std::string& run_dir, bool resume, const std::string& what);
+
 // Loads model parameters and optimizer state; returns state.json.
 nlohmann::json load_training_checkpoint(const std::string& checkpoint_dir, CausalLM& model,
                                         torch::optim::Optimizer& optimizer);

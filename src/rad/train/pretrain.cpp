@@ -59,12 +59,8 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
   RAD_CHECK(opt.batch >= 1 && opt.seq >= 8, "batch must be >= 1 and seq >= 8 (got {} and {})", opt.batch, opt.seq);
   RAD_CHECK(opt.seq <= opt.model.max_position_embeddings, "seq {} exceeds max_position_embeddings {}", opt.seq,
             opt.model.max_position_embeddings);
-  ensure_directory(opt.out_dir);
+  auto existing = open_run_dir(opt.out_dir, opt.resume, "training run");
   const std::string metrics_path = (fs::path(opt.out_dir) / "metrics.jsonl").string();
-  auto existing = latest_checkpoint(opt.out_dir);
-  RAD_CHECK(!existing || opt.resume,
-            "{} already holds a training run (checkpoint {}); pass --resume to continue it or choose another --out",
-            opt.out_dir, existing.value_or(""));
 
   torch::manual_seed(opt.seed);
   CausalLM model(opt.model);

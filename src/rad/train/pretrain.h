@@ -12,15 +12,14 @@
 
 namespace rad {
 
-struct PretrainOptions {
-  ModelConfig model;
+// Settings every training loop shares (pretrain, distill): output directory, batch shape,
+// optimizer hygiene, checkpoint / log / evaluation cadence, the data mix and resume.
+struct TrainingLoopOptions {
   std::string out_dir;
   int64_t batch = 32;
   int64_t seq = 256;
-  LrSchedule schedule;
   double weight_decay = 0.1;
   double clip = 1.0;
-  double init_std = 0.02;
   bool bf16 = false;  // bf16 autocast (parameters and optimizer stay float32)
   uint64_t seed = 0;
   int64_t save_every = 200;
@@ -31,8 +30,14 @@ struct PretrainOptions {
   int64_t ppl_windows = 16;
   TaskMix mix;
   bool resume = false;
+  int64_t stop_after = 0;  // > 0: stop (after checkpointing) once this many steps are done; for tests
+};
+
+struct PretrainOptions : TrainingLoopOptions {
+  ModelConfig model;
+  LrSchedule schedule;
+  double init_std = 0.02;
   bool skip_nonfinite = false;  // skip a batch whose loss is NaN/Inf instead of stopping
-  int64_t stop_after = 0;       // > 0: stop (after checkpointing) once this many steps are done; for tests
 };
 
 struct PretrainData {
