@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang, ASan + UBSan) and runs one.
-#   scripts/fuzz.sh TARGET SECONDS     TARGET: safetensors | hf_config | head_plan | tokenizer_json | tokenizer_encode | user_tasks
+#   scripts/fuzz.sh TARGET SECONDS     TARGET: safetensors | hf_config | head_plan | tokenizer_json | tokenizer_encode | user_tasks | gguf
 # Corpus: tests/fuzz/corpus/TARGET (seeds from the project's fixtures; new finds are added there by
 # libFuzzer); crashes go to build-fuzz/crashes/. A finding must become a fixed bug plus a regression
 # input under tests/fuzz/regressions/TARGET/, which the normal test suite replays.

@@ -20,6 +20,7 @@ int (*entry_point(const std::string& name))(const uint8_t*, size_t) {
   if (name == "tokenizer_json") return rad::fuzz::tokenizer_json;
   if (name == "user_tasks") return rad::fuzz::user_tasks;
   if (name == "tokenizer_encode") return rad::fuzz::tokenizer_encode;
+  if (name == "gguf") return rad::fuzz::gguf;
   return nullptr;
 }
 

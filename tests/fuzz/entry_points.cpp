@@ -4,6 +4,8 @@
 #include "rad/core/error.h"
 #include "rad/eval/user_tasks.h"
 #include "rad/heads/head_plan.h"
+#include "rad/io/gguf.h"
+#include "rad/io/gguf_dequant.h"
 #include "rad/io/hf_config.h"
 #include "rad/io/safetensors.h"
 #include "rad/tokenizer/tokenizer.h"
@@ -118,6 +120,22 @@ int user_tasks(const uint8_t* data, size_t size) {
   try {
     auto tasks = rad::parse_user_tasks(std::string(reinterpret_cast<const char*>(data), size), "fuzz.jsonl");
     for (const auto& t : tasks) (void)(t.context.size() + t.prompt.size() + t.answer.size() + t.choices.size());
+  } catch (const rad::Error&) {
+  }
+  return 0;
+}
+
+int gguf(const uint8_t* data, size_t size) {
+  try {
+    auto file = rad::io::GgufFile::parse("fuzz.gguf", data, size);
+    for (const auto& key : file->keys()) (void)file->find(key)->size();
+    for (const auto& t : file->tensors()) {
+      if (!rad::io::ggml_can_dequantize(t.type)) continue;
+      // The reader bounds n_elems by the bytes present (at most 2 values per byte, Q4_0), so this
+      // allocation is at most a few times the input.
+      std::vector<float> out(t.n_elems);
+      rad::io::dequantize(t.type, file->tensor_data(t), t.n_elems, out.data());
+    }
   } catch (const rad::Error&) {
   }
   return 0;

@@ -14,10 +14,11 @@ int head_plan(const uint8_t* data, size_t size);
 int tokenizer_json(const uint8_t* data, size_t size);
 int tokenizer_encode(const uint8_t* data, size_t size);
 int user_tasks(const uint8_t* data, size_t size);
+int gguf(const uint8_t* data, size_t size);
 
 // Names of the targets, as used in scripts/fuzz.sh and the corpus folders.
 inline const std::vector<std::string>& target_names() {
-  static const std::vector<std::string> names = {"safetensors", "hf_config", "head_plan", "tokenizer_json", "tokenizer_encode"};
+  static const std::vector<std::string> names = {"safetensors", "hf_config", "head_plan", "tokenizer_json", "tokenizer_encode", "gguf"};
   return names;
 }
 
