@@ -23,6 +23,8 @@ void register_eval(CLI::App& app);
 void register_convert(CLI::App& app);
 void register_export_data(CLI::App& app);
 void register_run(CLI::App& app);
+void register_bench(CLI::App& app);
+void register_chat(CLI::App& app);
 void register_import_gguf(CLI::App& app);
 void register_export_gguf(CLI::App& app);
 

@@ -41,6 +41,8 @@ int main(int argc, char** argv) {
   rad::cli::register_convert(app);
   rad::cli::register_export_data(app);
   rad::cli::register_run(app);
+  rad::cli::register_bench(app);
+  rad::cli::register_chat(app);
   rad::cli::register_import_gguf(app);
   rad::cli::register_export_gguf(app);
   try {

@@ -1,0 +1,493 @@
+#include "rad/runtime/engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "rad/core/atomic_file.h"
+#include "rad/core/error.h"
+#include "rad/io/hf_config.h"
+
+namespace rad::runtime {
+namespace fs = std::filesystem;
+
+// ---------------------------------------------------------------- loading
+
+class ModelLoader {
+ public:
+  static std::shared_ptr<const Model> load(const std::string& dir);
+
+ private:
+  explicit ModelLoader(Model* m) : m_(m) {}
+  Mat mat(const std::string& name, int64_t rows, int64_t cols) {
+    DType dt;
+    const TensorView& t = m_->store_->get(name, {rows, cols}, &dt);
+    note(dt, t);
+    return Mat{t.data, dt, rows, cols};
+  }
+  std::vector<float> vec(const std::string& name, const std::vector<int64_t>& shape) {
+    DType dt;
+    const TensorView& t = m_->store_->get(name, shape, &dt);
+    note(dt, t);
+    std::vector<float> out(static_cast<size_t>(t.numel()));
+    to_f32(t.data, dt, out.data(), t.numel());
+    return out;
+  }
+  void note(DType dt, const TensorView& t) {
+    std::string n = dtype_name(dt);
+    if (std::find(m_->dtypes_seen_.begin(), m_->dtypes_seen_.end(), n) == m_->dtypes_seen_.end())
+      m_->dtypes_seen_.push_back(n);
+    m_->n_params_ += t.numel();
+    m_->weight_bytes_ += static_cast<int64_t>(t.bytes);
+  }
+  void load_layer(int64_t l, const HybridConfig* hc);
+  Model* m_;
+};
+
+std::shared_ptr<const Model> Model::load(const std::string& dir) { return ModelLoader::load(dir); }
+
+std::shared_ptr<const Model> ModelLoader::load(const std::string& dir) {
+  std::shared_ptr<Model> m(new Model());
+  m->dir_ = dir;
+  const std::string cfg_path = (fs::path(dir) / "config.json").string();
+  RAD_CHECK(fs::is_directory(dir), "{}: not a directory (expected a model directory)", dir);
+  RAD_CHECK(fs::exists(cfg_path), "{}: no config.json (expected a Hugging Face or radistill hybrid model directory)",
+            dir);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_text_file(cfg_path));
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON: {}", cfg_path, e.what());
+  }
+  std::unique_ptr<HybridConfig> hc;
+  if (HybridConfig::is_hybrid_json(j)) {
+    hc = std::make_unique<HybridConfig>(HybridConfig::from_json(j, cfg_path));
+    m->config_ = hc->base;
+    m->hybrid_ = true;
+    m->ssm_ = hc->ssm;
+  } else {
+    m->config_ = io::config_from_hf_json(j, cfg_path);
+  }
+  const ModelConfig& c = m->config_;
+  RAD_CHECK(c.d_head % 2 == 0, "{}: head_dim {} must be even for RoPE", cfg_path, c.d_head);
+  m->store_ = TensorStore::open_dir(dir);
+  ModelLoader L(m.get());
+  m->embed_ = L.mat("model.embed_tokens.weight", c.n_vocab, c.d_model);
+  m->lm_head_ = c.tie_word_embeddings ? m->embed_ : L.mat("lm_head.weight", c.n_vocab, c.d_model);
+  m->final_norm_ = L.vec("model.norm.weight", {c.d_model});
+  for (int64_t l = 0; l < c.n_layer; ++l) L.load_layer(l, hc.get());
+  std::set<std::string> ignore;
+  if (c.tie_word_embeddings) ignore.insert("lm_head.weight");  // as the libtorch loader
+  std::vector<std::string> extra = m->store_->unused(ignore);
+  if (!extra.empty()) {
+    std::string list;
+    for (size_t i = 0; i < extra.size() && i < 8; ++i) list += (i ? ", " : "") + extra[i];
+    fail("{}: {} tensor(s) the config does not explain: {}{} (config.json and the weights do not match)", dir,
+         extra.size(), list, extra.size() > 8 ? ", ..." : "");
+  }
+  // RoPE inverse frequencies, the same float32 arithmetic as rad/model/rope.cpp.
+  const int64_t half = c.d_head / 2;
+  m->inv_freq_.resize(half);
+  const RopeScaling& rs = c.rope_scaling;
+  for (int64_t i = 0; i < half; ++i) {
+    float e = static_cast<float>(2 * i) / static_cast<float>(c.d_head);
+    float inv = 1.0f / std::pow(static_cast<float>(c.rope_theta), e);
+    if (rs.type == "linear") {
+      inv = static_cast<float>(inv / rs.factor);
+    } else if (rs.type == "llama3") {
+      const double old_ctx = static_cast<double>(rs.original_max_position_embeddings);
+      const double low_wl = old_ctx / rs.low_freq_factor, high_wl = old_ctx / rs.high_freq_factor;
+      const double wl = 2.0 * M_PI / inv;
+      double scaled = wl > low_wl ? inv / rs.factor : inv;
+      if (wl >= high_wl && wl <= low_wl) {
+        double smooth = (old_ctx / wl - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+        scaled = (1.0 - smooth) * scaled / rs.factor + smooth * scaled;
+      }
+      inv = static_cast<float>(scaled);
+    }
+    m->inv_freq_[i] = inv;
+  }
+  return m;
+}
+
+void ModelLoader::load_layer(int64_t l, const HybridConfig* hc) {
+  const ModelConfig& c = m_->config_;
+  LayerWeights w;
+  const std::string p = "model.layers." + std::to_string(l) + ".";
+  const int64_t d = c.d_model, Dh = c.d_head;
+  w.input_norm = vec(p + "input_layernorm.weight", {d});
+  w.post_norm = vec(p + "post_attention_layernorm.weight", {d});
+  if (hc != nullptr) {
+    w.kept_heads = hc->plan.heads_in_layer(l);
+    w.kept_groups = hc->plan.kv_groups(l, c);
+  } else {
+    for (int64_t h = 0; h < c.n_head; ++h) w.kept_heads.push_back(h);
+    for (int64_t g = 0; g < c.n_head_kv; ++g) w.kept_groups.push_back(g);
+  }
+  std::vector<bool> kept(c.n_head, false);
+  for (int64_t h : w.kept_heads) kept[h] = true;
+  for (int64_t h = 0; h < c.n_head; ++h)
+    if (!kept[h]) w.ssm_heads.push_back(h);
+  for (int64_t h : w.kept_heads) {
+    auto it = std::find(w.kept_groups.begin(), w.kept_groups.end(), h / c.n_group());
+    w.head_group.push_back(it - w.kept_groups.begin());
+  }
+  const std::string a = p + "self_attn.";
+  const int64_t nk = w.nk(), ng = w.ng(), hs = w.hs();
+  if (nk > 0) {
+    w.q = mat(a + "q_proj.weight", nk * Dh, d);
+    w.k = mat(a + "k_proj.weight", ng * Dh, d);
+    w.v = mat(a + "v_proj.weight", ng * Dh, d);
+    if (c.qkv_bias) {
+      w.q_b = vec(a + "q_proj.bias", {nk * Dh});
+      w.k_b = vec(a + "k_proj.bias", {ng * Dh});
+      w.v_b = vec(a + "v_proj.bias", {ng * Dh});
+    }
+  }
+  w.o = mat(a + "o_proj.weight", d, c.n_head * Dh);
+  if (c.o_bias) w.o_b = vec(a + "o_proj.bias", {d});
+  if (hs > 0) {
+    const SsmOptions& o = m_->ssm_;
+    const int64_t P = Dh, N = o.d_state;
+    const std::string s = a + "ssm.";
+    w.x = mat(s + "x_proj.weight", hs * P, d);
+    w.B = mat(s + "B_proj.weight", hs * N, d);
+    w.C = mat(s + "C_proj.weight", hs * N, d);
+    if (o.bias) {
+      w.x_b = vec(s + "x_proj.bias", {hs * P});
+      w.B_b = vec(s + "B_proj.bias", {hs * N});
+      w.C_b = vec(s + "C_proj.bias", {hs * N});
+    }
+    w.a = mat(s + "a_proj.weight", hs, d);
+    w.a_b = vec(s + "a_proj.bias", {hs});
+    w.D = vec(s + "D", {hs});
+    if (o.conv) w.conv = vec(s + "conv_weight", {hs * (P + 2 * N), o.conv_width});
+    if (o.gate) {
+      w.z = mat(s + "z_proj.weight", hs * P, d);
+      w.z_b = vec(s + "z_proj.bias", {hs * P});
+    }
+  }
+  const std::string mp = p + "mlp.";
+  w.gate = mat(mp + "gate_proj.weight", c.d_ff, d);
+  w.up = mat(mp + "up_proj.weight", c.d_ff, d);
+  w.down = mat(mp + "down_proj.weight", d, c.d_ff);
+  if (c.mlp_bias) {
+    w.gate_b = vec(mp + "gate_proj.bias", {c.d_ff});
+    w.up_b = vec(mp + "up_proj.bias", {c.d_ff});
+    w.down_b = vec(mp + "down_proj.bias", {d});
+  }
+  m_->layers_.push_back(std::move(w));
+}
+
+std::string Model::weight_dtypes() const {
+  std::string s;
+  for (const auto& d : dtypes_seen_) s += (s.empty() ? "" : "+") + d;
+  return s;
+}
+
+int64_t Model::cache_bytes(int64_t length) const {
+  const int64_t kv_len = config_.sliding_window > 0 ? std::min(length, config_.sliding_window) : length;
+  const int64_t P = config_.d_head, N = ssm_.d_state;
+  int64_t bytes = 0;
+  for (const auto& w : layers_) {
+    bytes += w.ng() * 2 * config_.d_head * kv_len * 4;
+    bytes += w.hs() * P * N * 4;
+    if (ssm_.conv) bytes += w.hs() * (P + 2 * N) * (ssm_.conv_width - 1) * 4;
+  }
+  return bytes;
+}
+
+// ---------------------------------------------------------------- session
+
+namespace {
+
+// HF RMSNorm in float32: w * (x / sqrt(mean(x^2) + eps)).
+void rms_norm(const float* x, const float* w, float* out, int64_t d, double eps) {
+  double ss = 0;
+  for (int64_t i = 0; i < d; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float r = 1.0f / std::sqrt(static_cast<float>(ss / d) + static_cast<float>(eps));
+  for (int64_t i = 0; i < d; ++i) out[i] = w[i] * (x[i] * r);
+}
+
+// HF rotate_half RoPE on one head vector [Dh] (pairs i and i + Dh/2).
+void rope(float* v, const float* cos, const float* sin, int64_t half) {
+  for (int64_t i = 0; i < half; ++i) {
+    const float x1 = v[i], x2 = v[i + half];
+    v[i] = x1 * cos[i] - x2 * sin[i];
+    v[i + half] = x2 * cos[i] + x1 * sin[i];
+  }
+}
+
+inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }  // torch's threshold 20
+
+struct MatJob {
+  const Mat* W;
+  const float* bias;
+  float* y;
+  int64_t ldy;
+};
+
+// All jobs share the input x [T, ldx]; their rows are cut into blocks that the pool's threads
+// take in turn (a thread the OS has descheduled does not hold up the others).
+constexpr int64_t kRowBlock = 16;
+
+void matmul_jobs(ThreadPool& pool, const MatJob* jobs, int n_jobs, const float* x, int64_t ldx, int64_t T,
+                 bool accumulate) {
+  int64_t first_block[9] = {0};
+  for (int j = 0; j < n_jobs; ++j) first_block[j + 1] = first_block[j] + (jobs[j].W->rows + kRowBlock - 1) / kRowBlock;
+  auto f = [&](int64_t b, int) {
+    int j = 0;
+    while (b >= first_block[j + 1]) ++j;
+    const int64_t r0 = (b - first_block[j]) * kRowBlock, r1 = std::min(jobs[j].W->rows, r0 + kRowBlock);
+    matmul(*jobs[j].W, jobs[j].bias, x, ldx, T, jobs[j].y, jobs[j].ldy, r0, r1, accumulate);
+  };
+  pool.for_blocks(first_block[n_jobs], f);
+}
+
+const float* or_null(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
+
+}  // namespace
+
+Session::Session(std::shared_ptr<const Model> model, const SessionOptions& o)
+    : model_(std::move(model)), pool_(o.threads) {
+  const ModelConfig& c = model_->config();
+  n_ctx_ = o.n_ctx > 0 ? o.n_ctx : c.max_position_embeddings;
+  RAD_CHECK(n_ctx_ >= 1, "runtime: context length must be >= 1, got {}", n_ctx_);
+  kv_cap_ = c.sliding_window > 0 ? std::min(n_ctx_, c.sliding_window) : n_ctx_;
+  chunk_ = std::max<int64_t>(1, std::min(o.prefill_chunk, n_ctx_));
+  const int64_t d = c.d_model, Dh = c.d_head, P = Dh, N = model_->ssm().d_state;
+  const SsmOptions& so = model_->ssm();
+  int64_t nk = 0, ng = 0, hs = 0;
+  for (const auto& w : model_->layers()) {
+    nk = std::max(nk, w.nk());
+    ng = std::max(ng, w.ng());
+    hs = std::max(hs, w.hs());
+    LayerState s;
+    s.k.resize(static_cast<size_t>(w.ng() * kv_cap_ * Dh));
+    s.v.resize(s.k.size());
+    s.ssm.resize(static_cast<size_t>(w.hs() * P * N));
+    if (so.conv) s.conv.resize(static_cast<size_t>(w.hs() * (P + 2 * N) * (so.conv_width - 1)));
+    state_.push_back(std::move(s));
+  }
+  const size_t T = static_cast<size_t>(chunk_);
+  x_.resize(T * d);
+  xn_.resize(T * d);
+  q_.resize(T * nk * Dh);
+  k_.resize(T * ng * Dh);
+  v_.resize(T * ng * Dh);
+  sx_.resize(T * hs * P);
+  sB_.resize(T * hs * N);
+  sC_.resize(T * hs * N);
+  sa_.resize(T * hs);
+  if (so.gate) sz_.resize(T * hs * P);
+  heads_.resize(T * c.n_head * Dh);
+  g_.resize(T * c.d_ff);
+  u_.resize(T * c.d_ff);
+  logits_.resize(c.n_vocab);
+  cos_.resize(T * Dh / 2);
+  sin_.resize(T * Dh / 2);
+  scores_.resize(static_cast<size_t>(pool_.size()) * (kv_cap_ + chunk_));
+}
+
+Session::~Session() = default;
+
+void Session::reset() {
+  length_ = 0;
+  for (auto& s : state_) {
+    std::fill(s.ssm.begin(), s.ssm.end(), 0.0f);
+    std::fill(s.conv.begin(), s.conv.end(), 0.0f);
+  }
+}
+
+CacheBytes Session::cache_bytes() const {
+  CacheBytes b;
+  const int64_t Dh = model_->config().d_head, used = std::min(length_, kv_cap_);
+  for (size_t l = 0; l < state_.size(); ++l) {
+    const int64_t ng = model_->layers()[l].ng();
+    b.kv_allocated += static_cast<int64_t>((state_[l].k.size() + state_[l].v.size()) * sizeof(float));
+    b.kv_used += ng * 2 * used * Dh * static_cast<int64_t>(sizeof(float));
+    b.ssm += static_cast<int64_t>((state_[l].ssm.size() + state_[l].conv.size()) * sizeof(float));
+  }
+  return b;
+}
+
+const float* Session::forward(const int64_t* tokens, int64_t n, float* all_logits) {
+  const ModelConfig& c = model_->config();
+  RAD_CHECK(n >= 1, "runtime: no tokens to process");
+  RAD_CHECK(length_ + n <= n_ctx_,
+            "runtime: {} new tokens after {} cached ones exceed the context of {} tokens (the prompt is too long for "
+            "this session; the model's max_position_embeddings is {})",
+            n, length_, n_ctx_, c.max_position_embeddings);
+  for (int64_t i = 0; i < n; ++i)
+    RAD_CHECK(tokens[i] >= 0 && tokens[i] < c.n_vocab, "runtime: token id {} at position {} is outside the vocabulary "
+              "of {} tokens", tokens[i], i, c.n_vocab);
+  for (int64_t i = 0; i < n; i += chunk_) {
+    const int64_t T = std::min(chunk_, n - i);
+    run_chunk(tokens + i, T, all_logits != nullptr ? all_logits + i * c.n_vocab : nullptr);
+  }
+  return logits_.data();
+}
+
+void Session::run_chunk(const int64_t* tokens, int64_t T, float* all_logits) {
+  const ModelConfig& c = model_->config();
+  const int64_t d = c.d_model, half = c.d_head / 2, V = c.n_vocab;
+  for (int64_t t = 0; t < T; ++t) {
+    const Mat& E = model_->embed();
+    to_f32(E.data + static_cast<size_t>(tokens[t]) * d * dtype_size(E.dtype), E.dtype, x_.data() + t * d, d);
+    const float pos = static_cast<float>(length_ + t);
+    for (int64_t i = 0; i < half; ++i) {
+      const float f = pos * model_->inv_freq()[i];
+      cos_[t * half + i] = std::cos(f);
+      sin_[t * half + i] = std::sin(f);
+    }
+  }
+  for (int64_t l = 0; l < c.n_layer; ++l) layer_forward(l, T);
+  length_ += T;
+  // Final norm + LM head: every token when asked for all logits, else the last one only.
+  const int64_t first = all_logits != nullptr ? 0 : T - 1, nt = T - first;
+  for (int64_t t = first; t < T; ++t)
+    rms_norm(x_.data() + t * d, model_->final_norm().data(), xn_.data() + (t - first) * d, d, c.rms_norm_eps);
+  MatJob job{&model_->lm_head(), nullptr, all_logits != nullptr ? all_logits : logits_.data(), V};
+  matmul_jobs(pool_, &job, 1, xn_.data(), d, nt, false);
+  if (all_logits != nullptr) std::memcpy(logits_.data(), all_logits + (T - 1) * V, V * sizeof(float));
+}
+
+void Session::layer_forward(int64_t l, int64_t T) {
+  const ModelConfig& c = model_->config();
+  const LayerWeights& w = model_->layers()[l];
+  LayerState& st = state_[l];
+  const SsmOptions& so = model_->ssm();
+  const int64_t d = c.d_model, Dh = c.d_head, half = Dh / 2, H = c.n_head, P = Dh, N = so.d_state;
+  const int64_t nk = w.nk(), ng = w.ng(), hs = w.hs(), past = length_;
+
+  // 1. Norm and every projection of the mixer input, in one parallel pass.
+  for (int64_t t = 0; t < T; ++t)
+    rms_norm(x_.data() + t * d, w.input_norm.data(), xn_.data() + t * d, d, c.rms_norm_eps);
+  MatJob jobs[8];
+  int nj = 0;
+  if (nk > 0) {
+    jobs[nj++] = {&w.q, or_null(w.q_b), q_.data(), nk * Dh};  // [T, nk * Dh]
+    jobs[nj++] = {&w.k, or_null(w.k_b), k_.data(), ng * Dh};  // [T, ng * Dh]
+    jobs[nj++] = {&w.v, or_null(w.v_b), v_.data(), ng * Dh};
+  }
+  if (hs > 0) {
+    jobs[nj++] = {&w.x, or_null(w.x_b), sx_.data(), hs * P};  // [T, Hs * P]
+    jobs[nj++] = {&w.B, or_null(w.B_b), sB_.data(), hs * N};  // [T, Hs * N]
+    jobs[nj++] = {&w.C, or_null(w.C_b), sC_.data(), hs * N};
+    jobs[nj++] = {&w.a, or_null(w.a_b), sa_.data(), hs};      // [T, Hs]
+    if (so.gate) jobs[nj++] = {&w.z, or_null(w.z_b), sz_.data(), hs * P};
+  }
+  matmul_jobs(pool_, jobs, nj, xn_.data(), d, T, false);
+  for (int64_t t = 0; t < T; ++t) {
+    const float *cs = cos_.data() + t * half, *sn = sin_.data() + t * half;
+    for (int64_t i = 0; i < nk; ++i) rope(q_.data() + (t * nk + i) * Dh, cs, sn, half);
+    for (int64_t g = 0; g < ng; ++g) rope(k_.data() + (t * ng + g) * Dh, cs, sn, half);
+  }
+
+  // 2. Kept heads (one task per token and head) and SSM heads (one task per head, all tokens in
+  // order), scheduled dynamically; SSM tasks first since they are the longest.
+  const int64_t W = c.sliding_window, cap = kv_cap_, scores_stride = kv_cap_ + chunk_;
+  const float sqrt_d = static_cast<float>(std::sqrt(static_cast<double>(Dh)));
+  const int64_t n_tasks = hs + T * nk;
+  auto f = [&](int64_t task, int tid) {
+    float* scores = scores_.data() + tid * scores_stride;
+    {
+      if (task < hs) {
+        const int64_t i = task;
+        float* S = st.ssm.data() + i * P * N;
+        const int64_t Wc = so.conv_width;
+        for (int64_t t = 0; t < T; ++t) {
+          float* xs = sx_.data() + t * hs * P + i * P;
+          float* Bs = sB_.data() + t * hs * N + i * N;
+          float* Cs = sC_.data() + t * hs * N + i * N;
+          if (so.conv) {
+            // Depthwise causal conv; channel order [x (Hs*P) | B (Hs*N) | C (Hs*N)] as the checkpoint.
+            auto conv_channel = [&](int64_t ch, float* v) {
+              const float* wc = w.conv.data() + ch * Wc;
+              float* hist = st.conv.data() + ch * (Wc - 1);  // oldest first
+              float acc = Wc > 1 ? hist[0] * wc[0] : 0.0f;
+              for (int64_t k = 1; k < Wc - 1; ++k) acc = acc + hist[k] * wc[k];
+              acc = Wc > 1 ? acc + *v * wc[Wc - 1] : *v * wc[0];
+              for (int64_t k = 0; k + 1 < Wc - 1; ++k) hist[k] = hist[k + 1];
+              if (Wc > 1) hist[Wc - 2] = *v;
+              *v = acc;
+            };
+            for (int64_t p = 0; p < P; ++p) conv_channel(i * P + p, xs + p);
+            for (int64_t n = 0; n < N; ++n) conv_channel(hs * P + i * N + n, Bs + n);
+            for (int64_t n = 0; n < N; ++n) conv_channel(hs * P + hs * N + i * N + n, Cs + n);
+          }
+          const float alpha = std::exp(-softplus(sa_[t * hs + i]));
+          float* y = heads_.data() + (t * H + w.ssm_heads[i]) * Dh;
+          ssm_step(S, P, N, alpha, xs, Bs, Cs, y);
+          for (int64_t p = 0; p < P; ++p) y[p] = y[p] + w.D[i] * xs[p];
+          if (so.gate) {
+            const float* z = sz_.data() + t * hs * P + i * P;
+            for (int64_t p = 0; p < P; ++p) y[p] *= silu(z[p]);
+          }
+        }
+      } else {
+        const int64_t t = (task - hs) / nk, i = (task - hs) % nk, g = w.head_group[i];
+        const int64_t pos = past + t, lo = W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0, n_s = pos - lo + 1;
+        const float* q = q_.data() + (t * nk + i) * Dh;
+        // Positions [lo, pos] in up to three contiguous runs: the cache ring before and after its
+        // wrap point (positions before this chunk), then the chunk's own keys in the scratch.
+        struct Run {
+          int64_t n;
+          const float *k, *v;
+          int64_t ld;
+        } runs[3];
+        int nr = 0;
+        for (int64_t s = lo; s < std::min(pos + 1, past);) {
+          const int64_t slot = s % cap, len = std::min(std::min(pos + 1, past) - s, cap - slot);
+          runs[nr++] = {len, st.k.data() + (g * cap + slot) * Dh, st.v.data() + (g * cap + slot) * Dh, Dh};
+          s += len;
+        }
+        if (pos >= past) {
+          const int64_t s0 = std::max(lo, past);
+          runs[nr++] = {pos - s0 + 1, k_.data() + ((s0 - past) * ng + g) * Dh, v_.data() + ((s0 - past) * ng + g) * Dh,
+                        ng * Dh};
+        }
+        int64_t off = 0;
+        for (int r = 0; r < nr; ++r) {
+          attn_scores(q, runs[r].k, runs[r].ld, runs[r].n, Dh, sqrt_d, scores + off);
+          off += runs[r].n;
+        }
+        softmax(scores, n_s);
+        float* out = heads_.data() + (t * H + w.kept_heads[i]) * Dh;
+        std::fill(out, out + Dh, 0.0f);
+        off = 0;
+        for (int r = 0; r < nr; ++r) {
+          weighted_sum(scores + off, runs[r].v, runs[r].ld, runs[r].n, Dh, out);
+          off += runs[r].n;
+        }
+      }
+    }
+  };
+  pool_.for_blocks(n_tasks, f);
+  // The chunk's K/V into the cache (only the last `cap` positions matter with a window).
+  for (int64_t t = std::max<int64_t>(0, T - cap); t < T; ++t) {
+    const int64_t slot = (past + t) % cap;
+    for (int64_t g = 0; g < ng; ++g) {
+      std::memcpy(st.k.data() + (g * cap + slot) * Dh, k_.data() + (t * ng + g) * Dh, Dh * sizeof(float));
+      std::memcpy(st.v.data() + (g * cap + slot) * Dh, v_.data() + (t * ng + g) * Dh, Dh * sizeof(float));
+    }
+  }
+
+  // 3. o_proj over all heads in the teacher's order, added to the residual.
+  MatJob o{&w.o, or_null(w.o_b), x_.data(), d};
+  matmul_jobs(pool_, &o, 1, heads_.data(), H * Dh, T, true);
+
+  // 4. MLP: x += down(silu(gate(n)) * up(n)).
+  for (int64_t t = 0; t < T; ++t) rms_norm(x_.data() + t * d, w.post_norm.data(), xn_.data() + t * d, d, c.rms_norm_eps);
+  MatJob gu[2] = {{&w.gate, or_null(w.gate_b), g_.data(), c.d_ff}, {&w.up, or_null(w.up_b), u_.data(), c.d_ff}};
+  matmul_jobs(pool_, gu, 2, xn_.data(), d, T, false);
+  for (int64_t i = 0, n = T * c.d_ff; i < n; ++i) g_[i] = silu(g_[i]) * u_[i];
+  MatJob down{&w.down, or_null(w.down_b), x_.data(), d};
+  matmul_jobs(pool_, &down, 1, g_.data(), c.d_ff, T, true);
+}
+
+}  // namespace rad::runtime

@@ -1,0 +1,138 @@
+// The runtime: a libtorch-free inference engine for the teacher (Llama family) and the per-head
+// hybrid (DESIGN sections 4, 7, 10). Same math as rad/model (HF Llama semantics, float32
+// activations), weights read from the memory-mapped safetensors in their stored dtype.
+//
+//   auto model = runtime::Model::load(dir);           // teacher or hybrid directory
+//   runtime::Session s(model, {.n_ctx = 4096});         // caches + scratch, allocated once
+//   const float* logits = s.forward(prompt.data(), prompt.size());  // prefill (chunked)
+//   logits = s.forward(&next, 1);                        // one decode step, no allocation
+//
+// Caches (per sequence): K/V for the kept KV groups only (one entry per group, shared by the
+// group's kept heads), a ring of the last `sliding_window` positions when the config has one;
+// the SSM state [P, N] of every SSM head and, with the conv option, its last conv_width - 1 inputs.
+// All float32. SSM heads run the step recurrence in prefill too: linear in the prompt length.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "rad/model/config.h"
+#include "rad/model/hybrid_config.h"
+#include "rad/runtime/kernels.h"
+#include "rad/runtime/tensor_store.h"
+#include "rad/runtime/thread_pool.h"
+
+namespace rad::runtime {
+
+struct LayerWeights {
+  std::vector<float> input_norm, post_norm;  // [d_model]
+  // Kept heads (absent when the layer keeps none): q [nk * Dh, d], k/v [ng * Dh, d].
+  Mat q, k, v, o;  // o: [d, n_head * Dh], all heads in the teacher's order
+  std::vector<float> q_b, k_b, v_b, o_b;
+  std::vector<int64_t> kept_heads, kept_groups, ssm_heads;
+  std::vector<int64_t> head_group;  // per kept head: its index in kept_groups
+  // SSM heads (absent when the layer keeps every head): x [Hs * P, d], B/C [Hs * N, d], a [Hs, d].
+  Mat x, B, C, a, z;
+  std::vector<float> x_b, B_b, C_b, a_b, z_b, D;  // D [Hs]
+  std::vector<float> conv;                         // [Hs * (P + 2N), W] over channels [x | B | C]
+  Mat gate, up, down;
+  std::vector<float> gate_b, up_b, down_b;
+  int64_t nk() const { return static_cast<int64_t>(kept_heads.size()); }
+  int64_t ng() const { return static_cast<int64_t>(kept_groups.size()); }
+  int64_t hs() const { return static_cast<int64_t>(ssm_heads.size()); }
+};
+
+class Model {
+ public:
+  // Loads a teacher (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM) or hybrid directory.
+  // Every tensor is checked against the config (name, shape, dtype); unknown tensors are an error.
+  static std::shared_ptr<const Model> load(const std::string& model_dir);
+
+  const ModelConfig& config() const { return config_; }
+  bool is_hybrid() const { return hybrid_; }
+  const SsmOptions& ssm() const { return ssm_; }
+  const std::vector<LayerWeights>& layers() const { return layers_; }
+  const Mat& embed() const { return embed_; }
+  const Mat& lm_head() const { return lm_head_; }  // the embedding when tied
+  const std::vector<float>& final_norm() const { return final_norm_; }
+  const std::vector<float>& inv_freq() const { return inv_freq_; }
+  const std::string& dir() const { return dir_; }
+  std::string weight_dtypes() const;   // e.g. "F32" or "BF16+F32"
+  int64_t parameter_count() const { return n_params_; }
+  int64_t weight_bytes() const { return weight_bytes_; }  // bytes of all weights as stored
+
+  // Analytic cache bytes (float32) of one sequence of `length` tokens (DESIGN section 7), with
+  // the sliding window capping the KV part.
+  int64_t cache_bytes(int64_t length) const;
+
+ private:
+  Model() = default;
+  std::string dir_;
+  ModelConfig config_;
+  bool hybrid_ = false;
+  SsmOptions ssm_;
+  std::unique_ptr<TensorStore> store_;
+  std::vector<LayerWeights> layers_;
+  Mat embed_, lm_head_;
+  std::vector<float> final_norm_, inv_freq_;
+  std::vector<std::string> dtypes_seen_;
+  int64_t n_params_ = 0, weight_bytes_ = 0;
+  friend class ModelLoader;
+};
+
+struct SessionOptions {
+  int64_t n_ctx = 0;          // tokens this session may hold; 0: the config's max_position_embeddings
+  int64_t prefill_chunk = 64; // prompt tokens per batched pass
+  int threads = 0;            // 0: all cores this process may use
+};
+
+struct CacheBytes {
+  int64_t kv_allocated = 0;   // K/V buffers as allocated (capacity x kept groups)
+  int64_t kv_used = 0;        // K/V bytes holding the current sequence
+  int64_t ssm = 0;            // SSM states + conv states (fixed size)
+  int64_t allocated() const { return kv_allocated + ssm; }
+  int64_t used() const { return kv_used + ssm; }
+};
+
+class Session {
+ public:
+  Session(std::shared_ptr<const Model> model, const SessionOptions& options = {});
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Appends `n` tokens to the sequence and returns the logits [n_vocab] after the last one (valid
+  // until the next call). With `all_logits` ([n, n_vocab]) fills the logits of every token.
+  // Throws rad::Error for a token id outside the vocabulary or when the sequence would exceed n_ctx.
+  const float* forward(const int64_t* tokens, int64_t n, float* all_logits = nullptr);
+  const float* step(int64_t token) { return forward(&token, 1); }
+  void reset();  // empties the caches (keeps the buffers)
+
+  int64_t length() const { return length_; }
+  int64_t n_ctx() const { return n_ctx_; }
+  int threads() const { return pool_.size(); }
+  CacheBytes cache_bytes() const;
+  const Model& model() const { return *model_; }
+
+ private:
+  void run_chunk(const int64_t* tokens, int64_t T, float* all_logits);
+  void layer_forward(int64_t l, int64_t T);
+
+  std::shared_ptr<const Model> model_;
+  ThreadPool pool_;
+  int64_t n_ctx_ = 0, kv_cap_ = 0, chunk_ = 0, length_ = 0;
+  struct LayerState {
+    std::vector<float> k, v;     // [ng, kv_cap, Dh]: position p at slot p % kv_cap
+    std::vector<float> ssm;      // [Hs, P, N]
+    std::vector<float> conv;     // [Hs * (P + 2N), W - 1]: the last inputs of each channel, oldest first
+  };
+  std::vector<LayerState> state_;
+  // Scratch for one chunk of T <= chunk_ tokens.
+  std::vector<float> x_, xn_, q_, k_, v_, sx_, sB_, sC_, sa_, sz_, heads_, g_, u_, logits_;
+  std::vector<float> cos_, sin_;  // [T, Dh / 2]
+  std::vector<float> scores_;     // [threads, kv_cap + chunk]
+};
+
+}  // namespace rad::runtime

@@ -1,0 +1,433 @@
+#include "rad/runtime/kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "rad/core/error.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define RAD_HAVE_X86 1
+#define RAD_AVX2 __attribute__((target("avx2,fma,f16c")))
+#else
+#define RAD_HAVE_X86 0
+#endif
+
+namespace rad::runtime {
+
+// ---- scalar conversions ----
+
+float bf16_to_f32(uint16_t v) {
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+float f16_to_f32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: renormalise
+      exp = 127 - 15 + 1;
+      while ((mant & 0x400) == 0) {
+        mant <<= 1;
+        --exp;
+      }
+      bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+namespace {
+
+inline float load_scalar(const uint8_t* p, DType d, int64_t i) {
+  switch (d) {
+    case DType::kF32: {
+      float f;
+      std::memcpy(&f, p + 4 * i, 4);
+      return f;
+    }
+    case DType::kBF16: {
+      uint16_t v;
+      std::memcpy(&v, p + 2 * i, 2);
+      return bf16_to_f32(v);
+    }
+    case DType::kF16: {
+      uint16_t v;
+      std::memcpy(&v, p + 2 * i, 2);
+      return f16_to_f32(v);
+    }
+  }
+  return 0;
+}
+
+Isa detect() {
+#if RAD_HAVE_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    return Isa::kAvx2;
+#endif
+  return Isa::kPortable;
+}
+
+Isa g_isa = detect();
+
+// ---- portable kernels ----
+
+void matmul_portable(const Mat& W, const float* bias, const float* x, int64_t ldx, int64_t T, float* y, int64_t ldy,
+                     int64_t r0, int64_t r1, bool accumulate) {
+  const int64_t K = W.cols;
+  const size_t es = dtype_size(W.dtype);
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = W.data + static_cast<size_t>(r) * K * es;
+    for (int64_t t = 0; t < T; ++t) {
+      const float* xt = x + t * ldx;
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // 8 partial sums, as the vector kernel
+      int64_t c = 0;
+      for (; c + 8 <= K; c += 8)
+        for (int j = 0; j < 8; ++j) acc[j] += load_scalar(row, W.dtype, c + j) * xt[c + j];
+      float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+      for (; c < K; ++c) s += load_scalar(row, W.dtype, c) * xt[c];
+      if (bias != nullptr) s += bias[r];
+      float& out = y[t * ldy + r];
+      out = accumulate ? out + s : s;
+    }
+  }
+}
+
+float dot_portable(const float* a, const float* b, int64_t n) {
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void axpy_portable(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+void attn_scores_portable(const float* q, const float* K, int64_t ld, int64_t n, int64_t Dh, float div, float* out) {
+  for (int64_t j = 0; j < n; ++j) out[j] = dot_portable(q, K + j * ld, Dh) / div;
+}
+
+void weighted_sum_portable(const float* p, const float* V, int64_t ld, int64_t n, int64_t Dh, float* out) {
+  for (int64_t j = 0; j < n; ++j) axpy_portable(p[j], V + j * ld, out, Dh);
+}
+
+void softmax_portable(float* s, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < n; ++j) mx = std::max(mx, s[j]);
+  float sum = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = std::exp(s[j] - mx);
+    sum += s[j];
+  }
+  for (int64_t j = 0; j < n; ++j) s[j] /= sum;
+}
+
+void ssm_step_portable(float* S, int64_t P, int64_t N, float alpha, const float* x, const float* B, const float* C,
+                       float* y) {
+  for (int64_t p = 0; p < P; ++p) {
+    float* s = S + p * N;
+    float acc = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      s[n] = alpha * s[n] + x[p] * B[n];
+      acc += s[n] * C[n];
+    }
+    y[p] = acc;
+  }
+}
+
+// ---- AVX2 + FMA + F16C kernels ----
+#if RAD_HAVE_X86
+
+RAD_AVX2 inline float hsum(__m256 v) {
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+template <DType D>
+RAD_AVX2 inline __m256 load8(const uint8_t* row, int64_t c) {
+  if constexpr (D == DType::kF32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + c);
+  } else if constexpr (D == DType::kBF16) {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * c));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  } else {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * c)));
+  }
+}
+
+// R rows x TT tokens of y, starting at row r and token t.
+template <DType D, int R, int TT>
+RAD_AVX2 inline void tile(const Mat& W, const float* bias, const float* x, int64_t ldx, float* y, int64_t ldy,
+                          int64_t r, int64_t t, bool accumulate) {
+  const int64_t K = W.cols;
+  constexpr size_t es = D == DType::kF32 ? 4 : 2;
+  const uint8_t* rows[R];
+  for (int i = 0; i < R; ++i) rows[i] = W.data + static_cast<size_t>(r + i) * K * es;
+  __m256 acc[R][TT];
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < TT; ++j) acc[i][j] = _mm256_setzero_ps();
+  int64_t c = 0;
+  for (; c + 8 <= K; c += 8) {
+    __m256 xv[TT];
+    for (int j = 0; j < TT; ++j) xv[j] = _mm256_loadu_ps(x + (t + j) * ldx + c);
+    for (int i = 0; i < R; ++i) {
+      __m256 w = load8<D>(rows[i], c);
+      for (int j = 0; j < TT; ++j) acc[i][j] = _mm256_fmadd_ps(w, xv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < TT; ++j) {
+      float s = hsum(acc[i][j]);
+      for (int64_t k = c; k < K; ++k) s += load_scalar(rows[i], D, k) * x[(t + j) * ldx + k];
+      if (bias != nullptr) s += bias[r + i];
+      float& out = y[(t + j) * ldy + r + i];
+      out = accumulate ? out + s : s;
+    }
+}
+
+template <DType D>
+RAD_AVX2 void matmul_avx2_t(const Mat& W, const float* bias, const float* x, int64_t ldx, int64_t T, float* y,
+                            int64_t ldy, int64_t r0, int64_t r1, bool acc) {
+  int64_t r = r0;
+  if (T == 1) {  // decode: 4 rows share each load of x
+    for (; r + 4 <= r1; r += 4) tile<D, 4, 1>(W, bias, x, ldx, y, ldy, r, 0, acc);
+    for (; r < r1; ++r) tile<D, 1, 1>(W, bias, x, ldx, y, ldy, r, 0, acc);
+    return;
+  }
+  // prefill: 2 rows x 4 tokens per tile (8 accumulators); each weight row is read once per 4 tokens
+  for (; r + 2 <= r1; r += 2) {
+    int64_t t = 0;
+    for (; t + 4 <= T; t += 4) tile<D, 2, 4>(W, bias, x, ldx, y, ldy, r, t, acc);
+    for (; t < T; ++t) tile<D, 2, 1>(W, bias, x, ldx, y, ldy, r, t, acc);
+  }
+  for (; r < r1; ++r) {
+    int64_t t = 0;
+    for (; t + 4 <= T; t += 4) tile<D, 1, 4>(W, bias, x, ldx, y, ldy, r, t, acc);
+    for (; t < T; ++t) tile<D, 1, 1>(W, bias, x, ldx, y, ldy, r, t, acc);
+  }
+}
+
+RAD_AVX2 float dot_avx2(const float* a, const float* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  float s = hsum(acc);
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+RAD_AVX2 void axpy_avx2(float a, const float* x, float* y, int64_t n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+RAD_AVX2 void attn_scores_avx2(const float* q, const float* K, int64_t ld, int64_t n, int64_t Dh, float div,
+                               float* out) {
+  if (Dh % 8 != 0) {
+    for (int64_t j = 0; j < n; ++j) out[j] = dot_avx2(q, K + j * ld, Dh) / div;
+    return;
+  }
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {  // 4 keys at a time: independent FMA chains
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float* k = K + j * ld;
+    for (int64_t i = 0; i < Dh; i += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + i);
+      a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + i), a0);
+      a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + ld + i), a1);
+      a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + 2 * ld + i), a2);
+      a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + 3 * ld + i), a3);
+    }
+    out[j] = hsum(a0) / div;
+    out[j + 1] = hsum(a1) / div;
+    out[j + 2] = hsum(a2) / div;
+    out[j + 3] = hsum(a3) / div;
+  }
+  for (; j < n; ++j) out[j] = dot_avx2(q, K + j * ld, Dh) / div;
+}
+
+RAD_AVX2 void weighted_sum_avx2(const float* p, const float* V, int64_t ld, int64_t n, int64_t Dh, float* out) {
+  if (Dh % 8 != 0) {
+    for (int64_t j = 0; j < n; ++j) axpy_avx2(p[j], V + j * ld, out, Dh);
+    return;
+  }
+  for (int64_t i0 = 0; i0 < Dh; i0 += 32) {  // up to 4 accumulators over 32 dims, all n rows
+    const int64_t w = std::min<int64_t>(32, Dh - i0) / 8;
+    __m256 acc[4];
+    for (int64_t b = 0; b < w; ++b) acc[b] = _mm256_loadu_ps(out + i0 + 8 * b);
+    for (int64_t j = 0; j < n; ++j) {
+      const __m256 pj = _mm256_set1_ps(p[j]);
+      const float* v = V + j * ld + i0;
+      for (int64_t b = 0; b < w; ++b) acc[b] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8 * b), acc[b]);
+    }
+    for (int64_t b = 0; b < w; ++b) _mm256_storeu_ps(out + i0 + 8 * b, acc[b]);
+  }
+}
+
+// exp(x) for 8 floats (Cephes expf: range reduction by ln 2, degree-5 polynomial; ~1 ulp).
+RAD_AVX2 inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+  __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+RAD_AVX2 void softmax_avx2(float* s, int64_t n) {
+  __m256 vm = _mm256_set1_ps(-INFINITY);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(s + j));
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+  float mx = _mm_cvtss_f32(m4);
+  for (; j < n; ++j) mx = std::max(mx, s[j]);
+  const __m256 vmx = _mm256_set1_ps(mx);
+  __m256 vs = _mm256_setzero_ps();
+  j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vmx));
+    _mm256_storeu_ps(s + j, e);
+    vs = _mm256_add_ps(vs, e);
+  }
+  float sum = hsum(vs);
+  for (; j < n; ++j) {
+    s[j] = std::exp(s[j] - mx);
+    sum += s[j];
+  }
+  const __m256 vsum = _mm256_set1_ps(sum);
+  j = 0;
+  for (; j + 8 <= n; j += 8) _mm256_storeu_ps(s + j, _mm256_div_ps(_mm256_loadu_ps(s + j), vsum));
+  for (; j < n; ++j) s[j] /= sum;
+}
+
+RAD_AVX2 void ssm_step_avx2(float* S, int64_t P, int64_t N, float alpha, const float* x, const float* B,
+                            const float* C, float* y) {
+  const __m256 va = _mm256_set1_ps(alpha);
+  for (int64_t p = 0; p < P; ++p) {
+    float* s = S + p * N;
+    const __m256 vx = _mm256_set1_ps(x[p]);
+    __m256 acc = _mm256_setzero_ps();
+    int64_t n = 0;
+    for (; n + 8 <= N; n += 8) {
+      __m256 v = _mm256_fmadd_ps(va, _mm256_loadu_ps(s + n), _mm256_mul_ps(vx, _mm256_loadu_ps(B + n)));
+      _mm256_storeu_ps(s + n, v);
+      acc = _mm256_fmadd_ps(v, _mm256_loadu_ps(C + n), acc);
+    }
+    float r = hsum(acc);
+    for (; n < N; ++n) {
+      s[n] = alpha * s[n] + x[p] * B[n];
+      r += s[n] * C[n];
+    }
+    y[p] = r;
+  }
+}
+
+#endif  // RAD_HAVE_X86
+
+}  // namespace
+
+Isa detected_isa() {
+  static const Isa isa = detect();
+  return isa;
+}
+Isa active_isa() { return g_isa; }
+const char* isa_name(Isa isa) { return isa == Isa::kAvx2 ? "avx2+fma+f16c" : "portable"; }
+
+void set_isa(Isa isa) {
+  RAD_CHECK(isa == Isa::kPortable || detected_isa() == Isa::kAvx2,
+            "runtime: AVX2/FMA/F16C kernels requested but this CPU does not support them");
+  g_isa = isa;
+}
+
+void matmul(const Mat& W, const float* bias, const float* x, int64_t ldx, int64_t T, float* y, int64_t ldy,
+            int64_t r0, int64_t r1, bool accumulate) {
+  if (r0 >= r1 || T <= 0) return;
+#if RAD_HAVE_X86
+  if (g_isa == Isa::kAvx2) {
+    switch (W.dtype) {
+      case DType::kF32: return matmul_avx2_t<DType::kF32>(W, bias, x, ldx, T, y, ldy, r0, r1, accumulate);
+      case DType::kBF16: return matmul_avx2_t<DType::kBF16>(W, bias, x, ldx, T, y, ldy, r0, r1, accumulate);
+      case DType::kF16: return matmul_avx2_t<DType::kF16>(W, bias, x, ldx, T, y, ldy, r0, r1, accumulate);
+    }
+  }
+#endif
+  matmul_portable(W, bias, x, ldx, T, y, ldy, r0, r1, accumulate);
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+#if RAD_HAVE_X86
+  if (g_isa == Isa::kAvx2) return dot_avx2(a, b, n);
+#endif
+  return dot_portable(a, b, n);
+}
+
+void axpy(float a, const float* x, float* y, int64_t n) {
+#if RAD_HAVE_X86
+  if (g_isa == Isa::kAvx2) return axpy_avx2(a, x, y, n);
+#endif
+  axpy_portable(a, x, y, n);
+}
+
+void scale(float a, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] *= a;
+}
+
+void attn_scores(const float* q, const float* K, int64_t ld, int64_t n, int64_t Dh, float div, float* out) {
+#if RAD_HAVE_X86
+  if (g_isa == Isa::kAvx2) return attn_scores_avx2(q, K, ld, n, Dh, div, out);
+#endif
+  attn_scores_portable(q, K, ld, n, Dh, div, out);
+}
+
+void weighted_sum(const float* p, const float* V, int64_t ld, int64_t n, int64_t Dh, float* out) {
+#if RAD_HAVE_X86
+  if (g_isa == Isa::kAvx2) return weighted_sum_avx2(p, V, ld, n, Dh, out);
+#endif
+  weighted_sum_portable(p, V, ld, n, Dh, out);
+}
+
+void softmax(float* s, int64_t n) {
+#if RAD_HAVE_X86
+  if (g_isa == Isa::kAvx2) return softmax_avx2(s, n);
+#endif
+  softmax_portable(s, n);
+}
+
+void ssm_step(float* S, int64_t P, int64_t N, float alpha, const float* x, const float* B, const float* C, float* y) {
+#if RAD_HAVE_X86
+  if (g_isa == Isa::kAvx2) return ssm_step_avx2(S, P, N, alpha, x, B, C, y);
+#endif
+  ssm_step_portable(S, P, N, alpha, x, B, C, y);
+}
+
+void to_f32(const uint8_t* src, DType dtype, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = load_scalar(src, dtype, i);
+}
+
+}  // namespace rad::runtime

@@ -1,0 +1,53 @@
+// Compute kernels of the runtime, float32 activations with f32 / bf16 / f16 weights read as
+// stored. Two implementations of each: AVX2+FMA+F16C (compiled with target attributes, so the
+// build needs no -mavx2) and portable C++; the AVX2 one is chosen at run time when the CPU has it.
+#pragma once
+
+#include <cstdint>
+
+#include "rad/runtime/tensor_store.h"
+
+namespace rad::runtime {
+
+// A row-major weight matrix [rows, cols] in its stored dtype (may be unaligned).
+struct Mat {
+  const uint8_t* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t rows = 0, cols = 0;
+  bool empty() const { return data == nullptr; }
+};
+
+enum class Isa { kPortable, kAvx2 };
+Isa detected_isa();              // what this CPU supports
+Isa active_isa();                // what the kernels use now
+void set_isa(Isa isa);           // for tests and benchmarks; kAvx2 on a CPU without it is refused
+const char* isa_name(Isa isa);
+
+// y[t*ldy + r] (+)= bias[r] + sum_c W[r, c] * x[t*ldx + c] for rows [r0, r1), tokens [0, T).
+// accumulate: add into y instead of overwriting it. bias may be null.
+void matmul(const Mat& W, const float* bias, const float* x, int64_t ldx, int64_t T, float* y, int64_t ldy,
+            int64_t r0, int64_t r1, bool accumulate);
+
+float dot(const float* a, const float* b, int64_t n);
+void axpy(float a, const float* x, float* y, int64_t n);  // y += a * x
+void scale(float a, float* y, int64_t n);                 // y *= a
+
+// Attention over n keys/values stored every `ld` floats:
+//   scores: out[j] = dot(q, K + j * ld) / div          (div = sqrt(Dh), as the libtorch model)
+//   weighted_sum: out[0:Dh] += sum_j p[j] * (V + j * ld)
+void attn_scores(const float* q, const float* K, int64_t ld, int64_t n, int64_t Dh, float div, float* out);
+void weighted_sum(const float* p, const float* V, int64_t ld, int64_t n, int64_t Dh, float* out);
+
+// In place: s[j] = exp(s[j] - max) / sum (float32 softmax over n scores).
+void softmax(float* s, int64_t n);
+
+// One SSM step of one head: S = alpha * S + x B^T; y = S C   (S [P, N], x/y [P], B/C [N]).
+void ssm_step(float* S, int64_t P, int64_t N, float alpha, const float* x, const float* B, const float* C, float* y);
+
+// dst[i] = float(src[i]) for a row of a stored tensor.
+void to_f32(const uint8_t* src, DType dtype, float* dst, int64_t n);
+
+float bf16_to_f32(uint16_t v);
+float f16_to_f32(uint16_t v);
+
+}  // namespace rad::runtime

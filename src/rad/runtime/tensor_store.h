@@ -1,0 +1,63 @@
+// Torch-free access to the tensors of a model directory for the runtime: safetensors files are
+// memory-mapped read-only and tensors are views into the mapping (no copy). Handles a single
+// model.safetensors or shards listed in model.safetensors.index.json.
+//
+// The files are treated as hostile, as in rad/io/safetensors: header length against file size,
+// JSON types, shape x dtype size against the byte range (overflow-checked), ranges inside the data
+// buffer. Dtypes the runtime cannot compute with are recorded and refused only when a tensor is
+// used, so the error names the tensor, its file and its dtype.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace rad::runtime {
+
+enum class DType { kF32, kBF16, kF16 };
+const char* dtype_name(DType t);  // "F32", "BF16", "F16"
+size_t dtype_size(DType t);
+
+struct TensorView {
+  std::string name;
+  std::string file;         // path of the safetensors file that holds it
+  std::string dtype_text;   // as in the file ("F32", "BF16", "F64", ...)
+  std::vector<int64_t> shape;
+  const uint8_t* data = nullptr;  // inside the mapping; not necessarily aligned
+  uint64_t bytes = 0;
+  int64_t numel() const;
+};
+
+class MappedFile;
+
+class TensorStore {
+ public:
+  // Opens MODEL_DIR/model.safetensors, or the shards of MODEL_DIR/model.safetensors.index.json.
+  static std::unique_ptr<TensorStore> open_dir(const std::string& model_dir);
+  // Opens one safetensors file (for tests and tools).
+  static std::unique_ptr<TensorStore> open_file(const std::string& path);
+  ~TensorStore();
+
+  bool contains(const std::string& name) const { return tensors_.count(name) > 0; }
+  // The tensor, checked to have `shape` and a dtype the runtime supports; marks it used.
+  // Throws rad::Error naming the tensor and file otherwise.
+  const TensorView& get(const std::string& name, const std::vector<int64_t>& shape, DType* dtype);
+  // Names present in the files but never fetched with get(), minus `ignore`.
+  std::vector<std::string> unused(const std::set<std::string>& ignore = {}) const;
+  const std::string& where() const { return where_; }
+  uint64_t mapped_bytes() const;
+
+ private:
+  TensorStore() = default;
+  void add_file(const std::string& path, const std::set<std::string>* only);
+  std::string where_;
+  std::vector<std::unique_ptr<MappedFile>> files_;
+  std::map<std::string, TensorView> tensors_;
+  std::set<std::string> used_;
+};
+
+}  // namespace rad::runtime

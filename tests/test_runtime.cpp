@@ -1,0 +1,567 @@
+// The libtorch-free runtime (src/rad/runtime): kernels (AVX2 == portable == double reference),
+// logits equal to the libtorch model on teachers, hybrids and pure SSMs (f32 within 1e-4), prefill +
+// step decode == full forward, greedy tokens identical, cache bytes exact, sampling, bad input,
+// and the CLI (generate --engine, bench).
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "rad/distill/init_from_attention.h"
+#include "rad/io/checkpoint.h"
+#include "rad/io/hybrid_checkpoint.h"
+#include "rad/io/safetensors.h"
+#include "rad/model/generate.h"
+#include "rad/model/hybrid_mixer.h"
+#include "rad/runtime/engine.h"
+#include "rad/runtime/kernels.h"
+#include "rad/runtime/sampler.h"
+#include "test_util.h"
+
+namespace rad::test {
+namespace {
+namespace fs = std::filesystem;
+using runtime::Isa;
+
+// Restores the kernels chosen at start-up when a test switches them.
+struct IsaGuard {
+  Isa saved = runtime::active_isa();
+  ~IsaGuard() { runtime::set_isa(saved); }
+};
+
+std::vector<Isa> isas() {
+  std::vector<Isa> v = {Isa::kPortable};
+  if (runtime::detected_isa() == Isa::kAvx2) v.push_back(Isa::kAvx2);
+  return v;
+}
+
+std::vector<int64_t> test_ids(int64_t n_vocab, int64_t T) {
+  std::vector<int64_t> ids;
+  for (int64_t t = 0; t < T; ++t) ids.push_back((t * 7 + 3) % n_vocab);
+  return ids;
+}
+
+// Runtime logits of every position [T, V].
+std::vector<float> runtime_logits(const std::shared_ptr<const runtime::Model>& m, const std::vector<int64_t>& ids,
+                                  int threads = 1, int64_t chunk = 64) {
+  runtime::SessionOptions o;
+  o.n_ctx = static_cast<int64_t>(ids.size());
+  o.threads = threads;
+  o.prefill_chunk = chunk;
+  runtime::Session s(m, o);
+  std::vector<float> out(ids.size() * m->config().n_vocab);
+  s.forward(ids.data(), static_cast<int64_t>(ids.size()), out.data());
+  return out;
+}
+
+at::Tensor torch_logits(CausalLM& model, const std::vector<int64_t>& ids) {
+  at::NoGradGuard g;
+  return model->forward(at::tensor(ids, at::kLong).unsqueeze(0)).squeeze(0).contiguous();  // [T, V]
+}
+
+double max_abs_diff(const std::vector<float>& a, const at::Tensor& b) {
+  at::Tensor ta = at::from_blob(const_cast<float*>(a.data()), {static_cast<int64_t>(a.size())}, at::kFloat);
+  return (ta.to(at::kDouble) - b.reshape({-1}).to(at::kDouble)).abs().max().item<double>();
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double m = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::abs(static_cast<double>(a[i]) - b[i]));
+  return m;
+}
+
+// ---- kernels ----
+
+TEST(RuntimeKernels, MatmulMatchesADoubleReferenceForEveryDtypeAndIsa) {
+  IsaGuard guard;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0, 1);
+  const int64_t rows = 13, cols = 37, T = 6;  // odd sizes: row and column tails
+  std::vector<float> w(rows * cols), x(T * cols), bias(rows);
+  for (auto& v : w) v = nd(rng);
+  for (auto& v : x) v = nd(rng);
+  for (auto& v : bias) v = nd(rng);
+  at::Tensor wt = at::from_blob(w.data(), {rows, cols}, at::kFloat);
+  for (runtime::DType dt : {runtime::DType::kF32, runtime::DType::kBF16, runtime::DType::kF16}) {
+    at::Tensor stored = wt.to(dt == runtime::DType::kF32 ? at::kFloat : dt == runtime::DType::kBF16 ? at::kBFloat16 : at::kHalf).contiguous();
+    runtime::Mat m{static_cast<const uint8_t*>(stored.data_ptr()), dt, rows, cols};
+    at::Tensor ref = at::matmul(at::from_blob(x.data(), {T, cols}, at::kFloat).to(at::kDouble),
+                                stored.to(at::kDouble).t()) + at::from_blob(bias.data(), {rows}, at::kFloat).to(at::kDouble);
+    for (Isa isa : isas()) {
+      runtime::set_isa(isa);
+      for (int64_t tt : {int64_t{1}, T}) {  // the decode and prefill paths
+        std::vector<float> y(tt * rows, 1.0f);
+        runtime::matmul(m, bias.data(), x.data(), cols, tt, y.data(), rows, 0, rows, false);
+        EXPECT_LT(max_abs_diff(y, ref.narrow(0, 0, tt)), 1e-4) << runtime::dtype_name(dt) << " " << runtime::isa_name(isa) << " T=" << tt;
+        std::vector<float> acc(tt * rows, 1.0f);  // accumulate adds to what is there
+        runtime::matmul(m, bias.data(), x.data(), cols, tt, acc.data(), rows, 2, rows, true);
+        for (int64_t t = 0; t < tt; ++t) {
+          EXPECT_EQ(acc[t * rows + 0], 1.0f);
+          EXPECT_NEAR(acc[t * rows + 5], 1.0f + y[t * rows + 5], 1e-5);
+        }
+      }
+    }
+  }
+}
+
+TEST(RuntimeKernels, SsmStepMatchesTheRecurrenceByHand) {
+  IsaGuard guard;
+  for (Isa isa : isas()) {
+    runtime::set_isa(isa);
+    const int64_t P = 3, N = 11;
+    std::vector<float> S(P * N, 0.5f), x = {1, 2, 3}, B(N), C(N), y(P);
+    for (int64_t n = 0; n < N; ++n) {
+      B[n] = 0.1f * n;
+      C[n] = 1.0f - 0.05f * n;
+    }
+    runtime::ssm_step(S.data(), P, N, 0.9f, x.data(), B.data(), C.data(), y.data());
+    for (int64_t p = 0; p < P; ++p) {
+      double yp = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        double s = 0.9 * 0.5 + x[p] * B[n];
+        EXPECT_NEAR(S[p * N + n], s, 1e-6);
+        yp += s * C[n];
+      }
+      EXPECT_NEAR(y[p], yp, 1e-5) << runtime::isa_name(isa);
+    }
+  }
+}
+
+// ---- teachers ----
+
+TEST(Runtime, TeacherFixturesMatchLibtorchAndTheGoldenLogits) {
+  IsaGuard guard;
+  for (const char* name : {"llama_gqa", "llama_tied_mha", "qwen2_bias", "llama3_rope", "llama_linear_rope", "llama_bf16",
+                           "llama_fp16", "llama_sharded", "mistral_headdim"}) {
+    auto golden = io::SafetensorsFile::open(fixture_model(name) + "/golden.safetensors");
+    at::Tensor ids_t = golden->tensor("input_ids").to(at::kLong);
+    std::vector<int64_t> ids(ids_t.data_ptr<int64_t>(), ids_t.data_ptr<int64_t>() + ids_t.numel());
+    CausalLM teacher = io::load_causal_lm(fixture_model(name));
+    at::Tensor expected = torch_logits(teacher, ids);
+    auto m = runtime::Model::load(fixture_model(name));
+    for (Isa isa : isas()) {
+      runtime::set_isa(isa);
+      std::vector<float> got = runtime_logits(m, ids);
+      EXPECT_LT(max_abs_diff(got, expected), 1e-4) << name << " " << runtime::isa_name(isa);
+      EXPECT_LT(max_abs_diff(got, golden->tensor("logits")), 1e-4) << name << " " << runtime::isa_name(isa);
+    }
+  }
+}
+
+TEST(Runtime, ThreadsAndPrefillChunksDoNotChangeTheNumbers) {
+  auto m = runtime::Model::load(fixture_model("mistral_headdim"));  // sliding window 5 < T
+  std::vector<int64_t> ids = test_ids(m->config().n_vocab, 23);
+  std::vector<float> one = runtime_logits(m, ids, 1, 64);
+  EXPECT_EQ(max_abs_diff(runtime_logits(m, ids, 3, 64), one), 0.0);  // rows split differently, same sums
+  EXPECT_LT(max_abs_diff(runtime_logits(m, ids, 2, 4), one), 1e-5);   // chunks of 4 across the window
+}
+
+// ---- hybrids ----
+
+HybridConfig hybrid_config(const ModelConfig& base, std::vector<std::pair<int64_t, int64_t>> kept, int64_t d_state,
+                           bool conv, bool gate, bool bias) {
+  HybridConfig hc;
+  hc.base = base;
+  hc.plan.kept_heads = std::move(kept);
+  hc.ssm.d_state = d_state;
+  hc.ssm.conv = conv;
+  hc.ssm.gate = gate;
+  hc.ssm.bias = bias;
+  hc.ssm.chunk_size = 3;
+  return hc;
+}
+
+struct HybridCase {
+  const char* fixture;
+  std::vector<std::pair<int64_t, int64_t>> kept;
+  bool conv, gate, bias;
+  const char* what;
+};
+
+std::vector<HybridCase> hybrid_cases() {
+  return {
+      {"llama_gqa", {}, false, false, false, "pure SSM"},
+      {"llama_gqa", {}, true, true, true, "pure SSM, conv + gate + bias"},
+      {"llama_gqa", {{0, 0}, {0, 1}, {0, 3}, {1, 2}}, true, true, false, "hybrid, uneven KV groups"},
+      {"qwen2_bias", {{0, 1}, {1, 0}}, false, true, true, "hybrid, qkv biases"},
+      {"mistral_headdim", {{0, 0}, {1, 3}}, true, false, false, "hybrid, sliding window"},
+      {"llama_bf16", {{1, 1}}, false, false, false, "hybrid, bf16 weights"},
+  };
+}
+
+// Converts the fixture teacher, randomises every SSM parameter (so that biases, D, conv taps and
+// gates all matter) and saves it; returns the libtorch model as loaded back from disk.
+CausalLM make_hybrid(const HybridCase& hc_case, const std::string& dir, HybridConfig* out_config) {
+  CausalLM teacher = io::load_causal_lm(fixture_model(hc_case.fixture));
+  HybridConfig hc = hybrid_config(teacher->config(), hc_case.kept, 4, hc_case.conv, hc_case.gate, hc_case.bias);
+  CausalLM hybrid = convert_from_teacher(teacher, hc, SsmInit::kRandom, 11);
+  {
+    at::NoGradGuard g;
+    at::manual_seed(5);
+    for (auto& item : hybrid->named_parameters())
+      if (item.key().find(".ssm.") != std::string::npos) item.value().add_(at::randn_like(item.value()) * 0.3);
+  }
+  // Stored in the fixture's dtype (llama_bf16: bf16 tensors); libtorch loads them back as float32.
+  hybrid->to(io::parse_dtype(teacher->config().torch_dtype));
+  io::save_hybrid(hybrid, hc, dir);
+  *out_config = hc;
+  return io::load_hybrid(dir).model;
+}
+
+TEST(Runtime, HybridsAndPureSsmMatchLibtorch) {
+  IsaGuard guard;
+  for (const auto& hcase : hybrid_cases()) {
+    TempDir dir;
+    HybridConfig hc;
+    CausalLM hybrid = make_hybrid(hcase, dir.path(), &hc);
+    auto m = runtime::Model::load(dir.path());
+    ASSERT_TRUE(m->is_hybrid());
+    if (std::string(hcase.fixture) == "llama_bf16") {
+      EXPECT_EQ(m->weight_dtypes(), "BF16");  // used as stored
+    }
+    std::vector<int64_t> ids = test_ids(hc.base.n_vocab, 14);
+    at::Tensor expected = torch_logits(hybrid, ids);
+    for (Isa isa : isas()) {
+      runtime::set_isa(isa);
+      EXPECT_LT(max_abs_diff(runtime_logits(m, ids, 2), expected), 1e-4) << hcase.what << " " << runtime::isa_name(isa);
+    }
+  }
+}
+
+TEST(Runtime, PrefillPlusStepDecodeEqualsTheFullForward) {
+  std::vector<HybridCase> cases = hybrid_cases();
+  cases.push_back({"llama_gqa", {{-1, -1}}, false, false, false, "teacher"});
+  for (const auto& hcase : cases) {
+    TempDir dir;
+    std::string model_dir = fixture_model(hcase.fixture);
+    if (hcase.kept.empty() || hcase.kept[0].first >= 0) {
+      HybridConfig hc;
+      make_hybrid(hcase, dir.path(), &hc);
+      model_dir = dir.path();
+    }
+    auto m = runtime::Model::load(model_dir);
+    const int64_t V = m->config().n_vocab, T = 14;
+    std::vector<int64_t> ids = test_ids(V, T);
+    std::vector<float> full = runtime_logits(m, ids);
+    runtime::SessionOptions o;
+    o.n_ctx = T;
+    o.prefill_chunk = 3;  // the 5- and 4-token prefills run in chunks, continuing the caches
+    runtime::Session s(m, o);
+    std::vector<float> pieces(T * V);
+    s.forward(ids.data(), 5, pieces.data());
+    s.forward(ids.data() + 5, 4, pieces.data() + 5 * V);
+    for (int64_t t = 9; t < T; ++t) {
+      const float* l = s.step(ids[t]);
+      std::copy(l, l + V, pieces.begin() + t * V);
+    }
+    EXPECT_EQ(s.length(), T);
+    EXPECT_LT(max_abs_diff(pieces, full), 1e-5) << hcase.what;
+    // reset() starts a new sequence: the same logits again.
+    s.reset();
+    std::vector<float> again(T * V);
+    s.forward(ids.data(), T, again.data());
+    EXPECT_LT(max_abs_diff(again, full), 1e-5) << hcase.what;
+  }
+}
+
+TEST(Runtime, GreedyTokensAreTheLibtorchTokens) {
+  std::vector<HybridCase> cases = {hybrid_cases()[2], hybrid_cases()[0]};
+  for (const auto& hcase : cases) {
+    TempDir dir;
+    HybridConfig hc;
+    CausalLM hybrid = make_hybrid(hcase, dir.path(), &hc);
+    CausalLM teacher = io::load_causal_lm(fixture_model(hcase.fixture));
+    for (auto* pair : {&hybrid, &teacher}) {
+      std::string model_dir = pair == &hybrid ? dir.path() : fixture_model(hcase.fixture);
+      std::vector<int64_t> prompt = {1, 5, 9, 2};
+      GenerateOptions to;
+      to.max_new_tokens = 20;
+      to.stop_at_eos = false;
+      std::vector<int64_t> expected = generate_greedy(*pair, prompt, to).tokens;
+      auto m = runtime::Model::load(model_dir);
+      runtime::SessionOptions so;
+      so.n_ctx = 24;
+      runtime::Session s(m, so);
+      runtime::GenerateOptions ro;
+      ro.max_new_tokens = 20;
+      ro.stop_at_eos = false;
+      runtime::GenerateResult r = runtime::generate(s, prompt, ro);
+      EXPECT_EQ(r.tokens, expected) << hcase.what << " " << model_dir;
+      EXPECT_EQ(r.stop_reason, "length");
+    }
+  }
+}
+
+TEST(Runtime, CacheBytesAreExactAndOnlyForKeptGroups) {
+  // Hybrid: kept KV groups x positions + the SSM and conv states, as DESIGN section 7 and the
+  // libtorch cache count them.
+  HybridCase hcase = hybrid_cases()[2];  // layer 0 keeps groups {0, 1}, layer 1 group {1}; conv
+  TempDir dir;
+  HybridConfig hc;
+  CausalLM hybrid = make_hybrid(hcase, dir.path(), &hc);
+  auto m = runtime::Model::load(dir.path());
+  runtime::SessionOptions so;
+  so.n_ctx = 32;
+  runtime::Session s(m, so);
+  std::vector<int64_t> ids = test_ids(hc.base.n_vocab, 11);
+  s.forward(ids.data(), 11);
+  const int64_t expected = 11 * hc.kv_bytes_per_token(4) + hc.ssm_state_bytes();
+  EXPECT_EQ(s.cache_bytes().used(), expected);
+  EXPECT_EQ(m->cache_bytes(11), expected);
+  EXPECT_EQ(s.cache_bytes().kv_allocated, 32 * hc.kv_bytes_per_token(4));
+  EXPECT_EQ(s.cache_bytes().kv_allocated, (2 + 1) * 2 * 8 * 32 * 4);
+  at::NoGradGuard g;
+  DecodeCache tc = hybrid->new_cache();
+  hybrid->forward(at::tensor(ids, at::kLong).unsqueeze(0), &tc);
+  EXPECT_EQ(s.cache_bytes().used(), tc.bytes());
+
+  // Pure SSM: no KV at all, a fixed state.
+  TempDir dir2;
+  HybridConfig hc2;
+  make_hybrid(hybrid_cases()[1], dir2.path(), &hc2);
+  auto m2 = runtime::Model::load(dir2.path());
+  runtime::Session s2(m2, so);
+  EXPECT_EQ(s2.cache_bytes().kv_allocated, 0);
+  s2.forward(ids.data(), 11);
+  EXPECT_EQ(s2.cache_bytes().used(), hc2.ssm_state_bytes());
+  EXPECT_GT(hc2.ssm_state_bytes(), 0);
+
+  // Sliding window 5: the KV ring holds 5 positions, however long the sequence.
+  auto mw = runtime::Model::load(fixture_model("mistral_headdim"));
+  runtime::Session sw(mw, so);
+  sw.forward(ids.data(), 11);
+  const int64_t per_token = mw->config().kv_cache_bytes_per_token(4);
+  EXPECT_EQ(sw.cache_bytes().kv_allocated, 5 * per_token);
+  EXPECT_EQ(sw.cache_bytes().used(), 5 * per_token);
+}
+
+// ---- sampling ----
+
+TEST(RuntimeSampler, GreedyTopKTopPSeedAndRepetitionPenalty) {
+  std::vector<float> logits = {1.0f, 3.0f, 2.9f, -1.0f};
+  auto pick = [&](runtime::SamplingOptions o, const std::vector<int64_t>& history = {}) {
+    std::vector<float> l = logits;
+    return runtime::Sampler(o, 4).sample(l.data(), history);
+  };
+  runtime::SamplingOptions greedy;
+  EXPECT_EQ(pick(greedy), 1);
+  runtime::SamplingOptions pen;
+  pen.repetition_penalty = 1.5f;  // 3.0 / 1.5 = 2.0 < 2.9
+  EXPECT_EQ(pick(pen, {1, 1}), 2);
+  EXPECT_EQ(pick(pen, {3}), 1);  // a penalty on another token changes nothing
+  runtime::SamplingOptions k1;
+  k1.temperature = 5.0f;
+  k1.top_k = 1;
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    k1.seed = seed;
+    EXPECT_EQ(pick(k1), 1);
+  }
+  runtime::SamplingOptions p;
+  p.temperature = 1.0f;
+  p.top_p = 0.3f;  // the top token alone has p ~ 0.5 >= 0.3
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    p.seed = seed;
+    EXPECT_EQ(pick(p), 1);
+  }
+  // Temperature 1: frequencies follow the softmax; a fixed seed repeats the draws exactly.
+  runtime::SamplingOptions t;
+  t.temperature = 1.0f;
+  t.seed = 42;
+  runtime::Sampler a(t, 4), b(t, 4);
+  std::vector<int> counts(4, 0);
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) {
+    std::vector<float> l1 = logits, l2 = logits;
+    int64_t x = a.sample(l1.data(), {});
+    ASSERT_EQ(x, b.sample(l2.data(), {}));
+    ++counts[x];
+  }
+  double z = 0;
+  for (float l : logits) z += std::exp(l);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(counts[i] / double(n), std::exp(logits[i]) / z, 0.015) << i;
+  runtime::SamplingOptions bad;
+  bad.top_p = 0.0f;
+  EXPECT_RAD_ERROR(runtime::Sampler(bad, 4), "top-p");
+  bad = {};
+  bad.temperature = -1;
+  EXPECT_RAD_ERROR(runtime::Sampler(bad, 4), "temperature");
+}
+
+TEST(RuntimeSampler, StopStringsAndEosEndGeneration) {
+  auto m = runtime::Model::load(fixture_model("llama_gqa"));
+  runtime::SessionOptions so;
+  so.n_ctx = 40;
+  std::vector<int64_t> prompt = {1, 5, 9};
+  runtime::Session s(m, so);
+  runtime::GenerateOptions o;
+  o.max_new_tokens = 12;
+  o.stop_at_eos = false;
+  std::vector<int64_t> all = runtime::generate(s, prompt, o).tokens;
+  ASSERT_EQ(all.size(), 12u);
+  // Text = the ids joined by spaces; stopping at the text of the 4th token ends after it.
+  auto decode = [](const std::vector<int64_t>& t) {
+    std::string s;
+    for (int64_t id : t) s += "<" + std::to_string(id) + ">";
+    return s;
+  };
+  s.reset();
+  o.decode = decode;
+  o.stop_strings = {"<" + std::to_string(all[3]) + ">"};
+  runtime::GenerateResult r = runtime::generate(s, prompt, o);
+  EXPECT_EQ(r.stop_reason, "stop_string");
+  size_t first = std::find(all.begin(), all.end(), all[3]) - all.begin();
+  EXPECT_EQ(r.tokens, std::vector<int64_t>(all.begin(), all.begin() + first + 1));
+  // EOS: declare the 3rd generated token the end of sequence.
+  s.reset();
+  o.stop_strings.clear();
+  o.stop_at_eos = true;
+  o.eos_token_ids = {all[2]};
+  r = runtime::generate(s, prompt, o);
+  EXPECT_EQ(r.stop_reason, "eos");
+  EXPECT_EQ(r.tokens.back(), all[2]);
+  EXPECT_LE(r.tokens.size(), 3u);
+}
+
+// ---- bad input ----
+
+void copy_dir(const std::string& from, const std::string& to) {
+  fs::create_directories(to);
+  for (const auto& e : fs::directory_iterator(from)) fs::copy_file(e.path(), fs::path(to) / e.path().filename());
+}
+
+TEST(Runtime, BadInputGivesClearErrors) {
+  TempDir dir;
+  // Truncated checkpoint.
+  std::string trunc = dir.file("trunc");
+  copy_dir(fixture_model("llama_gqa"), trunc);
+  fs::resize_file(trunc + "/model.safetensors", fs::file_size(trunc + "/model.safetensors") - 100);
+  EXPECT_RAD_ERROR(runtime::Model::load(trunc), "truncated");
+  fs::resize_file(trunc + "/model.safetensors", 5);
+  EXPECT_RAD_ERROR(runtime::Model::load(trunc), "too small");
+
+  // Unsupported dtype: one weight stored as F64.
+  std::string f64 = dir.file("f64");
+  copy_dir(fixture_model("llama_gqa"), f64);
+  {
+    auto tensors = io::read_model_tensors(fixture_model("llama_gqa"));
+    std::vector<std::pair<std::string, at::Tensor>> list;
+    for (auto& [name, t] : tensors)
+      list.emplace_back(name, name == "model.layers.1.mlp.up_proj.weight" ? t.to(at::kDouble) : t.clone());
+    io::save_safetensors(f64 + "/model.safetensors", list);
+  }
+  EXPECT_RAD_ERROR(runtime::Model::load(f64), "\"model.layers.1.mlp.up_proj.weight\" has dtype F64");
+
+  // A tensor missing, and one the config does not explain.
+  std::string odd = dir.file("odd");
+  copy_dir(fixture_model("llama_gqa"), odd);
+  {
+    auto tensors = io::read_model_tensors(fixture_model("llama_gqa"));
+    std::vector<std::pair<std::string, at::Tensor>> list;
+    for (auto& [name, t] : tensors)
+      if (name != "model.layers.0.self_attn.k_proj.weight") list.emplace_back(name, t.clone());
+    io::save_safetensors(odd + "/model.safetensors", list);
+    EXPECT_RAD_ERROR(runtime::Model::load(odd), "\"model.layers.0.self_attn.k_proj.weight\" is missing");
+    list.emplace_back("model.layers.0.self_attn.k_proj.weight", tensors["model.layers.0.self_attn.k_proj.weight"].clone());
+    list.emplace_back("model.layers.0.extra.weight", at::zeros({2}));
+    io::save_safetensors(odd + "/model.safetensors", list);
+    EXPECT_RAD_ERROR(runtime::Model::load(odd), "model.layers.0.extra.weight");
+  }
+  // A hybrid whose plan does not match its tensors names the tensor and its shape.
+  {
+    HybridConfig hc;
+    make_hybrid(hybrid_cases()[2], dir.file("hyb"), &hc);
+    nlohmann::json j = nlohmann::json::parse(std::ifstream(dir.file("hyb/config.json")));
+    j["head_plan"] = {{"kept_heads", {{0, 0}, {0, 1}, {1, 2}}}};
+    std::ofstream(dir.file("hyb/config.json")) << j.dump();
+    EXPECT_RAD_ERROR(runtime::Model::load(dir.file("hyb")), "has shape");
+  }
+  // Unsupported architecture.
+  std::string arch = dir.file("arch");
+  copy_dir(fixture_model("llama_gqa"), arch);
+  {
+    nlohmann::json j = nlohmann::json::parse(std::ifstream(arch + "/config.json"));
+    j["architectures"] = {"GPT2LMHeadModel"};
+    j["model_type"] = "gpt2";
+    std::ofstream(arch + "/config.json") << j.dump();
+  }
+  EXPECT_RAD_ERROR(runtime::Model::load(arch), "GPT2");
+  EXPECT_RAD_ERROR(runtime::Model::load(dir.file("nothing")), "not a directory");
+
+  // Prompt longer than the context, and token ids outside the vocabulary.
+  auto m = runtime::Model::load(fixture_model("llama_gqa"));
+  runtime::SessionOptions so;
+  so.n_ctx = 8;
+  runtime::Session s(m, so);
+  std::vector<int64_t> ids = test_ids(m->config().n_vocab, 9);
+  EXPECT_RAD_ERROR(s.forward(ids.data(), 9), "exceed the context of 8 tokens");
+  s.forward(ids.data(), 8);
+  EXPECT_RAD_ERROR(s.step(1), "8 cached ones exceed the context");
+  s.reset();
+  int64_t bad = m->config().n_vocab;
+  EXPECT_RAD_ERROR(s.step(bad), "outside the vocabulary");
+  EXPECT_EQ(s.length(), 0);
+}
+
+// ---- CLI ----
+
+TEST(RuntimeCli, GenerateEnginesAgreeAndBenchReports) {
+  TempDir dir;
+  HybridConfig hc;
+  make_hybrid(hybrid_cases()[2], dir.file("hyb"), &hc);
+  for (const std::string& model : {dir.file("hyb"), fixture_model("llama_gqa")}) {
+    CliResult a = run_cli("generate " + model + " --token-ids 1,5,9 --max-new-tokens 8 --ignore-eos --stats");
+    CliResult b = run_cli("generate " + model + " --token-ids 1,5,9 --max-new-tokens 8 --ignore-eos --engine torch");
+    ASSERT_EQ(a.exit_code, 0) << a.err;
+    ASSERT_EQ(b.exit_code, 0) << b.err;
+    EXPECT_EQ(nlohmann::json::parse(a.out), nlohmann::json::parse(b.out)) << model;
+    EXPECT_EQ(nlohmann::json::parse(a.out).size(), 8u);
+    EXPECT_NE(a.err.find("engine=runtime"), std::string::npos) << a.err;
+  }
+  // Sampling with a seed is reproducible.
+  std::string args = "generate " + fixture_model("llama_gqa") + " --token-ids 1,5,9 --max-new-tokens 8 --ignore-eos "
+                     "--temperature 0.9 --top-k 20 --top-p 0.95 --repeat-penalty 1.1 --seed 7";
+  CliResult s1 = run_cli(args), s2 = run_cli(args);
+  ASSERT_EQ(s1.exit_code, 0) << s1.err;
+  EXPECT_EQ(s1.out, s2.out);
+  // A prompt longer than the context is an error, not a crash.
+  CliResult c = run_cli("generate " + fixture_model("llama_gqa") + " --token-ids 1,2,3,4,5 --ctx 4");
+  EXPECT_EQ(c.exit_code, 1);
+  EXPECT_NE(c.err.find("the prompt has 5 tokens but the context is 4"), std::string::npos) << c.err;
+
+  CliResult r = run_cli("bench " + dir.file("hyb") + " --prompt 4,16 --gen 4 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[1]["n_prompt"], 16);
+  EXPECT_GT(j[1]["tg_tokens_per_s"].get<double>(), 0);
+  EXPECT_GT(j[1]["pp_tokens_per_s"].get<double>(), 0);
+  EXPECT_EQ(j[1]["cache_bytes_used"], (16 + 4) * hc.kv_bytes_per_token(4) + hc.ssm_state_bytes());
+  EXPECT_GT(j[1]["peak_rss_bytes"].get<int64_t>(), 0);
+  r = run_cli("bench " + dir.file("hyb") + " --prompt 4 --gen 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("| tg2 @ 4 |"), std::string::npos) << r.out;
+}
+
+TEST(RuntimeCli, ChatKeepsTheCacheBetweenTurnsAndResets) {
+  const std::string model = source_dir() + "/models/default-teacher";
+  TempDir dir;
+  std::ofstream(dir.file("in.txt")) << "In the beginning\n/reset\nIn the beginning\nAnd God said\n";
+  CliResult r = run_cli("chat " + model + " --max-new-tokens 6 --stats < " + dir.file("in.txt"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // One stats line per turn: the session length after /reset equals the first turn's, and the
+  // third turn continues the second (its length adds up instead of starting over).
+  std::vector<int64_t> lengths;
+  for (size_t at = 0; (at = r.err.find("length=", at)) != std::string::npos; at += 7)
+    lengths.push_back(std::stoll(r.err.substr(at + 7)));
+  ASSERT_EQ(lengths.size(), 3u) << r.err;
+  EXPECT_EQ(lengths[0], lengths[1]);
+  EXPECT_GT(lengths[2], lengths[1] + 3);
+  EXPECT_FALSE(r.out.empty());
+}
+
+}  // namespace
+}  // namespace rad::test
