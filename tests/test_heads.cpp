@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "rad/heads/ablation.h"
+#include "rad/heads/baselines.h"
 #include "rad/heads/head_plan.h"
 #include "rad/heads/model_hash.h"
 #include "rad/io/checkpoint.h"
@@ -103,6 +104,41 @@ TEST(Heads, SelectorsPickTheTopOfTheRanking) {
   EXPECT_EQ(select_heads(ranked, threshold), (HeadSet{{1, 4}, {1, 3}, {1, 2}}));
   HeadSelector none;
   EXPECT_RAD_ERROR(select_heads(ranked, none), "exactly one of --budget, --fraction or --threshold");
+}
+
+TEST(Baselines, RandomHeadsAreSeededDistinctAndInRange) {
+  ModelConfig c;
+  c.n_layer = 6;
+  c.n_head = 8;
+  c.n_head_kv = 4;
+  HeadPlan a = random_heads_plan(c, 5, 1), b = random_heads_plan(c, 5, 1), d = random_heads_plan(c, 5, 2);
+  EXPECT_EQ(a.kept_heads, b.kept_heads);
+  EXPECT_NE(a.kept_heads, d.kept_heads);
+  ASSERT_EQ(a.size(), 5);
+  EXPECT_EQ(HeadSet(a.kept_heads.begin(), a.kept_heads.end()).size(), 5u);
+  for (const auto& [l, h] : a.kept_heads) {
+    EXPECT_TRUE(l >= 0 && l < 6 && h >= 0 && h < 8);
+  }
+  EXPECT_RAD_ERROR(random_heads_plan(c, 49, 0), "k must be in [0, 48]");
+}
+
+TEST(Baselines, LayerwisePlansKeepWholeEvenlySpacedLayers) {
+  ModelConfig c;
+  c.n_layer = 6;
+  c.n_head = 4;
+  c.n_head_kv = 2;
+  // 25% of 6 layers = 1.5 -> 2 layers (1/3 kept is as close as 1/6 to 1/4; llround rounds half up),
+  // the centres of two blocks of 3: layers 1 and 4.
+  HeadPlan q = layerwise_plan(c, 0.25);
+  EXPECT_EQ(q.selector["layers"], nlohmann::json({1, 4}));
+  EXPECT_EQ(q.size(), 2 * 4);
+  // 50%: 3 layers, centres of blocks of 2: 1, 3, 5.
+  HeadPlan h = layerwise_plan(c, 0.5);
+  EXPECT_EQ(h.selector["layers"], nlohmann::json({1, 3, 5}));
+  EXPECT_DOUBLE_EQ(h.selector["kept_fraction"].get<double>(), 0.5);
+  for (int64_t l : {1, 3, 5}) EXPECT_EQ(h.heads_in_layer(l), (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_TRUE(h.heads_in_layer(0).empty());
+  EXPECT_RAD_ERROR(layerwise_plan(c, 0.0), "fraction must be in (0, 1]");
 }
 
 TEST(HeadPlan, RoundTripsAndListsKvGroups) {

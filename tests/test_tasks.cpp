@@ -1,6 +1,7 @@
 // Retrieval task generators and the scorer.
 #include <ATen/ATen.h>
 
+#include <fstream>
 #include <set>
 
 #include "rad/io/checkpoint.h"
@@ -23,6 +24,60 @@ TEST(Tasks, KeyPoolsAreDisjointAndDistinct) {
   for (const auto& k : eval) EXPECT_EQ(all.count(k), 0u) << k;
   all.insert(eval.begin(), eval.end());
   EXPECT_EQ(all.size(), 1000u);
+}
+
+// Head selection draws from "select", the causal check and evaluation from "test": disjoint halves
+// of the held-out keys, so no key that chose the heads reports how well they work.
+TEST(Tasks, SelectionAndTestKeysAreDisjointHalvesOfTheHeldOutKeys) {
+  const auto& eval = tasks::key_pool(KeySplit::kEval);
+  const auto& select = tasks::key_pool(KeySplit::kSelect);
+  const auto& test = tasks::key_pool(KeySplit::kTest);
+  EXPECT_EQ(select.size(), 100u);
+  EXPECT_EQ(test.size(), 100u);
+  std::set<std::string> eval_set(eval.begin(), eval.end()), select_set(select.begin(), select.end());
+  for (const auto& k : select) EXPECT_EQ(eval_set.count(k), 1u) << k;
+  for (const auto& k : test) {
+    EXPECT_EQ(eval_set.count(k), 1u) << k;
+    EXPECT_EQ(select_set.count(k), 0u) << k;
+  }
+  // The probes built on them share no key: every dictionary line of a test example uses test keys.
+  TaskOptions so, to;
+  so.pairs = to.pairs = 50;
+  so.split = KeySplit::kSelect;
+  to.split = KeySplit::kTest;
+  std::set<std::string> used_select;
+  for (const auto& ex : tasks::make_examples("kv", so, 20, 0)) {
+    const std::string& t = ex.segments[0].text;
+    for (size_t p = t.find('\n'); p != std::string::npos; p = t.find('\n', p + 1)) {
+      size_t colon = t.find(':', p + 1), next = t.find('\n', p + 1);
+      if (colon != std::string::npos && colon < next) used_select.insert(t.substr(p + 1, colon - p - 1));
+    }
+  }
+  EXPECT_FALSE(used_select.empty());
+  for (const auto& ex : tasks::make_examples("kv", to, 20, 0))
+    for (const auto& k : used_select) EXPECT_EQ(ex.segments[0].text.find("\n" + k + ":"), std::string::npos) << k;
+  EXPECT_EQ(tasks::parse_key_split("test"), KeySplit::kTest);
+  EXPECT_RAD_ERROR(tasks::parse_key_split("heldout"), "expected train, eval, select or test");
+}
+
+TEST(Tasks, KeyFileReplacesThePoolAndIsValidated) {
+  TempDir dir;
+  {
+    std::ofstream(dir.file("keys.txt")) << "alpha\n beta \n\ngamma\n";
+  }
+  TaskOptions o;
+  o.custom_keys = tasks::load_key_file(dir.file("keys.txt"));
+  EXPECT_EQ(o.custom_keys, (std::vector<std::string>{"alpha", "beta", "gamma"}));
+  o.pairs = 3;
+  const std::string t = tasks::make_examples("kv", o, 1, 0)[0].segments[0].text;
+  for (const char* k : {"alpha", "beta", "gamma"}) EXPECT_NE(t.find(std::string("\n") + k + ":"), std::string::npos) << k;
+  o.pairs = 4;
+  EXPECT_RAD_ERROR(tasks::make_examples("kv", o, 1, 0), "4 pairs but only 3 distinct keys");
+  {
+    std::ofstream(dir.file("dup.txt")) << "alpha\nalpha\n";
+  }
+  EXPECT_RAD_ERROR(tasks::load_key_file(dir.file("dup.txt")), "line 2: \"alpha\" is listed twice");
+  EXPECT_RAD_ERROR(tasks::load_key_file(dir.file("missing.txt")), "cannot open it");
 }
 
 TEST(Tasks, KvProbeHasThePaperFormat) {

@@ -12,12 +12,16 @@ void register_eval(CLI::App& app) {
   static std::vector<std::string> dirs;
   static std::string out, reference;
   static EvalOptions o;
+  static std::string split = "test";
   cmd->add_option("MODEL_DIRS", dirs, "Model directories (teacher and/or hybrids); the first is the coverage reference")->required();
   cmd->add_option("--out", out, "Output directory for eval.json")->required();
   cmd->add_option("--reference", reference, "Model directory to compute coverage against (default: the first)");
   cmd->add_option("--kv-pairs", o.kv_pairs, "KV probe sizes, comma-separated (skipped where the context is too short)")->delimiter(',')->capture_default_str();
   cmd->add_option("--examples", o.examples, "Examples per retrieval task")->capture_default_str();
   cmd->add_option("--seed", o.seed, "Task seed")->capture_default_str();
+  cmd->add_option("--split", split,
+                  "Key pool of the retrieval tasks: test (default; disjoint from the keys `heads` selects on), "
+                  "select, eval (both halves) or train")->capture_default_str();
   cmd->add_option("--mqar-pairs", o.mqar_pairs, "MQAR dictionary size")->capture_default_str();
   cmd->add_option("--mqar-queries", o.mqar_queries, "MQAR queries per dictionary")->capture_default_str();
   cmd->add_option("--needle-words", o.needle_words, "Needle-in-a-haystack filler lengths in words, comma-separated")->delimiter(',')->capture_default_str();
@@ -29,6 +33,7 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--batch", o.batch, "Examples per forward pass")->capture_default_str();
   cmd->add_option("--kv-dtype-bytes", o.kv_dtype_bytes, "Bytes per KV element in the analytic cache figures")->capture_default_str();
   cmd->callback([] {
+    o.key_split = tasks::parse_key_split(split);
     ensure_directory(out);
     nlohmann::json result = evaluate_models(dirs, o, reference);
     std::string path = (std::filesystem::path(out) / "eval.json").string();

@@ -9,7 +9,7 @@ namespace rad::cli {
 
 void register_eval_tasks(CLI::App& app) {
   auto* cmd = app.add_subcommand("eval-tasks", "Score a model on a synthetic retrieval task; prints JSON");
-  static std::string dir, task = "kv", dtype = "float32", split = "eval";
+  static std::string dir, task = "kv", dtype = "float32", split = "eval", key_file;
   static tasks::TaskOptions o;
   static int64_t examples = 500, batch = 16;
   static uint64_t seed = 0;
@@ -22,12 +22,15 @@ void register_eval_tasks(CLI::App& app) {
   cmd->add_option("--span-words", o.span_words, "Words to copy (copy)")->capture_default_str();
   cmd->add_option("--examples", examples, "Number of examples")->capture_default_str();
   cmd->add_option("--seed", seed, "Generator seed")->capture_default_str();
-  cmd->add_option("--split", split, "Key pool: eval (held out from training) or train")->capture_default_str();
+  cmd->add_option("--split", split,
+                  "Key pool: eval (held out from training; its halves: select, test) or train")->capture_default_str();
+  cmd->add_option("--key-file", key_file,
+                  "Draw keys from this file instead (one word per line, e.g. other single-token corpus words)");
   cmd->add_option("--batch", batch, "Examples per forward pass")->capture_default_str();
   cmd->add_option("--dtype", dtype, "float32 or bfloat16")->capture_default_str();
   cmd->callback([] {
-    RAD_CHECK(split == "eval" || split == "train", "--split must be eval or train, got \"{}\"", split);
-    o.split = split == "eval" ? tasks::KeySplit::kEval : tasks::KeySplit::kTrain;
+    o.split = tasks::parse_key_split(split);
+    if (!key_file.empty()) o.custom_keys = tasks::load_key_file(key_file);
     TextCodec codec = load_text_codec(dir);
     CausalLM model = io::load_causal_lm(dir, io::parse_dtype(dtype));
     std::vector<tasks::EncodedExample> encoded;
@@ -37,7 +40,7 @@ void register_eval_tasks(CLI::App& app) {
     nlohmann::json out = {{"model", dir},       {"task", task},          {"examples", examples},
                           {"answers", a.total}, {"correct", a.correct},  {"accuracy", a.value()},
                           {"ci95", {a.low(), a.high()}},                 {"seed", seed},
-                          {"max_tokens", tasks::max_length(encoded)},    {"split", split}};
+                          {"max_tokens", tasks::max_length(encoded)},    {"split", key_file.empty() ? split : "file:" + key_file}};
     if (task == "kv" || task == "mqar" || task == "phonebook") out["pairs"] = o.pairs;
     if (task == "mqar") out["queries"] = o.queries;
     if (task == "needle") {

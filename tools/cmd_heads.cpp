@@ -23,9 +23,11 @@ void register_heads(CLI::App& app) {
   cmd->add_option("--ablation", o.ablation, "zero or mean")->capture_default_str();
   cmd->add_option("--batch", o.batch, "Examples per forward pass")->capture_default_str();
   cmd->add_option("--random-draws", o.random_draws, "Random head sets per k in the causal check")->capture_default_str();
+  cmd->add_option("--causal-examples", o.causal_examples,
+                  "Examples of the causal check (other keys and examples than the selection probe)")->capture_default_str();
   auto* b = cmd->add_option("--budget", o.selector.budget, "Keep the top K heads");
   auto* f = cmd->add_option("--fraction", o.selector.fraction, "Keep the top fraction F of heads");
-  auto* t = cmd->add_option("--threshold", threshold, "Keep heads whose score is >= T");
+  auto* t = cmd->add_option("--threshold", threshold, "Keep heads whose score (answer log-prob drop, nats) is >= T");
   b->excludes(f)->excludes(t);
   f->excludes(t);
   cmd->add_option("--dtype", dtype, "float32 or bfloat16")->capture_default_str();

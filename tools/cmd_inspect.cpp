@@ -65,7 +65,8 @@ void inspect_hybrid(const std::string& dir, bool as_json) {
   fmt::print("  dtype                : {}\n", c.torch_dtype);
   fmt::print("  KV cache per token   : {} bytes (kept KV groups; teacher: {})\n", h.config.kv_bytes_per_token(dtype_bytes),
              c.kv_cache_bytes_per_token(dtype_bytes));
-  fmt::print("  SSM state (fixed)    : {} bytes per sequence (float32)\n", h.config.ssm_state_bytes());
+  fmt::print("  SSM state (fixed)    : {} bytes per sequence (float32; {} in bf16)\n", h.config.ssm_state_bytes(4),
+             h.config.ssm_state_bytes(2));
 }
 
 }  // namespace

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "rad/tasks/words.h"
+
 namespace rad {
 
 struct EvalOptions {
@@ -28,7 +30,16 @@ struct EvalOptions {
   int64_t kv_dtype_bytes = 2;  // analytic cache: KV bytes per element as deployed (bf16)
   std::vector<int64_t> lengths = {128, 2048, 4096, 32768};
   int64_t max_measured_length = 4096;  // measured cache bytes up to this length
+  // Keys of the retrieval tasks: the "test" half of the held-out keys by default, disjoint from the
+  // "select" half that `radistill heads` chooses heads on.
+  tasks::KeySplit key_split = tasks::KeySplit::kTest;
 };
+
+// Coverage ignores tasks where the reference scores below this (see evaluate_models).
+constexpr double kMinReferenceAccuracy = 0.2;
+
+// Accuracy of guessing for a retrieval task of the suite, by its name ("kv_50": 1/50).
+double retrieval_chance(const std::string& task);
 
 // Evaluates every model directory; the first (or `reference`, when one of them) is the reference
 // for coverage. Returns the eval.json document.

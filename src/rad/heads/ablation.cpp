@@ -49,18 +49,28 @@ ProbeBatch make_probe_batch(const std::vector<tasks::EncodedExample>& ex, size_t
   return b;
 }
 
-// Number of answers whose every token is predicted right, from the final hidden states.
-int64_t count_correct(CausalLM& model, const at::Tensor& hidden, const ProbeBatch& b) {
-  at::Tensor pred = model->final_logits(hidden.index({b.rows, b.cols})).argmax(-1);
-  at::Tensor hit = (pred == b.targets).contiguous();
+struct BatchScore {
+  int64_t correct = 0;   // answers whose every token is the argmax
+  double logprob = 0;    // sum over answers of the answer's log-probability (sum over its tokens)
+};
+
+// Scores a batch from the final hidden states.
+BatchScore score_batch(CausalLM& model, const at::Tensor& hidden, const ProbeBatch& b) {
+  at::Tensor logits = model->final_logits(hidden.index({b.rows, b.cols})).to(at::kFloat);  // [N, V]
+  at::Tensor hit = (logits.argmax(-1) == b.targets).contiguous();
+  at::Tensor lp = logits.log_softmax(-1).gather(1, b.targets.unsqueeze(1)).squeeze(1).to(at::kDouble).contiguous();
   const bool* h = hit.data_ptr<bool>();
-  int64_t n = 0;
+  const double* l = lp.data_ptr<double>();
+  BatchScore s;
   for (const auto& slice : b.answer_slices) {
     bool ok = true;
-    for (int64_t k : slice) ok = ok && h[k];
-    n += ok ? 1 : 0;
+    for (int64_t k : slice) {
+      ok = ok && h[k];
+      s.logprob += l[k];
+    }
+    s.correct += ok ? 1 : 0;
   }
-  return n;
+  return s;
 }
 
 }  // namespace
@@ -118,7 +128,7 @@ double HeadAblator::accuracy(const HeadSet& heads) {
   for (size_t s = 0; s < probe_.size(); s += batch_size_) {
     ProbeBatch b = make_probe_batch(probe_, s, std::min(probe_.size(), s + batch_size_));
     at::Tensor hidden = model_->run_layers(model_->embed(b.ids), 0, L, nullptr, heads.empty() ? nullptr : &hooks);
-    correct += count_correct(model_, hidden, b);
+    correct += score_batch(model_, hidden, b).correct;
     total += static_cast<int64_t>(b.answer_slices.size());
   }
   return static_cast<double>(correct) / total;
@@ -130,7 +140,9 @@ SweepResult HeadAblator::sweep(Progress* progress) {
   const ModelConfig& c = model_->config();
   const int64_t L = c.n_layer, H = c.n_head;
   std::vector<int64_t> correct_without(L * H, 0);
+  std::vector<double> logprob_without(L * H, 0.0);
   int64_t correct = 0, total = 0;
+  double logprob = 0;
   const int64_t n_batches = static_cast<int64_t>((probe_.size() + batch_size_ - 1) / batch_size_);
   int64_t b_index = 0;
   for (size_t s = 0; s < probe_.size(); s += batch_size_, ++b_index) {
@@ -139,13 +151,17 @@ SweepResult HeadAblator::sweep(Progress* progress) {
     ForwardHooks capture;
     capture.residual_in = &residual_in;
     at::Tensor hidden = model_->run_layers(model_->embed(b.ids), 0, L, nullptr, &capture);
-    correct += count_correct(model_, hidden, b);
+    BatchScore clean = score_batch(model_, hidden, b);
+    correct += clean.correct;
+    logprob += clean.logprob;
     total += static_cast<int64_t>(b.answer_slices.size());
     for (int64_t l = 0; l < L; ++l) {
       for (int64_t h = 0; h < H; ++h) {
         ForwardHooks hooks = hooks_for({{l, h}});
         at::Tensor out = model_->run_layers(residual_in[l], l, L, nullptr, &hooks);
-        correct_without[l * H + h] += count_correct(model_, out, b);
+        BatchScore ablated = score_batch(model_, out, b);
+        correct_without[l * H + h] += ablated.correct;
+        logprob_without[l * H + h] += ablated.logprob;
         if (progress) progress->update(b_index * L * H + l * H + h + 1);
       }
     }
@@ -154,6 +170,7 @@ SweepResult HeadAblator::sweep(Progress* progress) {
   SweepResult r;
   r.answers = total;
   r.teacher_accuracy = static_cast<double>(correct) / total;
+  r.teacher_logprob = logprob / total;
   std::vector<HeadScore> scores;
   for (int64_t l = 0; l < L; ++l)
     for (int64_t h = 0; h < H; ++h) {
@@ -162,7 +179,8 @@ SweepResult HeadAblator::sweep(Progress* progress) {
       s.head = h;
       s.kv_group = h / c.n_group();
       s.accuracy_without = static_cast<double>(correct_without[l * H + h]) / total;
-      s.score = r.teacher_accuracy - s.accuracy_without;
+      s.accuracy_drop = r.teacher_accuracy - s.accuracy_without;
+      s.score = r.teacher_logprob - logprob_without[l * H + h] / total;
       scores.push_back(s);
     }
   r.ranked = rank_heads(std::move(scores));

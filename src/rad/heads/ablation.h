@@ -1,7 +1,10 @@
 // Retrieval-head discovery by single-head ablation on the KV probe (DESIGN section 3).
 //
-// Score of head (l, h) = probe accuracy of the model - probe accuracy with that head's output z
-// (its slice of the o_proj input) zeroed or replaced by its mean over the probe set. The residual
+// Score of head (l, h) = mean drop, over the probe's answers, of the log-probability the model gives
+// the answer (summed over its tokens) when that head's output z (its slice of the o_proj input) is
+// zeroed or replaced by its mean over the probe set. It is continuous, so heads rarely tie (an
+// accuracy drop has a resolution of 1/answers and ties by the dozen); the accuracy drop is reported
+// beside it. Remaining ties break by (layer, head) ascending. The residual
 // stream entering layer l is computed once per batch and reused for every head of layer l, so a
 // head of layer l costs (n_layer - l) / n_layer of a forward pass.
 #pragma once
@@ -27,12 +30,14 @@ struct HeadScore {
   int64_t head = 0;
   int64_t kv_group = 0;
   double accuracy_without = 0;  // probe accuracy with this head ablated
-  double score = 0;             // teacher accuracy - accuracy_without
+  double score = 0;             // the ranking key: mean answer log-probability drop (nats)
   int64_t rank = 0;             // 1 = most important
+  double accuracy_drop = 0;     // teacher accuracy - accuracy_without
 };
 
 struct SweepResult {
   double teacher_accuracy = 0;
+  double teacher_logprob = 0;     // mean answer log-probability of the unablated model
   int64_t answers = 0;
   std::vector<HeadScore> ranked;  // by score descending; ties by (layer, head) ascending
   double seconds = 0;

@@ -29,6 +29,8 @@ int64_t fitting_pairs(const ModelConfig& config, const tasks::Encoder& encode, s
   fail("even a 1-pair KV probe does not fit the model's context of {} tokens", config.max_position_embeddings);
 }
 
+uint64_t causal_probe_seed(uint64_t seed) { return seed ^ 0xca05a1c0ffeeull; }
+
 std::vector<int64_t> causal_k_values(int64_t budget, int64_t n_heads) {
   std::set<int64_t> ks = {1, 2, 3, 5, budget, 2 * budget, 3 * budget};
   std::vector<int64_t> out;
@@ -41,12 +43,19 @@ DiscoveryResult discover_heads(CausalLM& model, const tasks::Encoder& encode, st
                                const DiscoveryOptions& o, const std::string& out_dir) {
   const ModelConfig& c = model->config();
   ensure_directory(out_dir);
-  tasks::TaskOptions probe_options;
-  probe_options.pairs = o.pairs;
-  probe_options.split = tasks::KeySplit::kEval;
-  std::vector<tasks::EncodedExample> probe;
-  for (const auto& e : tasks::make_examples("kv", probe_options, o.examples, o.seed))
-    probe.push_back(tasks::encode_example(e, encode, bos));
+  // Selection and causal evidence use disjoint examples over disjoint keys: the sweep draws from the
+  // "select" half of the held-out keys, the causal check (like the students' evaluation) from the
+  // "test" half, with its own seed stream.
+  auto make_probe = [&](tasks::KeySplit split, uint64_t seed, int64_t count) {
+    tasks::TaskOptions probe_options;
+    probe_options.pairs = o.pairs;
+    probe_options.split = split;
+    std::vector<tasks::EncodedExample> out;
+    for (const auto& e : tasks::make_examples("kv", probe_options, count, seed))
+      out.push_back(tasks::encode_example(e, encode, bos));
+    return out;
+  };
+  std::vector<tasks::EncodedExample> probe = make_probe(tasks::KeySplit::kSelect, o.seed, o.examples);
   RAD_CHECK(tasks::max_length(probe) <= c.max_position_embeddings,
             "a {}-pair probe needs {} tokens but the model's context is {}; use --pairs {}", o.pairs,
             tasks::max_length(probe), c.max_position_embeddings,
@@ -67,7 +76,10 @@ DiscoveryResult discover_heads(CausalLM& model, const tasks::Encoder& encode, st
   plan.selector = o.selector.to_json();
   plan.model_hash = model_hash(model);
 
-  // Causal evidence: the top-k heads ablated together against k random heads.
+  // Causal evidence: the top-k heads ablated together against k random heads, on held-out examples.
+  const uint64_t causal_seed = causal_probe_seed(o.seed);
+  HeadAblator causal(model, make_probe(tasks::KeySplit::kTest, causal_seed, o.causal_examples), o.ablation, o.batch);
+  const double causal_clean = causal.accuracy({});
   const int64_t budget = std::max<int64_t>(1, static_cast<int64_t>(kept.size()));
   nlohmann::json top_k = nlohmann::json::array(), random_k = nlohmann::json::array();
   std::mt19937_64 rng(o.seed ^ 0x5eedull);
@@ -79,7 +91,7 @@ DiscoveryResult discover_heads(CausalLM& model, const tasks::Encoder& encode, st
     for (int64_t k : ks) {
       HeadSet top;
       for (int64_t i = 0; i < k; ++i) top.insert({sweep.ranked[i].layer, sweep.ranked[i].head});
-      double acc = ablator.accuracy(top);
+      double acc = causal.accuracy(top);
       progress.update(++done);
       top_k.push_back({{"k", k}, {"accuracy", acc}});
       top_points.emplace_back(k, acc);
@@ -90,7 +102,7 @@ DiscoveryResult discover_heads(CausalLM& model, const tasks::Encoder& encode, st
         std::shuffle(all.begin(), all.end(), rng);
         HeadSet random;
         for (int64_t i = 0; i < k; ++i) random.insert({all[i] / c.n_head, all[i] % c.n_head});
-        double a = ablator.accuracy(random);
+        double a = causal.accuracy(random);
         progress.update(++done);
         sum += a;
         lo = std::min(lo, a);
@@ -108,11 +120,16 @@ DiscoveryResult discover_heads(CausalLM& model, const tasks::Encoder& encode, st
   nlohmann::json heads = nlohmann::json::array();
   for (const auto& s : sweep.ranked)
     heads.push_back({{"layer", s.layer}, {"head", s.head}, {"kv_group", s.kv_group}, {"score", s.score},
+                     {"logprob_drop", s.score}, {"accuracy_drop", s.accuracy_drop},
                      {"accuracy_without", s.accuracy_without}, {"rank", s.rank}, {"kept", kept.count({s.layer, s.head}) > 0}});
   nlohmann::json j = {
       {"teacher_accuracy", sweep.teacher_accuracy},
+      {"teacher_answer_logprob", sweep.teacher_logprob},
+      {"score", "mean drop of the answer's log-probability (nats) when the head is ablated; ties by (layer, head)"},
       {"probe", {{"task", "kv"}, {"pairs", o.pairs}, {"examples", o.examples}, {"answers", sweep.answers},
-                 {"seed", o.seed}, {"ablation", o.ablation}, {"key_split", "eval"}}},
+                 {"seed", o.seed}, {"ablation", o.ablation}, {"key_split", "select"}}},
+      {"causal_probe", {{"task", "kv"}, {"pairs", o.pairs}, {"examples", o.causal_examples}, {"seed", causal_seed},
+                        {"key_split", "test"}, {"teacher_accuracy", causal_clean}}},
       {"model_hash", plan.model_hash},
       {"n_layer", c.n_layer},
       {"n_head", c.n_head},
@@ -129,7 +146,7 @@ DiscoveryResult discover_heads(CausalLM& model, const tasks::Encoder& encode, st
   std::vector<std::vector<double>> grid(c.n_layer, std::vector<double>(c.n_head, 0));
   for (const auto& s : sweep.ranked) grid[s.layer][s.head] = s.score;
   write_text_atomic((fs::path(out_dir) / "heads.svg").string(),
-                    svg::heat_map(grid, kept, fmt::format("Retrieval score (probe accuracy drop), {} pairs", o.pairs),
+                    svg::heat_map(grid, kept, fmt::format("Retrieval score (answer log-prob drop, nats), {} pairs", o.pairs),
                                   "layer", "query head"));
   write_text_atomic(
       (fs::path(out_dir) / "causal.svg").string(),
@@ -137,18 +154,22 @@ DiscoveryResult discover_heads(CausalLM& model, const tasks::Encoder& encode, st
                        {"k random heads (mean, min-max)", "#2c3e50", rand_points, rand_band}},
                       "Probe accuracy with k heads ablated together", "k (heads ablated)", "probe accuracy", 0, 1));
 
-  std::string md = fmt::format("# Retrieval heads\n\nProbe: KV retrieval, {} pairs, {} examples (held-out keys), seed {}, "
-                               "{} ablation. Model hash `{}`.\n\nTeacher probe accuracy: **{:.3f}**. Sweep of {} heads "
-                               "took {:.1f} s.\n\nSelected {} of {} heads ({:.1f}%) by {}.\n\n",
+  std::string md = fmt::format("# Retrieval heads\n\nSelection probe: KV retrieval, {} pairs, {} examples on the \"select\" "
+                               "half of the held-out keys, seed {}, {} ablation. Model hash `{}`.\n\nTeacher probe accuracy: "
+                               "**{:.3f}**. Sweep of {} heads took {:.1f} s.\n\nScore: the mean drop of the answer's "
+                               "log-probability (nats) when the head is ablated (continuous; ties break by layer, then "
+                               "head); the accuracy drop is shown beside it.\n\nSelected {} of {} heads ({:.1f}%) by {}.\n\n",
                                o.pairs, o.examples, o.seed, o.ablation, plan.model_hash, sweep.teacher_accuracy, n_heads,
                                sweep.seconds, kept.size(), n_heads, 100.0 * kept.size() / n_heads, plan.selector.dump());
-  md += "| rank | layer | head | KV group | score | accuracy without |\n|---|---|---|---|---|---|\n";
+  md += "| rank | layer | head | KV group | score (nats) | accuracy drop | accuracy without |\n|---|---|---|---|---|---|---|\n";
   for (size_t i = 0; i < sweep.ranked.size() && i < std::max<size_t>(10, kept.size()); ++i) {
     const auto& s = sweep.ranked[i];
-    md += fmt::format("| {} | {} | {} | {} | {:.3f} | {:.3f} |\n", s.rank, s.layer, s.head, s.kv_group, s.score,
-                      s.accuracy_without);
+    md += fmt::format("| {} | {} | {} | {} | {:.3f} | {:.3f} | {:.3f} |\n", s.rank, s.layer, s.head, s.kv_group, s.score,
+                      s.accuracy_drop, s.accuracy_without);
   }
-  md += "\nCausal check (probe accuracy with heads ablated together):\n\n| k | top-k | random k (mean [min, max]) |\n|---|---|---|\n";
+  md += fmt::format("\nCausal check on {} other examples over the \"test\" half of the held-out keys (seed {}; teacher "
+                    "accuracy there {:.3f}): probe accuracy with heads ablated together.\n\n| k | top-k | random k (mean [min, max]) |\n|---|---|---|\n",
+                    o.causal_examples, causal_seed, causal_clean);
   for (size_t i = 0; i < ks.size(); ++i)
     md += fmt::format("| {} | {:.3f} | {:.3f} [{:.3f}, {:.3f}] |\n", ks[i], top_points[i].second, rand_points[i].second,
                       rand_band[i].first, rand_band[i].second);

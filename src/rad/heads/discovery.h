@@ -18,7 +18,11 @@ struct DiscoveryOptions {
   int64_t batch = 16;
   HeadSelector selector;
   int64_t random_draws = 5;  // random head sets per k for the causal check
+  int64_t causal_examples = 128;  // examples of the causal check (disjoint from the selection probe)
 };
+
+// The seed of the causal check's probe: its own stream, so its examples are not the selection's.
+uint64_t causal_probe_seed(uint64_t seed);
 
 struct DiscoveryResult {
   SweepResult sweep;

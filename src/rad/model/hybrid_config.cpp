@@ -1,5 +1,7 @@
 #include "rad/model/hybrid_config.h"
 
+#include <algorithm>
+
 #include "rad/core/error.h"
 #include "rad/io/hf_config.h"
 
@@ -69,11 +71,20 @@ int64_t HybridConfig::kv_bytes_per_token(int64_t dtype_bytes) const {
   return groups * 2 * base.d_head * dtype_bytes;
 }
 
-int64_t HybridConfig::ssm_state_bytes() const {
+int64_t HybridConfig::ssm_state_bytes(int64_t dtype_bytes) const {
   const int64_t hs = n_ssm_heads(), P = base.d_head, N = ssm.d_state;
-  int64_t bytes = hs * P * N * 4;
-  if (ssm.conv) bytes += hs * (P + 2 * N) * (ssm.conv_width - 1) * 4;
+  int64_t bytes = hs * P * N * dtype_bytes;
+  if (ssm.conv) bytes += hs * (P + 2 * N) * (ssm.conv_width - 1) * dtype_bytes;
   return bytes;
+}
+
+int64_t resolve_d_state(const ModelConfig& teacher, int64_t requested) {
+  return requested > 0 ? requested : teacher.d_head;
+}
+
+int64_t shrunk_d_state(int64_t d_state, int64_t factor) {
+  RAD_CHECK(factor >= 1, "shrink factor must be >= 1, got {}", factor);
+  return std::max<int64_t>(1, d_state / factor);
 }
 
 }  // namespace rad

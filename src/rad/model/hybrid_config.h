@@ -42,8 +42,17 @@ struct HybridConfig {
 
   // Analytic cache sizes (DESIGN section 7) at `dtype_bytes` per KV element; SSM states are float32.
   int64_t kv_bytes_per_token(int64_t dtype_bytes) const;
-  int64_t ssm_state_bytes() const;  // per sequence, fixed (states + conv states)
+  // Per sequence, fixed (states + conv states), at `dtype_bytes` per element (the runtime holds
+  // them in float32: 4; the analytic figures count them at the deployed dtype, like the KV cache).
+  int64_t ssm_state_bytes(int64_t dtype_bytes = 4) const;
   int64_t n_ssm_heads() const { return base.n_query_heads_total() - plan.size(); }
 };
+
+// The SSM state size: `requested` when > 0, else the teacher's head dim (so the attention init
+// can copy whole Q/K rows into C/B; DESIGN section 4).
+int64_t resolve_d_state(const ModelConfig& teacher, int64_t requested);
+
+// The shrunk state size: d_state / factor, at least 1 (paper: 64 -> 8).
+int64_t shrunk_d_state(int64_t d_state, int64_t factor);
 
 }  // namespace rad

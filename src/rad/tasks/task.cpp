@@ -30,7 +30,7 @@ int64_t uniform(int64_t lo, int64_t hi, std::mt19937_64& rng) {
 TaskExample make_needle(const TaskOptions& o, std::mt19937_64& rng) {
   RAD_CHECK(o.context_words >= 10, "needle: context_words must be >= 10, got {}", o.context_words);
   RAD_CHECK(o.depth >= 0 && o.depth <= 1, "needle: depth must be in [0, 1], got {}", o.depth);
-  const auto& keys = key_pool(o.split);
+  const auto& keys = keys_for(o);
   std::string key = keys[uniform(0, keys.size() - 1, rng)];
   int64_t value = uniform(0, 99, rng);
   std::vector<std::string> words = filler_words(o.context_words, rng);
@@ -64,13 +64,18 @@ TaskExample make_phonebook(const TaskOptions& o, std::mt19937_64& rng) {
 
 TaskExample make_copy(const TaskOptions& o, std::mt19937_64& rng) {
   RAD_CHECK(o.span_words >= 1 && o.span_words <= 1000, "copy: span_words must be in [1, 1000], got {}", o.span_words);
-  const auto& keys = key_pool(o.split);
+  const auto& keys = keys_for(o);
   std::string span;
   for (int64_t i = 0; i < o.span_words; ++i) span += " " + keys[uniform(0, keys.size() - 1, rng)];
   return {{{"Copy the following text exactly.\nText:" + span + "\nCopy:", false}, {span, true}}};
 }
 
 }  // namespace
+
+const std::vector<std::string>& keys_for(const TaskOptions& o) {
+  if (!o.custom_keys.empty()) return o.custom_keys;
+  return key_pool(o.split);
+}
 
 std::string TaskExample::full_text() const {
   std::string s;
@@ -84,7 +89,7 @@ const std::vector<std::string>& task_names() {
 }
 
 TaskExample make_kv_example(const TaskOptions& o, std::mt19937_64& rng, int64_t n_queries) {
-  const auto& keys = key_pool(o.split);
+  const auto& keys = keys_for(o);
   RAD_CHECK(o.pairs >= 1 && o.pairs <= 100, "kv: pairs must be in [1, 100] (values are the integers 0-99), got {}",
             o.pairs);
   RAD_CHECK(o.pairs <= static_cast<int64_t>(keys.size()), "kv: {} pairs but only {} distinct keys", o.pairs,

@@ -33,7 +33,13 @@ struct TaskOptions {
   double depth = 0.5;             // needle: position of the needle in the filler, 0 (start) .. 1 (end)
   int64_t span_words = 8;         // copy: words to copy
   KeySplit split = KeySplit::kEval;
+  // When non-empty, keys (kv, mqar, needle, copy) come from this list instead of `split`'s pool,
+  // e.g. other single-token words of a teacher's corpus (`eval-tasks --key-file`).
+  std::vector<std::string> custom_keys;
 };
+
+// The key words `options` draws from: custom_keys when given, else the split's pool.
+const std::vector<std::string>& keys_for(const TaskOptions& options);
 
 // Names accepted by make_example: kv, mqar, needle, phonebook, copy.
 const std::vector<std::string>& task_names();

@@ -4,9 +4,17 @@
 
 namespace rad {
 
+std::string weight_decay_group(const std::string& n) {
+  if (n.find("norm") != std::string::npos || (n.size() > 5 && n.compare(n.size() - 5, 5, ".bias") == 0))
+    return "no_decay";
+  if (n.find("embed_tokens") != std::string::npos || n.rfind("lm_head", 0) == 0) return "embedding";
+  return "decay";
+}
+
 std::unique_ptr<torch::optim::AdamW> make_adamw(CausalLM& model, double weight_decay, double lr,
-                                                const std::function<bool(const std::string&)>& trainable) {
-  std::vector<at::Tensor> decay, no_decay;
+                                                const std::function<bool(const std::string&)>& trainable,
+                                                std::optional<double> embedding_weight_decay) {
+  std::vector<at::Tensor> decay, no_decay, embedding;
   for (auto& item : model->named_parameters()) {
     const std::string& n = item.key();
     if (trainable && !trainable(n)) {
@@ -14,8 +22,10 @@ std::unique_ptr<torch::optim::AdamW> make_adamw(CausalLM& model, double weight_d
       continue;
     }
     item.value().set_requires_grad(true);
-    bool skip = n.find("norm") != std::string::npos || (n.size() > 5 && n.compare(n.size() - 5, 5, ".bias") == 0);
-    (skip ? no_decay : decay).push_back(item.value());
+    const std::string group = weight_decay_group(n);
+    if (group == "no_decay") no_decay.push_back(item.value());
+    else if (group == "embedding" && embedding_weight_decay) embedding.push_back(item.value());
+    else decay.push_back(item.value());
   }
   auto opts = [&](double wd) {
     auto o = std::make_unique<torch::optim::AdamWOptions>(lr);
@@ -25,6 +35,7 @@ std::unique_ptr<torch::optim::AdamW> make_adamw(CausalLM& model, double weight_d
   std::vector<torch::optim::OptimizerParamGroup> groups;
   groups.emplace_back(decay, opts(weight_decay));
   groups.emplace_back(no_decay, opts(0.0));
+  if (embedding_weight_decay) groups.emplace_back(embedding, opts(*embedding_weight_decay));
   return std::make_unique<torch::optim::AdamW>(groups);
 }
 

@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "rad/model/causal_lm.h"
@@ -14,9 +15,15 @@ namespace rad {
 
 // AdamW (0.9, 0.95), eps 1e-8, over the model's parameters for which `trainable(name)` is true
 // (all when null); norm weights and biases get no weight decay. Parameters not selected are set to
-// requires_grad(false).
+// requires_grad(false). Param groups: [0] matrices (weight_decay), [1] norms and biases (0), and,
+// when `embedding_weight_decay` is given, [2] the token embeddings and lm_head with that decay (without
+// it they are matrices; the two-group layout keeps older optimizer checkpoints loadable).
 std::unique_ptr<torch::optim::AdamW> make_adamw(CausalLM& model, double weight_decay, double lr,
-                                                const std::function<bool(const std::string&)>& trainable = nullptr);
+                                                const std::function<bool(const std::string&)>& trainable = nullptr,
+                                                std::optional<double> embedding_weight_decay = std::nullopt);
+
+// Which decay group make_adamw puts a parameter in: "decay", "no_decay" or "embedding".
+std::string weight_decay_group(const std::string& parameter_name);
 
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
 

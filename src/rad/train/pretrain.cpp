@@ -4,6 +4,7 @@
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -16,6 +17,7 @@
 #include "rad/model/causal_lm.h"
 #include "rad/train/checkpoint.h"
 #include "rad/train/optim.h"
+#include "rad/train/recipe.h"
 
 namespace rad {
 namespace fs = std::filesystem;
@@ -53,12 +55,71 @@ EvalMetrics evaluate_lm(CausalLM& model, const PretrainData& data, int64_t probe
   return m;
 }
 
+namespace {
+
+// Token length of the longest recipe paper row at `pairs` pairs (queries capped at `queries`).
+int64_t longest_paper_row(const RecipeTokens& t, int64_t pairs, int64_t queries) {
+  const int64_t q = std::min(pairs, queries);
+  const int64_t per_query = static_cast<int64_t>(t.query_prefix.size() + 1 + t.query_suffix.size()) + 2;
+  return (t.bos ? 1 : 0) + static_cast<int64_t>(t.header.size()) + 4 * pairs + q * per_query + (q - 1);
+}
+
+nlohmann::json telemetry_record(const RecipeTelemetry& tm) {
+  nlohmann::json j;
+  for (const RecipeProbe& p : tm.probes) {
+    j[fmt::format("probe_train_{}", p.pairs)] = p.train;
+    j[fmt::format("probe_train_{}_listed", p.pairs)] = p.train_listed;
+    j[fmt::format("probe_heldout_{}", p.pairs)] = p.heldout;
+    j[fmt::format("probe_heldout_{}_listed", p.pairs)] = p.heldout_listed;
+  }
+  if (!tm.skipped.empty()) j["probe_skipped_pairs"] = tm.skipped;
+  j["cos_heldout_keys"] = tm.heldout_key_cosine;
+  j["cos_train_keys"] = tm.train_key_cosine;
+  return j;
+}
+
+}  // namespace
+
 void pretrain(const PretrainOptions& opt, const PretrainData& data) {
   opt.schedule.validate();
   opt.mix.validate();
+  RAD_CHECK(opt.advance_at >= 0 && opt.advance_at <= 1, "--advance-at must be in [0, 1] (0: off), got {}",
+            opt.advance_at);
+  RAD_CHECK(!opt.embedding_weight_decay || *opt.embedding_weight_decay >= 0,
+            "--embedding-weight-decay must be >= 0, got {}", opt.embedding_weight_decay.value_or(0));
+  for (int64_t n : opt.telemetry_pairs)
+    RAD_CHECK(n >= 1 && n <= 100, "telemetry probe sizes must be in [1, 100] (values 0-99), got {}", n);
   RAD_CHECK(opt.batch >= 1 && opt.seq >= 8, "batch must be >= 1 and seq >= 8 (got {} and {})", opt.batch, opt.seq);
   RAD_CHECK(opt.seq <= opt.model.max_position_embeddings, "seq {} exceeds max_position_embeddings {}", opt.seq,
             opt.model.max_position_embeddings);
+  // The recipe's token tables: needed for recipe rows, and used for the retrieval telemetry whenever
+  // the tokenizer allows them (keys and values as single tokens).
+  std::optional<RecipeTokens> recipe;
+  if (opt.mix.recipe()) {
+    recipe = RecipeTokens::build(data.encode, data.bos);
+  } else {
+    try {
+      recipe = RecipeTokens::build(data.encode, data.bos);
+    } catch (const Error& e) {
+      RAD_CHECK(opt.advance_at == 0, "--advance-at needs the recipe telemetry, which this tokenizer cannot give: {}",
+                e.what());
+      log_info("no recipe telemetry: {}", e.what());
+    }
+  }
+  if (opt.mix.recipe())
+    for (int64_t s = 0; s < opt.mix.stages(); ++s)
+      RAD_CHECK(opt.mix.max_pairs_at(s) <= std::min<int64_t>(100, recipe->train_keys.size()),
+                "--pair-stages / --max-pairs: recipe rows hold at most {} pairs (values are 0-99, {} training keys), "
+                "got {}", std::min<int64_t>(100, recipe->train_keys.size()), recipe->train_keys.size(),
+                opt.mix.max_pairs_at(s));
+  if (recipe) {
+    log_info("recipe keys: {} training, {} held-out (one token in probe form)", recipe->train_keys.size(),
+             recipe->heldout_keys.size());
+    const int64_t longest = longest_paper_row(*recipe, opt.mix.max_pairs_at(opt.mix.stages() - 1), opt.mix.queries);
+    if (opt.mix.recipe() && opt.mix.one_per_row && opt.mix.paper_share > 0 && longest > opt.seq + 1)
+      log_warn("a paper row at {} pairs and {} queries has {} tokens, more than --seq {} + 1: its last answers are "
+               "cut off", opt.mix.max_pairs_at(opt.mix.stages() - 1), opt.mix.queries, longest, opt.seq);
+  }
   auto existing = open_run_dir(opt.out_dir, opt.resume, "training run");
   const std::string metrics_path = (fs::path(opt.out_dir) / "metrics.jsonl").string();
 
@@ -66,14 +127,16 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
   CausalLM model(opt.model);
   init_parameters(*model, opt.init_std, opt.seed);
   model->train();
-  auto adamw = make_adamw(model, opt.weight_decay, opt.schedule.peak);
+  auto adamw = make_adamw(model, opt.weight_decay, opt.schedule.peak, nullptr, opt.embedding_weight_decay);
   torch::optim::AdamW& optimizer = *adamw;
   int64_t start_step = 0;
   double elapsed_before = 0;
+  int64_t adaptive_stage = 0;  // the stage an adaptive advance reached (0: none)
   if (existing) {
     nlohmann::json state = load_training_checkpoint(*existing, model, optimizer);
     start_step = state.at("step").get<int64_t>();
     elapsed_before = state.value("elapsed_seconds", 0.0);
+    adaptive_stage = state.value("curriculum_stage", int64_t{0});
     truncate_metrics_log(metrics_path, start_step);
     log_info("resuming from {} (step {})", *existing, start_step);
   } else if (fs::exists(metrics_path)) {
@@ -90,10 +153,17 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
   double t_since = seconds();
   auto save = [&](int64_t step) {
     save_training_checkpoint(opt.out_dir, step, model, optimizer,
-                             {{"step", step}, {"elapsed_seconds", elapsed_before + seconds()}, {"seed", opt.seed}});
+                             {{"step", step},
+                              {"elapsed_seconds", elapsed_before + seconds()},
+                              {"seed", opt.seed},
+                              {"curriculum_stage", adaptive_stage}});
   };
+  const bool staged = opt.mix.stages() > 1;
+  auto stage_at = [&](int64_t step) { return std::max(opt.mix.stage_at(step), adaptive_stage); };
   for (int64_t step = start_step; step < total; ++step) {
-    Batch b = make_batch(data.corpus.train, opt.mix, data.encode, data.bos, opt.batch, opt.seq, opt.seed, step);
+    const int64_t stage = stage_at(step);
+    Batch b = make_batch(data.corpus.train, opt.mix, data.encode, data.bos, opt.batch, opt.seq, opt.seed, step, stage,
+                         recipe ? &*recipe : nullptr);
     double lr = opt.schedule.at(step);
     set_learning_rate(optimizer, lr);
     at::Tensor loss;
@@ -125,18 +195,53 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
       double tps = tokens_since / std::max(1e-9, now - t_since);
       tokens_since = 0;
       t_since = now;
-      append_jsonl(metrics_path, {{"step", done}, {"loss", loss_value}, {"lr", lr}, {"grad_norm", grad_norm},
-                                  {"tokens_per_s", tps}, {"elapsed_s", elapsed_before + now}});
+      nlohmann::json line = {{"step", done}, {"loss", loss_value}, {"lr", lr}, {"grad_norm", grad_norm},
+                             {"tokens_per_s", tps}, {"elapsed_s", elapsed_before + now}};
+      if (staged) {
+        line["stage"] = stage;
+        line["max_pairs"] = opt.mix.max_pairs_at(stage);
+      }
+      append_jsonl(metrics_path, line);
       progress.update(done, fmt::format("loss {:.3f} | lr {:.2e} | {:.0f} tok/s", loss_ema, lr, tps));
     } else {
       progress.update(done);
     }
     if (done % opt.eval_every == 0 || done == total) {
       EvalMetrics m = evaluate_lm(model, data, opt.probe_pairs, opt.probe_examples, opt.seq, opt.ppl_windows, 1234);
-      append_jsonl(metrics_path, {{"step", done}, {"probe_accuracy", m.probe.value()}, {"probe_pairs", opt.probe_pairs},
-                                  {"heldout_perplexity", m.perplexity}});
+      nlohmann::json record = {{"step", done}, {"probe_accuracy", m.probe.value()}, {"probe_pairs", opt.probe_pairs},
+                               {"heldout_perplexity", m.perplexity}};
       log_info("step {}: KV probe ({} pairs) {:.1f}%, held-out perplexity {:.2f}", done, opt.probe_pairs,
                100 * m.probe.value(), m.perplexity);
+      if (recipe) {
+        RecipeTelemetry tm = recipe_telemetry(model, *recipe, opt.telemetry_pairs, opt.probe_examples, opt.seq, 4321);
+        record.update(telemetry_record(tm));
+        std::string summary;
+        for (const RecipeProbe& p : tm.probes)
+          summary += fmt::format(" | {} pairs: train {:.0f}% (listed {:.0f}%), held-out {:.0f}%", p.pairs,
+                                 100 * p.train, 100 * p.train_listed, 100 * p.heldout);
+        log_info("step {}: paper probe{}; held-out key cosine {:.3f}", done, summary, tm.heldout_key_cosine);
+        // Adaptive curriculum: the next stage once the current largest size is solved on training keys.
+        if (opt.advance_at > 0 && stage + 1 < opt.mix.stages()) {
+          const int64_t mp = opt.mix.max_pairs_at(stage);
+          std::optional<double> acc;
+          for (const RecipeProbe& p : tm.probes)
+            if (p.pairs == mp) acc = p.train;
+          if (!acc) {
+            RecipeTelemetry at_mp = recipe_telemetry(model, *recipe, {mp}, opt.probe_examples, opt.seq, 4321);
+            if (!at_mp.probes.empty()) acc = at_mp.probes[0].train;
+          }
+          if (acc && *acc >= opt.advance_at) {
+            adaptive_stage = stage + 1;
+            log_info("step {}: training-key accuracy {:.1f}% at {} pairs: curriculum stage {} ({} pairs)", done,
+                     100 * *acc, mp, adaptive_stage, opt.mix.max_pairs_at(adaptive_stage));
+          }
+        }
+        if (staged) {
+          record["stage"] = stage_at(done);
+          record["max_pairs"] = opt.mix.max_pairs_at(stage_at(done));
+        }
+      }
+      append_jsonl(metrics_path, record);
     }
     if (done % opt.save_every == 0 || done == total) save(done);
     if (opt.stop_after > 0 && done >= opt.stop_after && done < total) {
