@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a fresh Debian 12 machine: install, build, get the corpus, and run the whole
 # pipeline on the shipped default teacher (models/default-teacher). Outputs go to runs/main/;
-# re-running resumes. Extra arguments go to `radistill run` (e.g. --all-baselines).
-#   bash scripts/run_default.sh [--all-baselines] [...]
+# re-running resumes. Extra arguments go to `radistill run` (e.g. --quick).
+#   bash scripts/run_default.sh [--quick] [...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -202,14 +202,18 @@ TEST(CliRun, PipelineReportResumeAndSigkill) {
   CliResult r = pretrain_tiny_teacher(dir.file("corpus.txt"), dir.file("teacher"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::string args = "run --teacher " + dir.file("teacher") + " --corpus " + dir.file("corpus.txt") +
-                     " --pairs 2 --head-examples 4 --align-steps 4 --kd-steps 4 --shrink-kd-steps 2 --batch 2 --seq 32"
-                     " --eval-examples 2 --eval-kv-pairs 2 --save-every 1 --all-baselines --fp32";
+                     " --pairs 2 --head-examples 4 --align-steps 4 --kd-steps 4 --shrink-align-steps 2 --shrink-kd-steps 2 --batch 2 --seq 32"
+                     " --eval-examples 2 --eval-kv-pairs 2 --save-every 1 --fp32";
   r = run_cli(args + " --out " + dir.file("a"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto report = nlohmann::json::parse(slurp_file(dir.file("a/report.json")));
   EXPECT_EQ(report["n_heads_total"], 8);
   std::map<std::string, nlohmann::json> by_kind;
   for (const auto& m : report["models"]) by_kind[m["kind"]] = m;
+  EXPECT_EQ(by_kind.size(), 7u);
+  int random_draws = 0;
+  for (const auto& m : report["models"]) random_draws += m["kind"] == "random_heads";
+  EXPECT_EQ(random_draws, 3) << "three seeded random-head baselines by default";
   for (const char* kind : {"teacher", "hybrid", "shrunk", "pure_ssm", "random_heads", "layerwise_25", "layerwise_50"}) {
     ASSERT_TRUE(by_kind.count(kind)) << kind;
     const auto& m = by_kind[kind];

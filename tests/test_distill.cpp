@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "rad/distill/distill.h"
+#include "rad/distill/init_from_attention.h"
 #include "rad/io/checkpoint.h"
 #include "rad/io/safetensors.h"
 #include "test_util.h"
@@ -127,6 +128,55 @@ TEST(Distill, AlignmentOnlyTrainsTheSelectedParameters) {
   distill(teacher, student, o, d, [](CausalLM& m, const std::string& out) { io::save_causal_lm(m, out); });
   EXPECT_TRUE(at::equal(mlp_before, student->model->layer_list[0]->mlp->up_proj->weight));
   EXPECT_FALSE(at::equal(attn_before, student->model->layer_list[0]->self_attn->named_parameters()["q_proj.weight"]));
+}
+
+// Under HF rotate-half RoPE dim i pairs with i + d/2 at frequency theta^(-2i/d): B and C keep the
+// lowest-frequency pairs, i.e. the last dims of each half.
+TEST(Distill, AttentionInitKeepsTheLowestFrequencyRotaryDims) {
+  EXPECT_EQ(ssm_state_dims(8, 8), (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7}));
+  EXPECT_EQ(ssm_state_dims(8, 4), (std::vector<int64_t>{2, 3, 6, 7}));
+  EXPECT_EQ(ssm_state_dims(8, 3), (std::vector<int64_t>{2, 3, 7}));
+  EXPECT_EQ(ssm_state_dims(16, 2), (std::vector<int64_t>{7, 15}));
+  EXPECT_RAD_ERROR(ssm_state_dims(8, 9), "d_state 9 must be in [1, d_head = 8]");
+  // The converted B rows are exactly those K rows.
+  CausalLM teacher = io::load_causal_lm(fixture_model("llama_gqa"));
+  HybridConfig hc;
+  hc.base = teacher->config();
+  hc.ssm.d_state = 4;
+  CausalLM hybrid = convert_from_teacher(teacher, hc, SsmInit::kAttention);
+  const int64_t d = hc.base.d_head;
+  at::Tensor k = *teacher->named_parameters().find("model.layers.0.self_attn.k_proj.weight");
+  at::Tensor b = *hybrid->named_parameters().find("model.layers.0.self_attn.ssm.B_proj.weight");
+  std::vector<int64_t> dims = ssm_state_dims(d, 4);
+  for (size_t i = 0; i < dims.size(); ++i) EXPECT_TRUE(at::equal(b[i], k[dims[i]])) << i;  // head 0, group 0
+}
+
+// The stage rules on a real hybrid's parameter names: alignment trains exactly the SSM heads; KD
+// trains everything but the embeddings and the LM head (and, frozen, not the kept q/k/v).
+TEST(Distill, StageRulesTrainWhatTheMethodSays) {
+  CausalLM teacher = io::load_causal_lm(fixture_model("llama_gqa"));
+  HybridConfig hc;
+  hc.base = teacher->config();
+  hc.plan.kept_heads = {{0, 1}};
+  hc.ssm.d_state = 4;
+  CausalLM hybrid = convert_from_teacher(teacher, hc, SsmInit::kAttention);
+  int64_t ssm = 0, frozen_by_kd = 0, kept_qkv = 0;
+  for (const auto& item : hybrid->named_parameters()) {
+    const std::string& n = item.key();
+    bool is_ssm = n.find(".self_attn.ssm.") != std::string::npos;
+    bool is_embedding = n.find("embed_tokens") != std::string::npos || n.rfind("lm_head", 0) == 0;
+    bool is_kept_qkv = n.find(".self_attn.q_proj") != std::string::npos || n.find(".self_attn.k_proj") != std::string::npos ||
+                       n.find(".self_attn.v_proj") != std::string::npos;
+    ssm += is_ssm;
+    kept_qkv += is_kept_qkv;
+    EXPECT_EQ(align_trains(n), is_ssm) << n;
+    EXPECT_EQ(kd_trains(n, false), !is_embedding) << n;
+    EXPECT_EQ(kd_trains(n, true), !is_embedding && !is_kept_qkv) << n;
+    frozen_by_kd += !kd_trains(n, false);
+  }
+  EXPECT_GT(ssm, 0);
+  EXPECT_GT(kept_qkv, 0) << "layer 0 keeps head 1, so it has q/k/v projections";
+  EXPECT_GE(frozen_by_kd, 1) << "the embeddings are never trained by KD";
 }
 
 }  // namespace

@@ -30,8 +30,10 @@ void write_card(const std::string& out_dir, const std::string& teacher_dir, cons
     s += "- SSM init from attention: x <- the head's KV group's V rows, B <- the group's K rows, C <- the head's Q rows "
          "scaled by 1/sqrt(d_head), D = 0.\n";
     if (hc.ssm.d_state < c.d_head)
-      s += fmt::format("- d_state {} < d_head {}: B and C keep the FIRST {} dims of each head's K and Q rows "
-                       "(truncation).\n", hc.ssm.d_state, c.d_head, hc.ssm.d_state);
+      s += fmt::format("- d_state {} < d_head {}: B and C keep the {} lowest-frequency rotary dims of each head's K "
+                       "and Q rows ({}): SSM heads have no RoPE, and an un-rotated q.k matches the rotated score "
+                       "best where the rotation is slowest.\n", hc.ssm.d_state, c.d_head, hc.ssm.d_state,
+                       nlohmann::json(ssm_state_dims(c.d_head, hc.ssm.d_state)).dump());
   } else {
     s += "- SSM init: random (x/B/C ~ N(0, 1/d_model), D = 1).\n";
   }
@@ -74,7 +76,7 @@ void register_convert(CLI::App& app) {
     HybridConfig hc;
     hc.base = teacher->config();
     hc.plan = HeadPlan::load(plan_path, hc.base);
-    hc.ssm.d_state = d_state > 0 ? d_state : hc.base.d_head;
+    hc.ssm.d_state = resolve_d_state(hc.base, d_state);
     hc.ssm.conv = conv;
     hc.ssm.conv_width = conv_width;
     hc.ssm.gate = gate;

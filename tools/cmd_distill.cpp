@@ -13,7 +13,13 @@ namespace rad::cli {
 
 void register_distill(CLI::App& app) {
   auto* cmd = app.add_subcommand("distill", "Distill a converted hybrid from its teacher (alignment, then logit KD)");
-  static DistillOptions o;
+  // Default data: the corpus alone, as the paper distils on general text. Task rows (a flag) would
+  // put the probe's own format into the students' training and flatter every retrieval number.
+  static DistillOptions o = [] {
+    DistillOptions d;
+    d.mix.task_share = 0;
+    return d;
+  }();
   static std::string teacher_dir, student_dir, corpus_path, tasks_list = "mqar,kv";
   static double heldout = 0.02;
   static bool freeze_kept = false;
@@ -33,7 +39,7 @@ void register_distill(CLI::App& app) {
   cmd->add_flag("--bf16", o.bf16, "bf16 autocast (weights and optimizer stay float32)");
   cmd->add_flag("--freeze-kept-heads", freeze_kept, "Keep the kept attention heads' q/k/v projections fixed");
   cmd->add_option("--seed", o.seed, "Data-order seed")->capture_default_str();
-  cmd->add_option("--task-share", o.mix.task_share, "Fraction of sequences that are task sequences")->capture_default_str();
+  cmd->add_option("--task-share", o.mix.task_share, "Fraction of sequences that are task sequences (training keys only; default 0: corpus only)")->capture_default_str();
   cmd->add_option("--tasks", tasks_list, "Comma-separated training tasks")->capture_default_str();
   cmd->add_option("--min-pairs", o.mix.min_pairs, "Smallest training dictionary")->capture_default_str();
   cmd->add_option("--max-pairs", o.mix.max_pairs, "Largest training dictionary")->capture_default_str();
@@ -54,15 +60,8 @@ void register_distill(CLI::App& app) {
     CausalLM teacher = io::load_causal_lm(teacher_dir, at::kFloat);
     io::HybridModel student = io::load_hybrid(student_dir, at::kFloat);
     o.mix.tasks = split_comma_list(tasks_list);
-    // Alignment trains the SSM heads; KD everything but the embeddings and LM head.
-    o.align_trainable = [](const std::string& n) { return n.find(".self_attn.ssm.") != std::string::npos; };
-    o.kd_trainable = [](const std::string& n) {
-      if (n.find("embed_tokens") != std::string::npos || n.rfind("lm_head", 0) == 0) return false;
-      if (freeze_kept && (n.find(".self_attn.q_proj") != std::string::npos || n.find(".self_attn.k_proj") != std::string::npos ||
-                          n.find(".self_attn.v_proj") != std::string::npos))
-        return false;
-      return true;
-    };
+    o.align_trainable = align_trains;
+    o.kd_trainable = [](const std::string& n) { return kd_trains(n, freeze_kept); };
     PretrainData data;
     log_info("tokenizing {} ...", corpus_path);
     data.corpus = TokenCorpus::from_text(read_text_file(corpus_path), codec.encode, heldout);

@@ -20,8 +20,10 @@
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/core/progress.h"
+#include "rad/heads/baselines.h"
 #include "rad/heads/head_plan.h"
 #include "rad/io/hf_config.h"
+#include "rad/model/hybrid_config.h"
 #include "rad/report/run_report.h"
 
 namespace rad::cli {
@@ -35,13 +37,15 @@ struct RunOptions {
   int64_t pairs = 50, head_examples = 128, budget = 0;
   double fraction = 0.03;
   int64_t d_state = 0, shrink_factor = 8;
-  int64_t align_steps = 300, kd_steps = 600, shrink_kd_steps = 200, batch = 8, seq = 256;
+  int64_t align_steps = 300, kd_steps = 600, shrink_align_steps = 100, shrink_kd_steps = 200, batch = 8, seq = 256;
   double align_lr = 1e-3, kd_lr = 5e-4;
-  bool fp32 = false, all_baselines = false;
+  bool fp32 = false, quick = false, dstate_sweep = false;
+  int64_t random_draws = 3;
+  std::vector<int64_t> heads_sweep;  // extra students keeping the top k heads (empty: none)
   uint64_t seed = 0;
   int64_t eval_examples = 100, save_every = 100;
   std::vector<int64_t> eval_kv_pairs = {10, 25, 50, 100};
-  double task_share = 0.5;
+  double task_share = 0.0;  // distillation data: the corpus only by default (the paper distils on text)
 };
 
 std::string default_teacher() {
@@ -96,45 +100,42 @@ std::string join(const std::vector<std::string>& args) {
   return s;
 }
 
-// Plans of the baselines, written next to the discovered one.
-HeadPlan random_plan(const ModelConfig& c, int64_t k, uint64_t seed) {
-  std::vector<std::pair<int64_t, int64_t>> all;
-  for (int64_t l = 0; l < c.n_layer; ++l)
-    for (int64_t h = 0; h < c.n_head; ++h) all.push_back({l, h});
-  std::mt19937_64 rng(seed);
-  std::shuffle(all.begin(), all.end(), rng);
-  HeadPlan p;
-  p.kept_heads.assign(all.begin(), all.begin() + std::min<int64_t>(k, all.size()));
-  std::sort(p.kept_heads.begin(), p.kept_heads.end());
-  p.selector = {{"kind", "random"}, {"k", k}, {"seed", seed}};
-  return p;
-}
-
-// Whole attention layers, `fraction` of them (rounded, at least 1), evenly spaced: layer
-// floor((i + 0.5) * L / n) for i < n (the centres of n equal blocks).
-HeadPlan layerwise_plan(const ModelConfig& c, double fraction) {
-  int64_t n = std::max<int64_t>(1, std::llround(fraction * c.n_layer));
-  HeadPlan p;
-  std::vector<int64_t> layers;
-  for (int64_t i = 0; i < n; ++i) layers.push_back(static_cast<int64_t>((i + 0.5) * c.n_layer / n));
-  for (int64_t l : layers)
-    for (int64_t h = 0; h < c.n_head; ++h) p.kept_heads.push_back({l, h});
-  p.selector = {{"kind", "layerwise"}, {"fraction", fraction}, {"layers", layers}};
-  return p;
-}
-
 class Pipeline {
  public:
   explicit Pipeline(const RunOptions& o) : o_(o), out_(o.out) {}
 
+  // One student: converted from the teacher with a plan (plan_file), or shrunk from another
+  // student's distilled model (shrink_from), then distilled with the run's budget.
+  struct Student {
+    std::string name, kind, plan_file, shrink_from;
+    int64_t d_state = 0;
+    bool short_budget = false;  // the shrink budget (alignment + KD after shrinking)
+  };
+
   void run() {
     check_settings();
     ModelConfig config = io::load_hf_config((fs::path(o_.teacher) / "config.json").string());
-    int64_t d_state = o_.d_state > 0 ? o_.d_state : config.d_head;
-    int64_t small_state = std::max<int64_t>(1, d_state / o_.shrink_factor);
-    std::vector<std::string> students = {"hybrid", "pure_ssm"};
-    if (o_.all_baselines) students.insert(students.end(), {"random_heads", "layerwise_25", "layerwise_50"});
-    total_ = 1 + 1 + 2 * static_cast<int64_t>(students.size()) + 2 + 1 + 1;
+    int64_t d_state = resolve_d_state(config, o_.d_state);
+    int64_t small_state = shrunk_d_state(d_state, o_.shrink_factor);
+    std::string plans = path("plans");
+    std::vector<Student> students = {{"hybrid", "hybrid", plans + "/hybrid.json", "", d_state},
+                                     {"shrunk", "shrunk", "", "hybrid", small_state, true},
+                                     {"pure_ssm", "pure_ssm", plans + "/pure_ssm.json", "", d_state}};
+    if (!o_.quick) {
+      for (int64_t d = 1; d <= o_.random_draws; ++d)
+        students.push_back({fmt::format("random_heads_{}", d), "random_heads",
+                            plans + fmt::format("/random_heads_{}.json", d), "", d_state});
+      students.push_back({"layerwise_25", "layerwise_25", plans + "/layerwise_25.json", "", d_state});
+      students.push_back({"layerwise_50", "layerwise_50", plans + "/layerwise_50.json", "", d_state});
+    }
+    for (int64_t k : o_.heads_sweep)
+      students.push_back({fmt::format("top_{}", k), "heads_sweep", plans + fmt::format("/top_{}.json", k), "", d_state});
+    if (o_.dstate_sweep)
+      for (int64_t f : {2, 4})
+        if (shrunk_d_state(d_state, f) != d_state && shrunk_d_state(d_state, f) != small_state)
+          students.push_back({fmt::format("dstate_{}", shrunk_d_state(d_state, f)), "dstate_sweep", "", "hybrid",
+                              shrunk_d_state(d_state, f), true});
+    total_ = 1 + 1 + 2 * static_cast<int64_t>(students.size()) + 1 + 1;
     Progress progress("run", total_, "stages");
 
     std::string heads_dir = path("heads");
@@ -144,35 +145,49 @@ class Pipeline {
                               o_.budget > 0 ? std::to_string(o_.budget) : std::to_string(o_.fraction)});
     HeadPlan plan = HeadPlan::load(heads_dir + "/plan.json", config);
 
-    // Plans: discovered, none, and the baselines'.
-    std::string plans = path("plans");
+    // Plans: discovered, none, the baselines' (same budget at random, whole layers), the sweep's.
     if (!done("plans")) {
       ensure_directory(plans);
       plan.save(plans + "/hybrid.json", config);
       HeadPlan none;
       none.selector = {{"kind", "none"}};
       none.save(plans + "/pure_ssm.json", config);
-      random_plan(config, plan.size(), o_.seed + 1).save(plans + "/random_heads.json", config);
+      for (int64_t d = 1; d <= o_.random_draws; ++d)
+        random_heads_plan(config, plan.size(), o_.seed + d).save(plans + fmt::format("/random_heads_{}.json", d), config);
       layerwise_plan(config, 0.25).save(plans + "/layerwise_25.json", config);
       layerwise_plan(config, 0.5).save(plans + "/layerwise_50.json", config);
+      json ranked = json::parse(read_text_file(heads_dir + "/heads.json"))["heads"];
+      for (int64_t k : o_.heads_sweep) {
+        HeadPlan top;
+        for (int64_t i = 0; i < k && i < static_cast<int64_t>(ranked.size()); ++i)
+          top.kept_heads.push_back({ranked[i]["layer"].get<int64_t>(), ranked[i]["head"].get<int64_t>()});
+        std::sort(top.kept_heads.begin(), top.kept_heads.end());
+        top.selector = {{"kind", "budget"}, {"budget", k}};
+        top.save(plans + fmt::format("/top_{}.json", k), config);
+      }
       mark("plans", "plans written");
     }
     progress.update(++finished_);
 
     for (const auto& s : students) {
-      stage("convert_" + s, progress,
-            {"convert", o_.teacher, "--plan", plans + "/" + s + ".json", "--d-state", std::to_string(d_state), "--out",
-             path("init/" + s)});
-      distill_stage("distill_" + s, progress, path("init/" + s), path("models/" + s), o_.align_steps, o_.kd_steps);
+      if (s.shrink_from.empty()) {
+        stage("convert_" + s.name, progress,
+              {"convert", o_.teacher, "--plan", s.plan_file, "--d-state", std::to_string(s.d_state), "--out",
+               path("init/" + s.name)});
+      } else {
+        stage("shrink_" + s.name, progress,
+              {"shrink", "--model", path("models/" + s.shrink_from), "--d-state", std::to_string(s.d_state), "--out",
+               path("init/" + s.name)});
+      }
+      // Shrinking repeats alignment and KD briefly (DESIGN section 5.4); every other student gets
+      // the same full budget.
+      distill_stage("distill_" + s.name, progress, path("init/" + s.name), path("models/" + s.name),
+                    s.short_budget ? o_.shrink_align_steps : o_.align_steps,
+                    s.short_budget ? o_.shrink_kd_steps : o_.kd_steps);
     }
-    stage("shrink", progress,
-          {"shrink", "--model", path("models/hybrid"), "--d-state", std::to_string(small_state), "--out",
-           path("init/shrunk")});
-    distill_stage("distill_shrunk", progress, path("init/shrunk"), path("models/shrunk"), 0, o_.shrink_kd_steps);
 
-    std::vector<std::string> eval_args = {"eval", o_.teacher, path("models/hybrid"), path("models/shrunk")};
-    for (const auto& s : students)
-      if (s != "hybrid") eval_args.push_back(path("models/" + s));
+    std::vector<std::string> eval_args = {"eval", o_.teacher};
+    for (const auto& s : students) eval_args.push_back(path("models/" + s.name));
     std::string kv;
     for (int64_t p : o_.eval_kv_pairs) kv += (kv.empty() ? "" : ",") + std::to_string(p);
     eval_args.insert(eval_args.end(), {"--out", path("eval"), "--corpus", o_.corpus, "--examples",
@@ -195,9 +210,8 @@ class Pipeline {
       log_warn("the head probe's {} pairs are not among --eval-kv-pairs; report.json's probe_accuracy will be null",
                in.probe_pairs);
     in.kinds[fs::path(o_.teacher).filename().string()] = "teacher";
-    in.kinds["hybrid"] = "hybrid";
-    in.kinds["shrunk"] = "shrunk";
-    for (const auto& s : students) in.kinds[s] = s;
+    for (const auto& s : students) in.kinds[s.name] = s.kind;
+    in.settings["trimmed"] = o_.quick ? json("--quick: random-heads and layer-wise baselines not run") : json(nullptr);
     fs::path rel_heads = fs::relative(fs::path(heads_dir) / "heads.svg", out_);
     write_run_report(in, out_, rel_heads.string());
     mark("report", "report written");
@@ -257,13 +271,17 @@ class Pipeline {
             {"shrink_factor", o_.shrink_factor},
             {"align_steps", o_.align_steps},
             {"kd_steps", o_.kd_steps},
+            {"shrink_align_steps", o_.shrink_align_steps},
             {"shrink_kd_steps", o_.shrink_kd_steps},
             {"align_lr", o_.align_lr},
             {"kd_lr", o_.kd_lr},
             {"batch", o_.batch},
             {"seq", o_.seq},
             {"bf16", !o_.fp32},
-            {"all_baselines", o_.all_baselines},
+            {"quick", o_.quick},
+            {"random_draws", o_.random_draws},
+            {"heads_sweep", o_.heads_sweep},
+            {"dstate_sweep", o_.dstate_sweep},
             {"seed", o_.seed},
             {"eval_examples", o_.eval_examples},
             {"eval_kv_pairs", o_.eval_kv_pairs},
@@ -319,6 +337,7 @@ void register_run(CLI::App& app) {
   cmd->add_option("--shrink-factor", o.shrink_factor, "The shrunk hybrid has d_state / this")->capture_default_str();
   cmd->add_option("--align-steps", o.align_steps, "Hidden-state alignment steps per student")->capture_default_str();
   cmd->add_option("--kd-steps", o.kd_steps, "Logit-distillation steps per student")->capture_default_str();
+  cmd->add_option("--shrink-align-steps", o.shrink_align_steps, "Alignment steps after shrinking")->capture_default_str();
   cmd->add_option("--shrink-kd-steps", o.shrink_kd_steps, "Distillation steps after shrinking")->capture_default_str();
   cmd->add_option("--align-lr", o.align_lr, "Alignment learning rate")->capture_default_str();
   cmd->add_option("--kd-lr", o.kd_lr, "Distillation learning rate")->capture_default_str();
@@ -326,7 +345,13 @@ void register_run(CLI::App& app) {
   cmd->add_option("--seq", o.seq, "Tokens per sequence")->capture_default_str();
   cmd->add_option("--task-share", o.task_share, "Fraction of distillation sequences that are retrieval tasks")->capture_default_str();
   cmd->add_flag("--fp32", o.fp32, "Distil in float32 (default: bf16 autocast)");
-  cmd->add_flag("--all-baselines", o.all_baselines, "Also random heads and layer-wise 25% / 50% hybrids");
+  cmd->add_flag("--quick", o.quick, "Demo: only the hybrid, the shrunk hybrid and the pure SSM (no random-heads or "
+                "layer-wise baselines); the report says what was trimmed");
+  cmd->add_option("--random-draws", o.random_draws, "Random head sets (same budget) distilled as baselines")
+      ->capture_default_str();
+  cmd->add_option("--heads-sweep", o.heads_sweep, "Also distil hybrids keeping the top k heads, e.g. 0,1,2,4,8 (paper Table 1)")
+      ->delimiter(',');
+  cmd->add_flag("--dstate-sweep", o.dstate_sweep, "Also shrink the hybrid to d_state N/2 and N/4 (with N/8: paper Table 4)");
   cmd->add_option("--seed", o.seed, "Seed for probes, plans and data order")->capture_default_str();
   cmd->add_option("--save-every", o.save_every, "Distillation checkpoint interval (steps)")->capture_default_str();
   cmd->add_option("--eval-examples", o.eval_examples, "Examples per evaluation task")->capture_default_str();

@@ -182,4 +182,15 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
   save_model(student, o.out_dir);
 }
 
+bool align_trains(const std::string& n) { return n.find(".self_attn.ssm.") != std::string::npos; }
+
+bool kd_trains(const std::string& n, bool freeze_kept_heads) {
+  if (n.find("embed_tokens") != std::string::npos || n.rfind("lm_head", 0) == 0) return false;
+  if (freeze_kept_heads && (n.find(".self_attn.q_proj") != std::string::npos ||
+                            n.find(".self_attn.k_proj") != std::string::npos ||
+                            n.find(".self_attn.v_proj") != std::string::npos))
+    return false;
+  return true;
+}
+
 }  // namespace rad

@@ -36,6 +36,14 @@ struct DistillOptions : TrainingLoopOptions {
   std::function<bool(const std::string&)> kd_trainable;
 };
 
+// The method's rule for what each stage trains (DESIGN section 5), by HF-style parameter name:
+//  - alignment trains the SSM heads only (`...self_attn.ssm.*`): the kept attention heads, o_proj,
+//    MLPs and norms are the teacher's and already produce its residual stream;
+//  - KD trains everything but the embeddings and the LM head; with `freeze_kept_heads` the kept
+//    heads' q/k/v projections stay fixed too.
+bool align_trains(const std::string& parameter_name);
+bool kd_trains(const std::string& parameter_name, bool freeze_kept_heads);
+
 // Trains `student` in place and writes it to options.out_dir with `save_model`.
 void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& options, const PretrainData& data,
              const ModelSaver& save_model);

@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/Generator.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "rad/core/error.h"
@@ -36,7 +37,30 @@ at::Tensor gather_rows(const at::Tensor& w, const std::vector<int64_t>& blocks, 
   return at::cat(parts, 0);
 }
 
+// Rows g * d + dims[i] of weight [out, in] (or bias [out]) for each block g, in that order.
+at::Tensor gather_dims(const at::Tensor& w, const std::vector<int64_t>& blocks, int64_t d,
+                       const std::vector<int64_t>& dims) {
+  std::vector<int64_t> rows;
+  for (int64_t g : blocks)
+    for (int64_t i : dims) rows.push_back(g * d + i);
+  return w.index_select(0, at::tensor(rows, at::kLong));
+}
+
 }  // namespace
+
+std::vector<int64_t> ssm_state_dims(int64_t d_head, int64_t d_state) {
+  RAD_CHECK(d_state >= 1 && d_state <= d_head, "d_state {} must be in [1, d_head = {}]", d_state, d_head);
+  const int64_t half = d_head / 2;
+  std::vector<int64_t> order;
+  for (int64_t j = 0; j < half; ++j) {  // frequency theta^(-2i/d) falls with i: start at i = half - 1
+    order.push_back(half - 1 - j);
+    order.push_back(2 * half - 1 - j);
+  }
+  if (d_head % 2) order.push_back(d_head - 1);
+  order.resize(d_state);
+  std::sort(order.begin(), order.end());
+  return order;
+}
 
 CausalLM convert_from_teacher(CausalLM& teacher, const HybridConfig& hc, SsmInit init, uint64_t seed) {
   const ModelConfig& tc = teacher->config();
@@ -85,13 +109,14 @@ CausalLM convert_from_teacher(CausalLM& teacher, const HybridConfig& hc, SsmInit
     if (init == SsmInit::kAttention) {
       const double scale = 1.0 / std::sqrt(static_cast<double>(d));
       s.x_proj->weight.copy_(gather_rows(att->v_proj->weight, groups, d, d));
-      s.B_proj->weight.copy_(gather_rows(att->k_proj->weight, groups, d, N));
-      s.C_proj->weight.copy_(gather_rows(att->q_proj->weight, mixer->ssm_heads, d, N) * scale);
+      const std::vector<int64_t> dims = ssm_state_dims(d, N);
+      s.B_proj->weight.copy_(gather_dims(att->k_proj->weight, groups, d, dims));
+      s.C_proj->weight.copy_(gather_dims(att->q_proj->weight, mixer->ssm_heads, d, dims) * scale);
       if (hc.ssm.bias) {
         if (c.qkv_bias) {
           s.x_proj->bias.copy_(gather_rows(att->v_proj->bias, groups, d, d));
-          s.B_proj->bias.copy_(gather_rows(att->k_proj->bias, groups, d, N));
-          s.C_proj->bias.copy_(gather_rows(att->q_proj->bias, mixer->ssm_heads, d, N) * scale);
+          s.B_proj->bias.copy_(gather_dims(att->k_proj->bias, groups, d, dims));
+          s.C_proj->bias.copy_(gather_dims(att->q_proj->bias, mixer->ssm_heads, d, dims) * scale);
         } else {
           s.x_proj->bias.zero_();
           s.B_proj->bias.zero_();

@@ -4,11 +4,15 @@
 //
 // Attention init of SSM head h (KV group g = h / n_group, d = d_head, N = d_state <= d):
 //   x_proj rows <- V rows of group g             (all d rows)
-//   B_proj rows <- the first N K rows of group g
-//   C_proj rows <- the first N Q rows of head h, scaled by 1/sqrt(d) so that C.B equals the teacher's
-//                  pre-softmax score q.k/sqrt(d) (before RoPE) when N = d
-//   When N < d, B and C keep the first N dims of the head's K and Q rows (truncation; SSM heads
-//   have no RoPE, so no dim is special). N > d is refused for the attention init.
+//   B_proj rows <- N of the K rows of group g  (the dims of ssm_state_dims)
+//   C_proj rows <- the same N of the Q rows of head h, scaled by 1/sqrt(d) so that C.B equals the
+//                  teacher's pre-softmax score q.k/sqrt(d) (before RoPE) when N = d
+//   When N < d, B and C keep the N *lowest-frequency* rotary dims (ssm_state_dims). SSM heads have
+//   no RoPE: an un-rotated q.k matches the rotated score best on the dims whose rotation angle
+//   (position x frequency) stays small, i.e. the low frequencies; the high-frequency dims carry
+//   relative position, which an un-rotated product scrambles. (HF rotate-half pairs dim i with
+//   i + d/2 at frequency theta^(-2i/d), so the first rows are the *highest* frequencies.) Qwen2's
+//   q/k/v biases come along. N > d is refused for the attention init.
 //   D = 0 (the attention head has no skip; the diagonal C_t.B_t x_t plays that role).
 // Random init: x/B/C projections ~ N(0, 1/d_model), D = 1 (Mamba's default).
 // Both inits: decay logits a_t = w_a.u_t + b_a with w_a = 0 and b_a chosen so that
@@ -20,6 +24,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "rad/model/causal_lm.h"
 #include "rad/model/hybrid_config.h"
@@ -28,6 +33,10 @@ namespace rad {
 
 enum class SsmInit { kAttention, kRandom };
 SsmInit parse_ssm_init(const std::string& name);
+
+// The N of a head's d rotary dims that B and C keep: the N/2 lowest-frequency rotate-half pairs
+// (i, i + d/2) for i = d/2 - 1, d/2 - 2, ... (an odd N takes the next pair's first dim), ascending.
+std::vector<int64_t> ssm_state_dims(int64_t d_head, int64_t d_state);
 
 // A new hybrid model for `config` with the teacher's weights copied and the SSM heads initialised.
 // Requires teacher's config to equal config.base in sizes.
