@@ -208,8 +208,11 @@ TEST(Hybrid, AttentionInitCopiesQKVRowsIntoTheSsmHeads) {
   ASSERT_EQ(mixer->ssm_heads, (std::vector<int64_t>{1, 2, 3}));
   // SSM head index 2 is query head 3, KV group 1.
   EXPECT_TRUE(at::equal(mixer->ssm->x_proj->weight.narrow(0, 16, 8), att->v_proj->weight.narrow(0, 8, 8)));
-  EXPECT_TRUE(at::equal(mixer->ssm->B_proj->weight.narrow(0, 8, 4), att->k_proj->weight.narrow(0, 8, 4)));
-  EXPECT_TRUE(at::allclose(mixer->ssm->C_proj->weight.narrow(0, 8, 4), att->q_proj->weight.narrow(0, 24, 4) / std::sqrt(8.0)));
+  // B and C keep the 4 lowest-frequency rotary dims of the 8: {2, 3, 6, 7} (ssm_state_dims).
+  at::Tensor dims = at::tensor(std::vector<int64_t>{2, 3, 6, 7}, at::kLong);
+  EXPECT_TRUE(at::equal(mixer->ssm->B_proj->weight.narrow(0, 8, 4), att->k_proj->weight.index_select(0, dims + 8)));
+  EXPECT_TRUE(at::allclose(mixer->ssm->C_proj->weight.narrow(0, 8, 4),
+                           att->q_proj->weight.index_select(0, dims + 24) / std::sqrt(8.0)));
   // Long memory at init: every SSM head keeps alpha >= exp(-0.1).
   at::Tensor alpha = at::exp(-at::softplus(mixer->ssm->a_proj->bias));
   EXPECT_GE(alpha.min().item<double>(), std::exp(-0.1) - 1e-6);
