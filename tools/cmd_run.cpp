@@ -20,6 +20,7 @@
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/core/progress.h"
+#include "rad/core/torch_setup.h"
 #include "rad/heads/baselines.h"
 #include "rad/heads/head_plan.h"
 #include "rad/io/hf_config.h"
@@ -254,11 +255,15 @@ class Pipeline {
                                      fmt::format("{}", o_.task_share), "--probe-pairs", "20", "--probe-examples", "50",
                                      "--eval-every", std::to_string(std::max<int64_t>(50, (align + kd) / 4)),
                                      "--save-every", std::to_string(o_.save_every)};
-    if (!o_.fp32) args.push_back("--bf16");
+    if (use_bf16()) args.push_back("--bf16");
     // An interrupted distillation continues from its latest checkpoint.
     if (!done(name) && fs::exists(fs::path(out) / "checkpoints" / "latest")) args.push_back("--resume");
     stage(name, progress, args);
   }
+
+  // bf16 autocast unless --fp32, and only where the CPU has native bf16 matmuls: elsewhere
+  // libtorch's fallback kernel made distillation ~19x slower than float32 (core/torch_setup.h).
+  bool use_bf16() const { return !o_.fp32 && cpu_has_native_bf16(); }
 
   json settings_json() const {
     return {{"teacher", fs::absolute(o_.teacher).lexically_normal().string()},
@@ -278,6 +283,7 @@ class Pipeline {
             {"batch", o_.batch},
             {"seq", o_.seq},
             {"bf16", !o_.fp32},
+            {"bf16_used", use_bf16()},
             {"quick", o_.quick},
             {"random_draws", o_.random_draws},
             {"heads_sweep", o_.heads_sweep},
@@ -344,7 +350,8 @@ void register_run(CLI::App& app) {
   cmd->add_option("--batch", o.batch, "Sequences per distillation step")->capture_default_str();
   cmd->add_option("--seq", o.seq, "Tokens per sequence")->capture_default_str();
   cmd->add_option("--task-share", o.task_share, "Fraction of distillation sequences that are retrieval tasks")->capture_default_str();
-  cmd->add_flag("--fp32", o.fp32, "Distil in float32 (default: bf16 autocast)");
+  cmd->add_flag("--fp32", o.fp32, "Distil in float32 (default: bf16 autocast where the CPU has native bf16, "
+                "else float32)");
   cmd->add_flag("--quick", o.quick, "Demo: only the hybrid, the shrunk hybrid and the pure SSM (no random-heads or "
                 "layer-wise baselines); the report says what was trimmed");
   cmd->add_option("--random-draws", o.random_draws, "Random head sets (same budget) distilled as baselines")

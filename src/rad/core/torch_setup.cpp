@@ -1,5 +1,8 @@
 #include "rad/core/torch_setup.h"
 
+#include <fstream>
+#include <string>
+
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <dlfcn.h>
@@ -100,9 +103,20 @@ nlohmann::json runtime_environment() {
   env["cores_available"] = available_cores();
   env["allocator"] = allocator_name();
   env["cpu_capability"] = cpu_capability();
+  env["native_bf16"] = cpu_has_native_bf16();
   const char* coretype = std::getenv("OPENBLAS_CORETYPE");
   env["openblas_coretype"] = coretype ? nlohmann::json(coretype) : nlohmann::json(nullptr);
   return env;
+}
+
+bool cpu_has_native_bf16() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    return line.find(" avx512_bf16") != std::string::npos || line.find(" amx_bf16") != std::string::npos;
+  }
+  return false;
 }
 
 }  // namespace rad
