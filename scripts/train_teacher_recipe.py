@@ -21,8 +21,9 @@ Curriculum: stages "max_pairs:corpus_share" (default 8:0,20:0.1,50:0.2). Pairs p
 from [2, max_pairs]. The run moves to the next stage when paper-format accuracy on training keys at
 the current max_pairs reaches --advance-at (measured at each evaluation; deterministic).
 
-Untied input/output embeddings, no weight decay on embeddings and norms (the collapse of
-DESIGN 11b came from tied embeddings + decay). AdamW (0.9, 0.95), constant lr after warm-up,
+Tied input/output embeddings (untied ones stalled copying: docs/teacher-recipe.md) with no weight
+decay on embeddings and norms (the collapse of DESIGN 11b came from tied embeddings + decay + keys
+that were never inputs; here copy spans make every key an input and a target). AdamW (0.9, 0.95), constant lr after warm-up,
 clipping 1.0. A batch is a pure function of (seed, step), the checkpoint holds model, optimizer
 and curriculum stage, so --resume continues exactly. Debian's python3-torch, CPU, 1 thread by
 default. Writes OUT/ckpt.pt (resume), OUT/metrics.jsonl, and OUT/hf (HF checkpoint, the best
@@ -47,7 +48,8 @@ p.add_argument("--corpus", default=os.path.join(ROOT, "data/kjv.txt"))
 p.add_argument("--d-model", type=int, default=128); p.add_argument("--layers", type=int, default=6)
 p.add_argument("--heads", type=int, default=8); p.add_argument("--kv-heads", type=int, default=4)
 p.add_argument("--ff", type=int, default=384); p.add_argument("--max-position", type=int, default=1024)
-p.add_argument("--tied", action="store_true", help="tie input and output embeddings (default: untied)")
+p.add_argument("--tied", action="store_true", help="tie input and output embeddings (the default; kept for old commands)")
+p.add_argument("--untied", action="store_true", help="separate lm_head (measured: stalls copying, docs/teacher-recipe.md)")
 p.add_argument("--steps", type=int, default=20000); p.add_argument("--batch", type=int, default=64)
 p.add_argument("--max-tokens", type=int, default=8192, help="cap on padded tokens per batch (long rows: fewer rows)")
 p.add_argument("--lr", type=float, default=3e-3); p.add_argument("--warmup", type=int, default=100)
@@ -231,7 +233,7 @@ def make_batch(step, stage):
 
 # ------------------------------------------------------------------ model, optimizer, resume
 torch.manual_seed(a.seed)
-cfg = llama_config(V, a.d_model, a.layers, a.heads, a.kv_heads, a.ff, a.max_position, BOS, EOS, a.tied)
+cfg = llama_config(V, a.d_model, a.layers, a.heads, a.kv_heads, a.ff, a.max_position, BOS, EOS, not a.untied)
 model = LlamaLM(cfg)
 emb = [prm for n, prm in model.named_parameters() if "embed_tokens" in n or "lm_head" in n]
 dec = [prm for n, prm in model.named_parameters() if prm.dim() == 2 and not ("embed_tokens" in n or "lm_head" in n)]
