@@ -220,6 +220,9 @@ TEST(CliRun, PipelineReportResumeAndSigkill) {
     for (const char* field : {"name", "heads_kept", "d_state", "probe_accuracy", "coverage_retrieval", "perplexity"})
       EXPECT_TRUE(m.contains(field)) << kind << " " << field;
     for (const char* L : {"128", "2048", "4096", "32768"}) EXPECT_TRUE(m["cache_bytes"].contains(L)) << kind << " " << L;
+    ASSERT_TRUE(m["decode"].is_object()) << kind;
+    EXPECT_GT(m["decode"]["tokens_per_s"].get<double>(), 0.0) << kind;
+    EXPECT_GT(m["decode"]["cache_bytes_used"].get<int64_t>(), 0) << kind;
   }
   EXPECT_EQ(by_kind["pure_ssm"]["heads_kept"], 0);
   EXPECT_EQ(by_kind["layerwise_50"]["heads_kept"], 4);  // one of two layers, all 4 heads

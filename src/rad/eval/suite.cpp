@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <map>
 
@@ -15,6 +16,7 @@
 #include "rad/io/checkpoint.h"
 #include "rad/io/hf_config.h"
 #include "rad/io/hybrid_checkpoint.h"
+#include "rad/runtime/engine.h"
 #include "rad/tasks/scorer.h"
 #include "rad/tokenizer/tokenizer.h"
 #include "rad/train/data.h"
@@ -60,6 +62,28 @@ json run_task(CausalLM& model, const Codec& codec, const std::string& task, task
     return {{"skipped", fmt::format("needs {} tokens, context is {}", longest, model->config().max_position_embeddings)}};
   tasks::Accuracy a = tasks::score(model, ex, opt.batch);
   return {{"accuracy", a.value()}, {"ci95", {a.low(), a.high()}}, {"answers", a.total}, {"max_tokens", longest}};
+}
+
+// Decode speed on the libtorch-free engine (src/rad/runtime), the way the model is served: a
+// prefill of `decode_prompt` tokens, then `decode_tokens` single-token steps, greedy.
+json runtime_decode(const std::string& dir, const ModelConfig& config, const EvalOptions& opt) {
+  const int64_t prompt = std::min<int64_t>(opt.decode_prompt, config.max_position_embeddings / 2);
+  const int64_t steps = std::min<int64_t>(opt.decode_tokens, config.max_position_embeddings - prompt - 1);
+  if (prompt < 1 || steps < 1) return {{"skipped", "context too short"}};
+  auto model = runtime::Model::load(dir);
+  runtime::Session session(model, {prompt + steps + 1, 64, 0});
+  std::vector<int64_t> ids(prompt);
+  for (int64_t i = 0; i < prompt; ++i) ids[i] = (i * 7919 + 13) % config.n_vocab;
+  const float* logits = session.forward(ids.data(), prompt);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < steps; ++i) {
+    int64_t next = std::max_element(logits, logits + config.n_vocab) - logits;
+    logits = session.step(next);
+  }
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return {{"engine", "runtime"}, {"prompt_tokens", prompt}, {"generated_tokens", steps},
+          {"tokens_per_s", steps / std::max(s, 1e-9)}, {"threads", session.threads()},
+          {"cache_bytes_used", session.cache_bytes().used()}};
 }
 
 }  // namespace
@@ -159,6 +183,7 @@ json evaluate_models(const std::vector<std::string>& dirs, const EvalOptions& op
       }
     }
     m["cache"] = mem;
+    m["decode"] = runtime_decode(dir, model->config(), opt);
     progress.update(++done, "memory");
     models.push_back(m);
   }

@@ -33,6 +33,9 @@ struct EvalOptions {
   // Keys of the retrieval tasks: the "test" half of the held-out keys by default, disjoint from the
   // "select" half that `radistill heads` chooses heads on.
   tasks::KeySplit key_split = tasks::KeySplit::kTest;
+  // Decode speed on the runtime engine: prefill this many tokens, then time this many steps.
+  int64_t decode_prompt = 128;
+  int64_t decode_tokens = 64;
 };
 
 // Coverage ignores tasks where the reference scores below this (see evaluate_models).

@@ -77,7 +77,8 @@ json build_run_report(const RunReportInput& in) {
                       {"cache_per_token_bytes", m["cache"]["per_token_bytes"]},
                       {"cache_fixed_bytes", m["cache"]["fixed_bytes"]},
                       {"cache_measured_fp32", m["cache"]["measured_fp32"]},
-                      {"break_even_length_vs", m["cache"].value("break_even_length_vs", json::object())}});
+                      {"break_even_length_vs", m["cache"].value("break_even_length_vs", json::object())},
+                      {"decode", m.value("decode", json(nullptr))}});
   }
   RAD_CHECK(n_heads_total > 0, "the run report needs the teacher among the evaluated models");
   for (auto& m : models)
@@ -172,14 +173,15 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
   if (report.contains("selection_probe"))
     md += fmt::format("- Heads were chosen on {} KV-probe examples ({} pairs) over the \"{}\" half of the held-out keys, "
                       "seed {}.\n", report["selection_probe"].value("examples", 0), report["selection_probe"].value("pairs", 0),
-                      report["selection_probe"].value("key_split", std::string("?")), report["selection_probe"].value("seed", 0));
+                      report["selection_probe"].value("key_split", std::string("?")),
+                      report["selection_probe"].value("seed", json(0)).dump());
   if (report.contains("causal_probe"))
     md += fmt::format("- The causal check used {} other examples over the \"{}\" half (seed {}).\n",
                       report["causal_probe"].value("examples", 0), report["causal_probe"].value("key_split", std::string("?")),
-                      report["causal_probe"].value("seed", 0));
+                      report["causal_probe"].value("seed", json(0)).dump());
   md += fmt::format("- Every model was evaluated on the \"{}\" keys (seed {}, {} examples per task): no example and no "
                     "key that chose the heads reports how well they work.\n",
-                    es.value("key_split", std::string("eval")), es.value("seed", 0), es.value("examples", 0));
+                    es.value("key_split", std::string("eval")), es.value("seed", json(0)).dump(), es.value("examples", 0));
   if (st.contains("task_share"))
     md += fmt::format("- Distillation data: {}; every student had the same budget ({} alignment + {} KD steps of {} x {} "
                       "tokens; shrinking: {} alignment + {} KD steps).\n",
@@ -209,6 +211,17 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
                       mb(m["cache_bytes"].value("128", json(nullptr))), mb(m["cache_bytes"].value("2048", json(nullptr))),
                       mb(m["cache_bytes"].value("4096", json(nullptr))), mb(m["cache_bytes"].value("32768", json(nullptr))));
   }
+  // Decode speed on the runtime engine.
+  md += "\n## Decode on the runtime engine (src/rad/runtime)\n\n| model | prompt | generated | tokens/s | threads | "
+        "cache bytes in use |\n|---|---|---|---|---|---|\n";
+  for (const auto& m : report["models"]) {
+    const json& d = m["decode"];
+    if (!d.is_object() || !d.contains("tokens_per_s")) continue;
+    md += fmt::format("| {} | {} | {} | {:.1f} | {} | {} |\n", m["name"].get<std::string>(), d["prompt_tokens"].get<int64_t>(),
+                      d["generated_tokens"].get<int64_t>(), d["tokens_per_s"].get<double>(), d["threads"].get<int64_t>(),
+                      d["cache_bytes_used"].get<int64_t>());
+  }
+  md += "\nMeasured side by side in one run on a shared machine: compare the rows, not absolute figures.\n";
   // Every task, side by side.
   std::set<std::string> task_names;
   for (const auto& m : report["models"])
