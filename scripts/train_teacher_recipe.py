@@ -58,6 +58,9 @@ p.add_argument("--copy", type=float, default=0.25); p.add_argument("--compact", 
 p.add_argument("--offset", type=float, default=0.15)
 p.add_argument("--stages", default="8:0,20:0.1,50:0.2")
 p.add_argument("--advance-at", type=float, default=0.9)
+p.add_argument("--heldout-copy-stage", type=int, default=0,
+               help="curriculum stage from which copy spans also draw held-out words (earlier: training keys only; "
+                    "DESIGN 11c runs H/I: the lookup formed with training-key spans, not with all-word spans)")
 p.add_argument("--max-queries", type=int, default=16)
 p.add_argument("--seed", type=int, default=1); p.add_argument("--threads", type=int, default=1)
 p.add_argument("--eval-every", type=int, default=200); p.add_argument("--eval-examples", type=int, default=100)
@@ -181,9 +184,13 @@ def compact_row(rng, keys, n, nq):
     return ids, ans, set(vs.tolist())
 
 
-def copy_row(rng, keys, n, nq):
+COPY_POOL_TRAIN = np.concatenate([KEYS_TRAIN, VALUES])
+COPY_POOL_ALL = np.concatenate([ALL_WORDS, VALUES])
+
+
+def copy_row(rng, keys, n, nq, pool=COPY_POOL_ALL):
     k = int(rng.integers(6, 20))
-    span = list(rng.choice(np.concatenate([ALL_WORDS, VALUES]), k))
+    span = list(rng.choice(pool, k))
     return [BOS] + span + [SEP] + span, list(range(k + 1, 2 * k + 1)), None
 
 
@@ -209,7 +216,8 @@ def make_batch(step, stage):
     while len(rows) < a.batch:
         n = int(rng.integers(2, max_pairs + 1)); u = rng.random()
         if rng.random() < corpus_share: row = corpus_row(rng, 128)
-        elif u < cum[0]: row = copy_row(rng, KEYS_TRAIN, n, n)
+        elif u < cum[0]:
+            row = copy_row(rng, KEYS_TRAIN, n, n, COPY_POOL_ALL if stage >= a.heldout_copy_stage else COPY_POOL_TRAIN)
         elif u < cum[1]: row = compact_row(rng, KEYS_TRAIN, n, min(n, a.max_queries))
         elif u < cum[2]: row = offset_row(rng, KEYS_TRAIN, min(n, 8), n)
         else: row = paper_row(rng, KEYS_TRAIN, n, min(n, a.max_queries))
