@@ -17,9 +17,13 @@ src/rad/tasks/key_words.cpp plus half of the other single-token corpus words. Th
 key words and the other half of the corpus words are never task keys; they are what the held-out
 probes use.
 
-Curriculum: stages "max_pairs:corpus_share" (default 8:0,20:0.1,50:0.2). Pairs per row are drawn
-from [2, max_pairs]. The run moves to the next stage when paper-format accuracy on training keys at
-the current max_pairs reaches --advance-at (measured at each evaluation; deterministic).
+Curriculum: stages "max_pairs:corpus_share[:suffix]" (default 8:0,20:0.1,50:0.2). Pairs per row are
+drawn from [2, max_pairs]. `suffix` (0-3, default 3) is how many tokens of the query's "' is SP"
+stand between the key and the value in the probe-format rows: 3 is the paper format; 0 puts the
+value right after the queried key (as in compact MQAR), so a format curriculum 0 -> 1 -> 2 -> 3
+moves the value one token further from its key at a time. The run moves to the next stage when
+accuracy on training keys (paper probe at the current max_pairs; at suffix < 3 the same rows with
+the shortened query) reaches --advance-at (measured at each evaluation; deterministic).
 
 Tied input/output embeddings (untied ones stalled copying: docs/teacher-recipe.md) with no weight
 decay on embeddings and norms (the collapse of DESIGN 11b came from tied embeddings + decay + keys
@@ -65,10 +69,12 @@ p.add_argument("--max-queries", type=int, default=16)
 p.add_argument("--seed", type=int, default=1); p.add_argument("--threads", type=int, default=1)
 p.add_argument("--eval-every", type=int, default=200); p.add_argument("--eval-examples", type=int, default=100)
 p.add_argument("--resume", action="store_true")
+p.add_argument("--init-from", help="start from the model and optimizer of another run's ckpt.pt (step and stage start at 0)")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 os.makedirs(a.out, exist_ok=True)
-stages = [(int(s.split(":")[0]), float(s.split(":")[1])) for s in a.stages.split(",")]
+stages = [(int(f[0]), float(f[1]), int(f[2]) if len(f) > 2 else 3) for f in (x.split(":") for x in a.stages.split(","))]
+assert all(0 <= st[2] <= 3 for st in stages), f"--stages: suffix must be 0-3, got {a.stages}"
 
 
 def log(msg): print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -162,15 +168,21 @@ else:
 
 # ------------------------------------------------------------------ rows: (ids, answer positions)
 # An answer position t means: the loss is on predicting ids[t + 1] from ids[:t + 1].
-def paper_row(rng, keys, n, nq):
+def paper_row(rng, keys, n, nq, suffix=3):
+    """The probe's format. suffix < 3 keeps only the first `suffix` tokens of "' is SP" after the
+    queried key (format curriculum); then only the value is an answer."""
     ks = rng.choice(keys, n, replace=False); vs = VALUES[rng.choice(100, n, replace=False)]
     ids = [BOS] + HDR
     for k, v in zip(ks, vs): ids += [k, COL, v, NL]
     ans = []
     for q, j in enumerate(rng.permutation(n)[:nq]):
         if q: ids += [NL]
-        ids += QPRE + [ks[j]] + QPOST
-        ans += [len(ids) - 1, len(ids)]; ids += [SP, vs[j]]
+        if suffix == 3:
+            ids += QPRE + [ks[j]] + QPOST
+            ans += [len(ids) - 1, len(ids)]; ids += [SP, vs[j]]
+        else:
+            ids += QPRE + [ks[j]] + (QPOST + [SP])[:suffix]
+            ans.append(len(ids) - 1); ids += [vs[j]]
     return ids, ans, set(vs.tolist())
 
 
@@ -210,7 +222,7 @@ def corpus_row(rng, length):
 
 def make_batch(step, stage):
     rng = np.random.default_rng([a.seed, step])
-    max_pairs, corpus_share = stages[stage]
+    max_pairs, corpus_share, suffix = stages[stage]
     rows = []; total = 0
     cum = np.cumsum([a.copy, a.compact, a.offset])
     while len(rows) < a.batch:
@@ -220,7 +232,7 @@ def make_batch(step, stage):
             row = copy_row(rng, KEYS_TRAIN, n, n, COPY_POOL_ALL if stage >= a.heldout_copy_stage else COPY_POOL_TRAIN)
         elif u < cum[1]: row = compact_row(rng, KEYS_TRAIN, n, min(n, a.max_queries))
         elif u < cum[2]: row = offset_row(rng, KEYS_TRAIN, min(n, 8), n)
-        else: row = paper_row(rng, KEYS_TRAIN, n, min(n, a.max_queries))
+        else: row = paper_row(rng, KEYS_TRAIN, n, min(n, a.max_queries), suffix)
         T = max([len(r[0]) for r in rows] + [len(row[0])])
         if rows and T * (len(rows) + 1) > a.max_tokens: break
         rows.append(row)
@@ -250,6 +262,10 @@ opt = torch.optim.AdamW([{"params": dec, "weight_decay": a.weight_decay}, {"para
                         lr=a.lr, betas=(0.9, 0.95))
 state = {"step": 0, "stage": 0, "best": -1.0, "seconds": 0.0}
 ckpt_path = os.path.join(a.out, "ckpt.pt")
+if a.init_from and not (a.resume and os.path.exists(ckpt_path)):
+    ck = torch.load(a.init_from)
+    model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"])
+    log(f"initialised from {a.init_from} (its step {ck['state']['step']})")
 if a.resume and os.path.exists(ckpt_path):
     ck = torch.load(ckpt_path)
     model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); state = ck["state"]
@@ -316,6 +332,9 @@ def row_accuracy(make_row, N=32, seed=14):
 def evaluate():
     model.eval(); out = {}
     out["copy"] = row_accuracy(copy_row); out["compact8"] = row_accuracy(compact_row); out["offset"] = row_accuracy(offset_row)
+    suffix = stages[state["stage"]][2]
+    if suffix < 3:  # the shortened-query rows of the current format stage, every answer of 8-pair rows
+        out[f"suffix{suffix}"] = row_accuracy(lambda r, k, n, q: paper_row(r, k, n, q, suffix))
     N = a.eval_examples
     for n in (8, 20, 50):
         out[f"train{n}"], out[f"train{n}_listed"] = probe(KEYS_TRAIN, n, N, 11)
@@ -362,11 +381,12 @@ while state["step"] < a.steps:
         if score > state["best"]:
             state["best"] = score; state["best_step"] = state["step"]
             save_hf(model, os.path.join(a.out, "hf"), a.tokenizer)
-        mp = stages[state["stage"]][0]
+        mp, _, suffix = stages[state["stage"]]
+        gate = ev[f"suffix{suffix}"] if suffix < 3 else ev.get(f"train{mp if mp in (8, 20, 50) else 50}")
         # Advance only at multiples of --eval-every (not at a run's last step), so a run stopped and
         # resumed changes stage at exactly the steps an uninterrupted run does.
         if (state["step"] % a.eval_every == 0 and state["stage"] + 1 < len(stages)
-                and (ev.get(f"train{mp if mp in (8, 20, 50) else 50}") or 0) >= a.advance_at):
+                and (gate or 0) >= a.advance_at):
             state["stage"] += 1; log(f"curriculum: stage {state['stage']} {stages[state['stage']]}")
         save_ckpt()
     elif time.time() - last_save > 120:

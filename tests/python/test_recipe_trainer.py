@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """scripts/train_teacher_recipe.py: the same command and seed give the same weights, and a run
-stopped part-way and resumed with --resume ends with exactly the weights of an uninterrupted run.
+stopped part-way and resumed with --resume ends with exactly the weights of an uninterrupted run
+(through a format-curriculum stage, suffix 1, and a stage change); a run started with --init-from
+another run's checkpoint is deterministic too.
 Tiny model, small corpus; Debian's python3-torch (installed by scripts/setup.sh). Run by ctest."""
 import os, subprocess, sys, tempfile
 
@@ -10,11 +12,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SCRIPT = os.path.join(ROOT, "scripts", "train_teacher_recipe.py")
 
 
-def train(out, steps, corpus, resume=False):
+def train(out, steps, corpus, resume=False, init=None):
     cmd = [sys.executable, SCRIPT, "--out", out, "--corpus", corpus, "--steps", str(steps), "--d-model", "16",
            "--layers", "1", "--heads", "2", "--kv-heads", "1", "--ff", "32", "--batch", "6", "--eval-every", "3",
-           "--eval-examples", "4", "--seed", "5", "--stages", "4:0,6:0.5", "--advance-at", "0"]
+           "--eval-examples", "4", "--seed", "5", "--stages", "4:0:1,6:0.5", "--advance-at", "0"]
     if resume: cmd.append("--resume")
+    if init: cmd += ["--init-from", os.path.join(init, "ckpt.pt")]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
@@ -35,12 +38,18 @@ def main():
         train(b, 7, corpus)
         train(c, 4, corpus)
         train(c, 7, corpus, resume=True)
+        e, f2 = os.path.join(d, "e"), os.path.join(d, "f")
+        train(e, 3, corpus, init=a)
+        train(f2, 3, corpus, init=a)
         wa, wb, wc = weights(a), weights(b), weights(c)
         same = all(torch.equal(wa[k], wb[k]) for k in wa)
         resumed = all(torch.equal(wa[k], wc[k]) for k in wa)
+        we, wf = weights(e), weights(f2)
+        init_same = all(torch.equal(we[k], wf[k]) for k in we) and not all(torch.equal(we[k], wa[k]) for k in we)
         state = torch.load(os.path.join(c, "ckpt.pt"))["state"]
-        ok = same and resumed and state["step"] == 7 and state["stage"] == 1 and os.path.exists(os.path.join(c, "hf", "model.safetensors"))
-        print(f"same seed same weights: {same}; resumed == uninterrupted: {resumed}; curriculum stage {state['stage']}")
+        ok = same and resumed and init_same and state["step"] == 7 and state["stage"] == 1 and os.path.exists(os.path.join(c, "hf", "model.safetensors"))
+        print(f"same seed same weights: {same}; resumed == uninterrupted: {resumed}; --init-from deterministic: "
+              f"{init_same}; curriculum stage {state['stage']}")
         print("1 passed, 0 failed" if ok else "0 passed, 1 failed")
         return 0 if ok else 1
 
