@@ -10,6 +10,8 @@ PACKAGES=(
   libgoogle-perftools-dev                     # tcmalloc
   nlohmann-json3-dev libfmt-dev libcli11-dev libgtest-dev libpcre2-dev
   libicu-dev                                  # Unicode normalization (NFC/NFKC) in the tokenizer
+  libcpp-httplib-dev                          # HTTP server of `radistill serve` (header + shared library)
+  curl                                        # the serve tests' HTTP client
   python3-torch python3-numpy                 # independent reference for golden test data (tests/python), never a runtime dependency
   bible-kjv                                   # public-domain English corpus for the default teacher
 )
@@ -18,6 +20,9 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm (and node) for the serve test's openai JavaScript client (tests/js): Debian's npm package,
+# unless a Node.js install that brings its own npm (e.g. NodeSource's nodejs) is already there.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

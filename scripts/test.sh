@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j2
+# The official openai JavaScript client for the serve test (versions pinned in tests/js/package-lock.json).
+npm ci --prefix tests/js --no-audit --no-fund
 cd build && ctest --output-on-failure -j2 "$@"

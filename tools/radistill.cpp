@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   rad::cli::register_chat(app);
   rad::cli::register_import_gguf(app);
   rad::cli::register_export_gguf(app);
+  rad::cli::register_serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

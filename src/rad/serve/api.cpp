@@ -1,0 +1,257 @@
+#include "rad/serve/api.h"
+
+#include <limits>
+#include <random>
+
+#include "rad/core/error.h"
+
+namespace rad::serve {
+namespace {
+
+using json = nlohmann::json;
+
+[[noreturn]] void bad(const std::string& param, const std::string& message) { throw ApiError(400, message, param); }
+
+const char* kind(const json& v) { return v.type_name(); }
+
+// Optional field getters: absent or null -> the default; any other type -> a 400 naming the field.
+bool get_bool(const json& j, const char* key, bool dflt) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return dflt;
+  if (!it->is_boolean()) bad(key, fmt::format("'{}' must be a boolean, got {}", key, kind(*it)));
+  return it->get<bool>();
+}
+
+double get_number(const json& j, const char* key, double dflt, double lo, double hi, bool lo_open = false) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return dflt;
+  if (!it->is_number()) bad(key, fmt::format("'{}' must be a number, got {}", key, kind(*it)));
+  const double v = it->get<double>();
+  if (!(lo_open ? v > lo : v >= lo) || !(v <= hi))
+    bad(key, fmt::format("'{}' must be in {}{}, {}], got {}", key, lo_open ? "(" : "[", lo, hi, v));
+  return v;
+}
+
+std::optional<int64_t> get_int(const json& j, const char* key, int64_t lo, int64_t hi) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  // JSON numbers like 16.0 are integers to Python clients; accept whole floats.
+  int64_t v;
+  if (it->is_number_integer()) {
+    v = it->get<int64_t>();
+    if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+      bad(key, fmt::format("'{}' must be an integer in [{}, {}], got {}", key, lo, hi, it->dump()));
+  } else if (it->is_number_float() && std::floor(it->get<double>()) == it->get<double>() &&
+             std::abs(it->get<double>()) < 9e15) {
+    v = static_cast<int64_t>(it->get<double>());
+  } else {
+    bad(key, fmt::format("'{}' must be an integer, got {}", key, it->is_number() ? it->dump() : kind(*it)));
+  }
+  if (v < lo || v > hi) bad(key, fmt::format("'{}' must be an integer in [{}, {}], got {}", key, lo, hi, v));
+  return v;
+}
+
+std::vector<int64_t> token_ids(const json& list, const char* param, int64_t n_vocab) {
+  std::vector<int64_t> ids;
+  ids.reserve(list.size());
+  for (size_t i = 0; i < list.size(); ++i) {
+    const json& t = list[i];
+    if (!t.is_number_integer()) bad(param, fmt::format("'{}' token {} must be an integer, got {}", param, i, kind(t)));
+    const int64_t id = t.is_number_unsigned() && t.get<uint64_t>() > static_cast<uint64_t>(n_vocab) ? n_vocab : t.get<int64_t>();
+    if (id < 0 || id >= n_vocab)
+      bad(param, fmt::format("'{}' token {} is {}, outside the vocabulary [0, {})", param, i, t.dump(), n_vocab));
+    ids.push_back(id);
+  }
+  return ids;
+}
+
+// OpenAI content: a string, or a list of parts of which only {"type": "text", "text": ...} exist here.
+std::string message_content(const json& m, size_t i) {
+  const std::string param = fmt::format("messages[{}].content", i);
+  auto it = m.find("content");
+  if (it == m.end() || it->is_null()) bad(param, fmt::format("'{}' is missing (expected a string)", param));
+  if (it->is_string()) return it->get<std::string>();
+  if (!it->is_array()) bad(param, fmt::format("'{}' must be a string or a list of text parts, got {}", param, kind(*it)));
+  std::string text;
+  for (size_t k = 0; k < it->size(); ++k) {
+    const json& part = (*it)[k];
+    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+      bad(param, fmt::format("'{}[{}]' must be {{\"type\": \"text\", \"text\": string}} (only text is supported)", param, k));
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+
+std::vector<int64_t> chat_prompt(const json& req, const ApiContext& ctx) {
+  if (!ctx.chat_template)
+    throw ApiError(400,
+                   fmt::format("the model {} has no chat_template in tokenizer_config.json, so it cannot format "
+                               "chat messages; use /v1/completions with a prompt instead",
+                               ctx.model_dir),
+                   "messages");
+  auto it = req.find("messages");
+  if (it == req.end()) bad("messages", "'messages' is missing (expected a list of {\"role\", \"content\"})");
+  if (!it->is_array() || it->empty())
+    bad("messages", fmt::format("'messages' must be a non-empty list, got {}", it->is_array() ? "an empty list" : kind(*it)));
+  json messages = json::array();
+  for (size_t i = 0; i < it->size(); ++i) {
+    const json& m = (*it)[i];
+    if (!m.is_object()) bad("messages", fmt::format("'messages[{}]' must be an object, got {}", i, kind(m)));
+    auto role = m.find("role");
+    if (role == m.end() || !role->is_string())
+      bad(fmt::format("messages[{}].role", i), fmt::format("'messages[{}].role' must be a string", i));
+    if (m.contains("tool_calls") && !m["tool_calls"].is_null())
+      bad(fmt::format("messages[{}].tool_calls", i), "tool calls are not supported");
+    messages.push_back({{"role", *role}, {"content", message_content(m, i)}});
+  }
+  std::string text;
+  try {
+    text = ctx.chat_template->render(messages);
+  } catch (const Error& e) {
+    throw ApiError(400, fmt::format("the chat template cannot format these messages: {}", e.what()), "messages");
+  }
+  return ctx.tokenizer.encode(text, /*add_special_tokens=*/false);  // the template adds BOS where it wants it
+}
+
+std::vector<int64_t> completion_prompt(const json& req, const ApiContext& ctx) {
+  auto it = req.find("prompt");
+  if (it == req.end() || it->is_null()) bad("prompt", "'prompt' is missing (expected a string or a list of token ids)");
+  json p = *it;
+  if (p.is_array() && p.size() == 1 && (p[0].is_string() || p[0].is_array())) p = p[0];  // ["text"] or [[ids]]
+  if (p.is_string()) return ctx.tokenizer.encode(p.get<std::string>(), /*add_special_tokens=*/true);
+  if (p.is_array()) {
+    if (!p.empty() && (p[0].is_string() || p[0].is_array()))
+      bad("prompt", "'prompt' holds several prompts; send one prompt per request");
+    return token_ids(p, "prompt", ctx.n_vocab);
+  }
+  bad("prompt", fmt::format("'prompt' must be a string or a list of token ids, got {}", kind(p)));
+}
+
+std::vector<std::string> stop_strings(const json& req) {
+  auto it = req.find("stop");
+  if (it == req.end() || it->is_null()) return {};
+  if (it->is_string()) return {it->get<std::string>()};
+  if (!it->is_array()) bad("stop", fmt::format("'stop' must be a string or a list of strings, got {}", kind(*it)));
+  if (it->size() > 4) bad("stop", fmt::format("'stop' holds at most 4 strings, got {}", it->size()));
+  std::vector<std::string> out;
+  for (const auto& s : *it) {
+    if (!s.is_string()) bad("stop", fmt::format("'stop' must hold strings, got {}", kind(s)));
+    out.push_back(s.get<std::string>());
+  }
+  return out;
+}
+
+// Fields whose non-default values would change the output in ways this server does not implement.
+void reject_unsupported(const json& req) {
+  auto set = [&](const char* key) {
+    auto it = req.find(key);
+    return it != req.end() && !it->is_null() && !(it->is_boolean() && !it->get<bool>()) &&
+           !((it->is_array() || it->is_object()) && it->empty());
+  };
+  for (const char* key : {"frequency_penalty", "presence_penalty"})
+    if (set(key) && !(req[key].is_number() && req[key].get<double>() == 0))
+      bad(key, fmt::format("'{}' is not supported (the sampler has no additive penalties); use 'repetition_penalty' "
+                           "(multiplicative, e.g. 1.1)",
+                           key));
+  for (const char* key : {"logprobs", "top_logprobs", "echo", "suffix", "logit_bias", "tools", "functions", "tool_choice",
+                          "function_call", "response_format"})
+    if (set(key)) bad(key, fmt::format("'{}' is not supported by this server", key));
+  if (auto n = get_int(req, "n", 1, 1 << 20); n && *n != 1) bad("n", fmt::format("'n' must be 1, got {}", *n));
+  if (auto b = get_int(req, "best_of", 1, 1 << 20); b && *b != 1) bad("best_of", fmt::format("'best_of' must be 1, got {}", *b));
+}
+
+}  // namespace
+
+json error_json(const std::string& message, const std::string& type, const std::string& param) {
+  return {{"error", {{"message", message}, {"type", type}, {"param", param.empty() ? json(nullptr) : json(param)}, {"code", nullptr}}}};
+}
+
+CompletionRequest parse_completion_request(const std::string& body, bool chat, const ApiContext& ctx) {
+  json req;
+  try {
+    req = json::parse(body);
+  } catch (const json::parse_error& e) {
+    // nlohmann rejects invalid UTF-8 in strings here too ("ill-formed UTF-8 byte").
+    throw ApiError(400, fmt::format("the request body is not valid JSON: {}", e.what()));
+  }
+  if (!req.is_object()) throw ApiError(400, fmt::format("the request body must be a JSON object, got {}", kind(req)));
+  if (req.contains("model") && !req["model"].is_string()) bad("model", "'model' must be a string");
+  reject_unsupported(req);
+
+  CompletionRequest r;
+  r.chat = chat;
+  r.stream = get_bool(req, "stream", false);
+  if (auto it = req.find("stream_options"); it != req.end() && !it->is_null()) {
+    if (!it->is_object()) bad("stream_options", "'stream_options' must be an object");
+    r.include_usage = get_bool(*it, "include_usage", false);
+  }
+  GenerationParams& p = r.params;
+  p.prompt = chat ? chat_prompt(req, ctx) : completion_prompt(req, ctx);
+  const int64_t n_prompt = static_cast<int64_t>(p.prompt.size());
+  const char* prompt_param = chat ? "messages" : "prompt";
+  if (n_prompt == 0) bad(prompt_param, fmt::format("'{}' is empty (no tokens to continue)", prompt_param));
+  if (n_prompt > ctx.n_ctx)
+    bad(prompt_param, fmt::format("the prompt has {} tokens but the context holds {} (--ctx); shorten it", n_prompt, ctx.n_ctx));
+  std::optional<int64_t> max_tokens = get_int(req, "max_tokens", 1, std::numeric_limits<int32_t>::max());
+  if (chat && !max_tokens) max_tokens = get_int(req, "max_completion_tokens", 1, std::numeric_limits<int32_t>::max());
+  // OpenAI's defaults: 16 for completions, the rest of the context for chat. Either is clamped to
+  // the context (finish_reason "length" when it runs out).
+  p.max_tokens = max_tokens.value_or(chat ? ctx.n_ctx - n_prompt + 1 : 16);
+  p.sampling.temperature = static_cast<float>(get_number(req, "temperature", 1.0, 0.0, 2.0));
+  p.sampling.top_p = static_cast<float>(get_number(req, "top_p", 1.0, 0.0, 1.0, /*lo_open=*/true));
+  p.sampling.top_k = get_int(req, "top_k", 0, std::numeric_limits<int32_t>::max()).value_or(0);
+  p.sampling.repetition_penalty = static_cast<float>(get_number(req, "repetition_penalty", 1.0, 0.0, 100.0, true));
+  if (auto seed = get_int(req, "seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()))
+    p.sampling.seed = static_cast<uint64_t>(*seed);
+  else
+    p.sampling.seed = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
+  p.stop = stop_strings(req);
+  p.ignore_eos = get_bool(req, "ignore_eos", false);
+  return r;
+}
+
+namespace {
+json usage(const CompletionResult& r) {
+  return {{"prompt_tokens", r.prompt_tokens},
+          {"completion_tokens", r.completion_tokens},
+          {"total_tokens", r.prompt_tokens + r.completion_tokens}};
+}
+json base(const CompletionResult& r, const char* object) {
+  return {{"id", r.id}, {"object", object}, {"created", r.created}, {"model", r.model}};
+}
+}  // namespace
+
+json completion_response(const CompletionResult& r, bool chat) {
+  json j = base(r, chat ? "chat.completion" : "text_completion");
+  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", r.finish_reason}};
+  if (chat) choice["message"] = {{"role", "assistant"}, {"content", r.text}};
+  else choice["text"] = r.text;
+  j["choices"] = json::array({choice});
+  j["usage"] = usage(r);
+  return j;
+}
+
+json stream_chunk(const CompletionResult& r, bool chat, const std::string& delta, bool first,
+                  const std::optional<std::string>& finish_reason) {
+  json j = base(r, chat ? "chat.completion.chunk" : "text_completion");
+  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason ? json(*finish_reason) : json(nullptr)}};
+  if (chat) {
+    json d = json::object();
+    if (first) d["role"] = "assistant";
+    if (!delta.empty() || first) d["content"] = delta;
+    choice["delta"] = d;
+  } else {
+    choice["text"] = delta;
+  }
+  j["choices"] = json::array({choice});
+  return j;
+}
+
+json usage_chunk(const CompletionResult& r, bool chat) {
+  json j = base(r, chat ? "chat.completion.chunk" : "text_completion");
+  j["choices"] = json::array();
+  j["usage"] = usage(r);
+  return j;
+}
+
+}  // namespace rad::serve

@@ -1,0 +1,318 @@
+#include "rad/serve/scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "rad/core/error.h"
+#include "rad/core/log.h"
+#include "rad/serve/text_stream.h"
+
+namespace rad::serve {
+
+// ---------------------------------------------------------------- Sequence
+
+void Sequence::publish(const std::string& text, bool finished, const std::string& reason, const std::string& error) {
+  {
+    std::lock_guard<std::mutex> lk(m_);
+    pending_ += text;
+    if (finished) {
+      finished_ = true;
+      finish_reason_ = reason;
+      error_ = error;
+    }
+  }
+  cv_.notify_all();
+}
+
+Sequence::Delta Sequence::next(Clock::time_point until) {
+  std::unique_lock<std::mutex> lk(m_);
+  cv_.wait_until(lk, until, [&] { return !pending_.empty() || finished_; });
+  Delta d;
+  d.text.swap(pending_);
+  d.finished = finished_;
+  return d;
+}
+
+std::string Sequence::finish_reason() const {
+  std::lock_guard<std::mutex> lk(m_);
+  return finish_reason_;
+}
+
+std::string Sequence::error() const {
+  std::lock_guard<std::mutex> lk(m_);
+  return error_;
+}
+
+// ---------------------------------------------------------------- Scheduler
+
+// Decode-thread state of a running sequence.
+struct Scheduler::Running {
+  std::shared_ptr<Sequence> seq;
+  std::unique_ptr<runtime::Session> session;
+  std::unique_ptr<runtime::Sampler> sampler;
+  std::unique_ptr<TextStream> text;
+  std::vector<int64_t> history;  // prompt + generated (the repetition penalty looks back on it)
+  std::vector<float> logits;
+  int64_t prefilled = 0, generated = 0, last = -1, allocated = 0;
+};
+
+namespace {
+constexpr int kRetryAfterS = 1;
+constexpr int64_t kRateWindowS = 10;
+int64_t now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+Scheduler::Scheduler(std::shared_ptr<const runtime::Model> model, std::shared_ptr<const Tokenizer> tokenizer,
+                     const SchedulerOptions& options)
+    : model_(std::move(model)), tok_(std::move(tokenizer)), o_(options) {
+  if (o_.n_ctx <= 0) o_.n_ctx = model_->config().max_position_embeddings;
+  RAD_CHECK(o_.max_sessions >= 1, "serve: --max-sessions must be >= 1, got {}", o_.max_sessions);
+  RAD_CHECK(o_.max_queue >= 0, "serve: --max-queue must be >= 0, got {}", o_.max_queue);
+  RAD_CHECK(o_.prefill_chunk >= 1, "serve: the prefill chunk must be >= 1, got {}", o_.prefill_chunk);
+  RAD_CHECK(o_.queue_timeout_s >= 0 && o_.request_timeout_s > 0, "serve: timeouts must be positive");
+  const int64_t full = reservation(o_.n_ctx);
+  RAD_CHECK(full <= o_.cache_budget,
+            "serve: --cache-budget {} bytes holds no session of --ctx {} tokens, which needs {} bytes of cache; "
+            "raise the budget or lower --ctx",
+            o_.cache_budget, o_.n_ctx, full);
+  thread_ = std::thread([this] { loop(); });
+}
+
+Scheduler::~Scheduler() {
+  {
+    std::lock_guard<std::mutex> lk(mutex_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+int64_t Scheduler::reservation(int64_t tokens) const { return model_->cache_bytes(tokens); }
+
+bool Scheduler::fits(int64_t bytes) const { return n_admitted_ < o_.max_sessions && reserved_ + bytes <= o_.cache_budget; }
+
+void Scheduler::admit_queued() {
+  bool any = false;
+  // FIFO: the head waits for room even when a smaller request behind it would fit, so a long
+  // request is not starved by a stream of short ones.
+  while (!queue_.empty() && fits(queue_.front()->reserved_bytes_)) {
+    auto s = queue_.front();
+    queue_.pop_front();
+    ++n_admitted_;
+    reserved_ += s->reserved_bytes_;
+    s->state_ = Sequence::State::kAdmitted;
+    admitted_.push_back(s);
+    any = true;
+  }
+  if (any) {
+    admit_cv_.notify_all();
+    work_cv_.notify_all();
+  }
+}
+
+void Scheduler::release(Sequence& s) {
+  --n_admitted_;
+  reserved_ -= s.reserved_bytes_;
+  s.state_ = Sequence::State::kDone;
+  admit_queued();
+}
+
+std::shared_ptr<Sequence> Scheduler::submit(GenerationParams params) {
+  const int64_t n_prompt = static_cast<int64_t>(params.prompt.size());
+  RAD_CHECK(n_prompt >= 1 && n_prompt <= o_.n_ctx, "serve: the prompt has {} tokens; the context holds 1 to {}", n_prompt,
+            o_.n_ctx);
+  params.sampling.validate();
+  // The last new token is never fed back: prompt + max_tokens - 1 tokens must fit the context.
+  params.max_tokens = std::clamp<int64_t>(params.max_tokens, 1, o_.n_ctx - n_prompt + 1);
+  auto s = std::make_shared<Sequence>();
+  s->n_ctx_ = n_prompt + params.max_tokens - 1;
+  s->reserved_bytes_ = reservation(s->n_ctx_);
+  s->prompt_tokens_ = n_prompt;
+  const auto now = Clock::now();
+  s->deadline_ = now + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.request_timeout_s));
+  s->params_ = std::move(params);
+
+  std::unique_lock<std::mutex> lk(mutex_);
+  if (stop_) throw Overloaded("the server is shutting down", kRetryAfterS);
+  if (queue_.empty() && fits(s->reserved_bytes_)) {
+    ++n_admitted_;
+    reserved_ += s->reserved_bytes_;
+    s->state_ = Sequence::State::kAdmitted;
+    admitted_.push_back(s);
+    work_cv_.notify_all();
+    return s;
+  }
+  if (static_cast<int64_t>(queue_.size()) >= o_.max_queue) {
+    ++rejected_;
+    throw Overloaded(fmt::format("the server is full: {} of {} sessions running, {} of {} cache bytes reserved, and the "
+                                 "queue of {} waiting requests is full",
+                                 n_admitted_, o_.max_sessions, reserved_, o_.cache_budget, o_.max_queue),
+                     kRetryAfterS);
+  }
+  queue_.push_back(s);
+  const auto until = now + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.queue_timeout_s));
+  admit_cv_.wait_until(lk, until, [&] { return s->state_ != Sequence::State::kQueued; });
+  if (s->state_ == Sequence::State::kQueued) {
+    queue_.erase(std::find(queue_.begin(), queue_.end(), s));
+    s->state_ = Sequence::State::kRefused;
+    ++rejected_;
+    throw Overloaded(fmt::format("no session became free within {} s ({} of {} sessions running, {} of {} cache bytes "
+                                 "reserved)",
+                                 o_.queue_timeout_s, n_admitted_, o_.max_sessions, reserved_, o_.cache_budget),
+                     kRetryAfterS);
+  }
+  if (s->state_ == Sequence::State::kRefused) throw Overloaded("the server is shutting down", kRetryAfterS);
+  return s;
+}
+
+SchedulerStats Scheduler::stats() const {
+  std::lock_guard<std::mutex> lk(mutex_);
+  SchedulerStats st;
+  st.active = n_admitted_;
+  st.queued = static_cast<int64_t>(queue_.size());
+  st.reserved_bytes = reserved_;
+  st.allocated_bytes = allocated_.load();
+  st.cache_budget = o_.cache_budget;
+  st.max_sessions = o_.max_sessions;
+  st.tokens_generated = tokens_generated_.load();
+  st.prompt_tokens = prompt_tokens_.load();
+  st.rejected = rejected_;
+  st.cancelled = cancelled_;
+  const int64_t now = now_seconds();
+  int64_t n = 0;
+  for (const auto& [sec, count] : rate_)
+    if (sec > now - kRateWindowS) n += count;  // the last 10 s, the current one included
+  st.tokens_per_s = static_cast<double>(n) / kRateWindowS;
+  return st;
+}
+
+bool Scheduler::advance(Running& r) {
+  Sequence& s = *r.seq;
+  const GenerationParams& p = s.params_;
+  if (s.cancelled_) {
+    s.publish("", true, "", "cancelled: the client disconnected");
+    std::lock_guard<std::mutex> lk(mutex_);
+    ++cancelled_;
+    return false;
+  }
+  if (Clock::now() > s.deadline_) {  // the request time bound: end cleanly with what we have
+    log_warn("serve: a request reached the {} s time limit after {} tokens", o_.request_timeout_s, r.generated);
+    s.publish(r.text->finish(), true, "length");
+    return false;
+  }
+  const int64_t n_prompt = static_cast<int64_t>(p.prompt.size());
+  const float* out;
+  if (r.prefilled < n_prompt) {
+    const int64_t n = std::min(o_.prefill_chunk, n_prompt - r.prefilled);
+    out = r.session->forward(p.prompt.data() + r.prefilled, n);
+    r.prefilled += n;
+    prompt_tokens_ += n;
+    if (r.prefilled < n_prompt) return true;
+  } else {
+    out = r.session->step(r.last);
+  }
+  std::copy(out, out + r.logits.size(), r.logits.begin());
+  const int64_t t = r.sampler->sample(r.logits.data(), r.history);
+  r.history.push_back(t);
+  r.last = t;
+  ++r.generated;
+  s.completion_tokens_ = r.generated;
+  ++tokens_generated_;
+  {
+    std::lock_guard<std::mutex> lk(mutex_);
+    const int64_t sec = now_seconds();
+    if (rate_.empty() || rate_.back().first != sec) rate_.emplace_back(sec, 0);
+    ++rate_.back().second;
+    while (rate_.size() > static_cast<size_t>(kRateWindowS + 1)) rate_.pop_front();
+  }
+  const auto& eos = model_->config().eos_token_ids;
+  if (!p.ignore_eos && std::find(eos.begin(), eos.end(), t) != eos.end()) {
+    s.publish(r.text->finish(), true, "stop");
+    return false;
+  }
+  std::string delta = r.text->push(t);
+  if (r.text->stopped()) {
+    s.publish(delta, true, "stop");
+    return false;
+  }
+  if (r.generated >= p.max_tokens) {
+    delta += r.text->finish();
+    s.publish(delta, true, "length");
+    return false;
+  }
+  if (!delta.empty()) s.publish(delta, false);
+  return true;
+}
+
+void Scheduler::loop() {
+  std::vector<std::unique_ptr<Running>> running;
+  for (;;) {
+    std::vector<std::shared_ptr<Sequence>> fresh;
+    {
+      std::unique_lock<std::mutex> lk(mutex_);
+      work_cv_.wait(lk, [&] { return stop_ || !admitted_.empty() || !running.empty(); });
+      if (stop_) break;
+      fresh.swap(admitted_);
+    }
+    for (auto& s : fresh) {
+      auto r = std::make_unique<Running>();
+      r->seq = s;
+      try {
+        runtime::SessionOptions so;
+        so.n_ctx = s->n_ctx_;
+        so.prefill_chunk = o_.prefill_chunk;
+        so.threads = o_.threads;
+        r->session = std::make_unique<runtime::Session>(model_, so);
+        r->sampler = std::make_unique<runtime::Sampler>(s->params_.sampling, model_->config().n_vocab);
+        const auto& prompt = s->params_.prompt;
+        std::vector<int64_t> context(prompt.end() - std::min<size_t>(prompt.size(), 4), prompt.end());
+        r->text = std::make_unique<TextStream>(*tok_, std::move(context), s->params_.stop);
+        r->history = prompt;
+        r->logits.resize(static_cast<size_t>(model_->config().n_vocab));
+        r->allocated = r->session->cache_bytes().allocated();
+        allocated_ += r->allocated;
+        running.push_back(std::move(r));
+      } catch (const std::exception& e) {
+        log_warn("serve: cannot start a sequence: {}", e.what());
+        s->publish("", true, "", std::string("cannot start the sequence: ") + e.what());
+        std::lock_guard<std::mutex> lk(mutex_);
+        release(*s);
+      }
+    }
+    for (auto it = running.begin(); it != running.end();) {
+      bool alive;
+      try {
+        alive = advance(**it);
+      } catch (const std::exception& e) {
+        log_warn("serve: a sequence failed: {}", e.what());
+        (*it)->seq->publish("", true, "", e.what());
+        alive = false;
+      }
+      if (alive) {
+        ++it;
+        continue;
+      }
+      allocated_ -= (*it)->allocated;
+      {
+        std::lock_guard<std::mutex> lk(mutex_);
+        release(*(*it)->seq);
+      }
+      it = running.erase(it);  // frees the Session's caches
+    }
+  }
+  // Shutting down: end every sequence, running, admitted or queued.
+  for (auto& r : running) {
+    r->seq->publish("", true, "", "the server is shutting down");
+    allocated_ -= r->allocated;
+  }
+  running.clear();
+  std::lock_guard<std::mutex> lk(mutex_);
+  for (auto& s : admitted_) s->publish("", true, "", "the server is shutting down");
+  for (auto& s : queue_) s->state_ = Sequence::State::kRefused;
+  queue_.clear();
+  admit_cv_.notify_all();
+}
+
+}  // namespace rad::serve

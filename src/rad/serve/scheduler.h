@@ -1,0 +1,152 @@
+// The server's scheduler: one decode thread owns every running sequence and, in each iteration,
+// advances each of them by one unit of work - one prompt chunk (prefill) or one new token - so a
+// long prompt does not stall the other conversations and every sequence makes progress.
+//
+// What this is and is not: sequences are interleaved step by step on one thread, each with its own
+// runtime::Session (K/V of its kept groups + SSM state, sized for its prompt + max_tokens). The
+// steps are NOT batched at the matmul level: N sequences cost N matrix-vector passes over the
+// weights per iteration, not one matrix-matrix pass. Each Session still uses its `threads` for
+// its own matmuls.
+//
+// Admission: a sequence reserves Model::cache_bytes(its context) against the cache budget and one
+// of max_sessions slots before its Session is allocated, so the caches never exceed the budget.
+// When either is full, requests wait in a bounded FIFO queue; a full queue, or a wait longer than
+// queue_timeout, is refused with Overloaded (HTTP 503 + Retry-After). Scratch buffers of a Session
+// (one prefill chunk of activations, logits) are not counted in the budget.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "rad/runtime/engine.h"
+#include "rad/runtime/sampler.h"
+#include "rad/tokenizer/tokenizer.h"
+
+namespace rad::serve {
+
+using Clock = std::chrono::steady_clock;
+
+struct SchedulerOptions {
+  int64_t cache_budget = int64_t{2} << 30;  // bytes of K/V + SSM state over all sessions
+  int64_t max_sessions = 64;
+  int64_t max_queue = 64;            // requests waiting for admission
+  double queue_timeout_s = 30;       // longest wait for admission
+  double request_timeout_s = 600;    // a sequence running longer ends with finish_reason "length"
+  int64_t n_ctx = 0;                 // largest context of a sequence; 0: max_position_embeddings
+  int threads = 1;                   // threads of each Session's matmuls
+  int64_t prefill_chunk = 32;        // prompt tokens per scheduler iteration and sequence
+};
+
+struct GenerationParams {
+  std::vector<int64_t> prompt;  // non-empty, ids < n_vocab, size <= n_ctx (checked by the API layer)
+  int64_t max_tokens = 16;      // clamped to the context: prompt + max_tokens - 1 <= n_ctx
+  runtime::SamplingOptions sampling;
+  std::vector<std::string> stop;
+  bool ignore_eos = false;
+};
+
+// A 503: the server is full. `retry_after_s` is the hint for the Retry-After header.
+struct Overloaded : std::runtime_error {
+  Overloaded(const std::string& message, int retry_after_s) : std::runtime_error(message), retry_after_s(retry_after_s) {}
+  int retry_after_s;
+};
+
+// One request's sequence, shared by the HTTP thread (reads the text) and the decode thread.
+class Sequence {
+ public:
+  struct Delta {
+    std::string text;      // new final text since the last call
+    bool finished = false; // the reply is complete (finish_reason / error set)
+  };
+  // Waits until new text arrives, the sequence ends, or `until`.
+  Delta next(Clock::time_point until);
+  // The client is gone: the decode thread drops the sequence and frees its cache.
+  void cancel() { cancelled_ = true; }
+
+  // Valid once finished.
+  std::string finish_reason() const;  // "stop" (EOS or a stop string) or "length" (max_tokens, context, time)
+  std::string error() const;          // non-empty when generation failed
+  int64_t prompt_tokens() const { return prompt_tokens_; }
+  int64_t completion_tokens() const { return completion_tokens_.load(); }
+  int64_t reserved_bytes() const { return reserved_bytes_; }
+
+ private:
+  friend class Scheduler;
+  enum class State { kQueued, kAdmitted, kRefused, kDone };
+  void publish(const std::string& text, bool finished, const std::string& reason = "", const std::string& error = "");
+
+  GenerationParams params_;
+  int64_t n_ctx_ = 0, reserved_bytes_ = 0, prompt_tokens_ = 0;
+  Clock::time_point deadline_;
+  State state_ = State::kQueued;  // guarded by the scheduler's mutex
+  std::atomic<bool> cancelled_{false};
+  std::atomic<int64_t> completion_tokens_{0};
+  mutable std::mutex m_;
+  std::condition_variable cv_;
+  std::string pending_, finish_reason_, error_;
+  bool finished_ = false;
+};
+
+struct SchedulerStats {
+  int64_t active = 0;               // sequences admitted (running or about to)
+  int64_t queued = 0;
+  int64_t reserved_bytes = 0;       // cache reservations of the admitted sequences
+  int64_t allocated_bytes = 0;      // cache bytes the running Sessions actually hold
+  int64_t cache_budget = 0;
+  int64_t max_sessions = 0;
+  int64_t tokens_generated = 0;     // since start
+  int64_t prompt_tokens = 0;        // since start (prefilled)
+  double tokens_per_s = 0;          // generated over the last 10 s
+  int64_t rejected = 0;             // refused with Overloaded
+  int64_t cancelled = 0;            // dropped because the client went away
+};
+
+class Scheduler {
+ public:
+  Scheduler(std::shared_ptr<const runtime::Model> model, std::shared_ptr<const Tokenizer> tokenizer,
+            const SchedulerOptions& options);
+  ~Scheduler();  // stops the decode thread; unfinished sequences end with an error
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Blocks until the sequence is admitted; throws Overloaded when the queue is full or the wait
+  // exceeds queue_timeout_s.
+  std::shared_ptr<Sequence> submit(GenerationParams params);
+
+  SchedulerStats stats() const;
+  const SchedulerOptions& options() const { return o_; }
+  int64_t n_ctx() const { return o_.n_ctx; }
+  // Cache bytes reserved for a sequence of this many tokens (prompt + max_tokens).
+  int64_t reservation(int64_t tokens) const;
+
+ private:
+  struct Running;
+  void loop();
+  bool fits(int64_t bytes) const;  // with mutex_ held
+  void admit_queued();             // with mutex_ held
+  void release(Sequence& s);       // with mutex_ held
+  bool advance(Running& r);        // one unit of work; false when the sequence is finished
+
+  std::shared_ptr<const runtime::Model> model_;
+  std::shared_ptr<const Tokenizer> tok_;
+  SchedulerOptions o_;
+  mutable std::mutex mutex_;
+  std::condition_variable work_cv_, admit_cv_;
+  std::deque<std::shared_ptr<Sequence>> queue_;    // waiting for admission
+  std::vector<std::shared_ptr<Sequence>> admitted_; // reserved, Session not yet created
+  int64_t n_admitted_ = 0, reserved_ = 0, rejected_ = 0, cancelled_ = 0;
+  bool stop_ = false;
+  std::atomic<int64_t> allocated_{0}, tokens_generated_{0}, prompt_tokens_{0};
+  std::deque<std::pair<int64_t, int64_t>> rate_;  // (second, tokens generated in it), last 10 s
+  std::thread thread_;
+};
+
+}  // namespace rad::serve

@@ -1,0 +1,610 @@
+// The OpenAI-compatible server (src/rad/serve): the Jinja subset against Python's jinja2, the text
+// stream's stop strings, and the server over HTTP with curl on a loopback port - greedy output
+// equals `radistill generate`, streaming, chat templates, hostile input, a client killed
+// mid-stream while another finishes, and admission by cache budget (queue, then 503 + Retry-After).
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <thread>
+
+#include "rad/runtime/engine.h"
+#include "rad/serve/chat_template.h"
+#include "rad/serve/jinja.h"
+#include "rad/serve/server.h"
+#include "rad/serve/text_stream.h"
+#include "rad/tokenizer/tokenizer.h"
+#include "test_util.h"
+
+namespace rad::test {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+// Templates and their renderings by Python's jinja2 3.1 in Hugging Face's environment
+// (ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True) + raise_exception), for
+// messages `msgs` and `sys` (a system message first), add_generation_prompt=True, bos "<s>",
+// eos "</s>". smol: SmolLM2-135M-Instruct's template verbatim; llama3: Llama-3-Instruct's;
+// mistral: a Mistral-style template written to exercise whitespace control, elif, `~`, slices,
+// `is defined`, methods, loop.last and raise_exception.
+const char* kTemplateGoldens = R"json({
+ "templates": {
+  "smol": "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+  "llama3": "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}",
+  "mistral": "{{- bos_token }}\n{%- if messages[0]['role'] == 'system' %}\n    {%- set system = messages[0]['content'] %}\n    {%- set rest = messages[1:] %}\n{%- else %}\n    {%- set rest = messages %}\n{%- endif %}\n{%- for message in rest %}\n    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}\n        {{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}\n    {%- endif %}\n    {%- if message['role'] == 'user' %}\n        {%- if loop.last and system is defined %}\n            {{- '[INST] ' ~ system ~ '\\n\\n' ~ message['content'].strip() ~ ' [/INST]' }}\n        {%- else %}\n            {{- '[INST] ' + message['content'] + ' [/INST]' }}\n        {%- endif %}\n    {%- elif message.role == 'assistant' %}\n        {{- ' ' + message['content']|trim + eos_token }}\n    {%- endif %}\n{%- endfor %}\n{% if add_generation_prompt %}\n  {% for i in [1, 2] %}{{ i }}{% if not loop.last %},{% endif %}{% endfor %}\n{% endif %}\n"
+ },
+ "out": {
+  "smol_msgs": "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\n  Hi there \n<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n",
+  "smol_sys": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n  Hi there \n<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n",
+  "llama3_msgs": "<s><|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nName a colour.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+  "llama3_sys": "<s><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nName a colour.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+  "mistral_msgs": "<s>[INST]   Hi there \n [/INST] Hello!</s>[INST] Name a colour. [/INST]1,2",
+  "mistral_sys": "<s>[INST]   Hi there \n [/INST] Hello!</s>[INST] Be brief.\n\nName a colour. [/INST]1,2",
+  "mistral_error": "Conversation roles must alternate user/assistant/user/assistant/..."
+ }
+}
+)json";
+
+json golden_messages(bool with_system) {
+  json m = json::array({{{"role", "user"}, {"content", "  Hi there \n"}},
+                        {{"role", "assistant"}, {"content", "Hello!"}},
+                        {{"role", "user"}, {"content", "Name a colour."}}});
+  if (with_system) m.insert(m.begin(), json{{"role", "system"}, {"content", "Be brief."}});
+  return m;
+}
+
+TEST(ServeJinja, ChatTemplatesRenderLikeJinja2) {
+  json g = json::parse(kTemplateGoldens);
+  for (const char* name : {"smol", "llama3", "mistral"}) {
+    json config = {{"chat_template", g["templates"][name]}, {"bos_token", "<s>"}, {"eos_token", {{"content", "</s>"}}}};
+    auto t = serve::ChatTemplate::from_config(config, name);
+    ASSERT_TRUE(t.has_value());
+    EXPECT_EQ(t->render(golden_messages(false)), g["out"][std::string(name) + "_msgs"].get<std::string>()) << name;
+    EXPECT_EQ(t->render(golden_messages(true)), g["out"][std::string(name) + "_sys"].get<std::string>()) << name;
+  }
+  // raise_exception carries the template's message.
+  json config = {{"chat_template", g["templates"]["mistral"]}};
+  auto t = serve::ChatTemplate::from_config(config, "mistral");
+  EXPECT_RAD_ERROR(t->render(json::array({golden_messages(false)[1]})), g["out"]["mistral_error"].get<std::string>());
+  // No template: nullopt, not an error.
+  EXPECT_FALSE(serve::ChatTemplate::from_config(json{{"bos_token", "<s>"}}, "x").has_value());
+}
+
+TEST(ServeJinja, ExpressionsAndUnsupportedConstructs) {
+  auto render = [](const std::string& src, const json& ctx = json::object()) {
+    return serve::JinjaTemplate::parse(src).render(ctx);
+  };
+  EXPECT_EQ(render("{{ 'a' ~ 1 ~ none }}|{{ 7 // 2 }}|{{ -7 % 3 }}|{{ [1, 2, 3][-1] }}|{{ 'abc'[1:] }}"), "a1None|3|2|3|bc");
+  EXPECT_EQ(render("{{ x | default('d') }}|{{ 'A b' | lower | upper }}|{{ [1, 2] | length }}|{{ ['a', 'b'] | join('-') }}"),
+            "d|A B|2|a-b");
+  EXPECT_EQ(render("{% for k, v in d.items() %}{{ k }}={{ v }};{% else %}empty{% endfor %}", {{"d", {{"a", 1}}}}), "a=1;");
+  EXPECT_EQ(render("{% for x in [] %}x{% else %}empty{% endfor %}"), "empty");
+  EXPECT_EQ(render("{{ 'yes' if 'b' in 'abc' and not false else 'no' }}{{ x is not defined }}{{ 'xy'.startswith('x') }}"),
+            "yesTrueTrue");
+  EXPECT_EQ(render("{{ d.get('k', 'dflt') }} {{ d['a'] | tojson }}", {{"d", {{"a", {1, "b"}}}}}), "dflt [1, \"b\"]");
+  EXPECT_EQ(render("  {%- if true -%}  x  {%- endif -%}  \n"), "x");
+  EXPECT_RAD_ERROR(render("{% macro m() %}{% endmacro %}"), "unsupported statement 'macro'");
+  EXPECT_RAD_ERROR(render("{{ x | frobnicate }}"), "unsupported filter 'frobnicate'");
+  EXPECT_RAD_ERROR(render("{{ range(3) }}"), "unsupported function 'range()'");
+  EXPECT_RAD_ERROR(render("{% if x %}"), "missing '{% endif %}'");
+  EXPECT_RAD_ERROR(render("{{ 'a' + 1 }}"), "cannot apply '+' to a string and a integer");
+  EXPECT_RAD_ERROR(render("{{ x.y }}"), "'.y' of an undefined value");
+  EXPECT_RAD_ERROR(render("{{ 'open"), "unclosed tag");
+  EXPECT_RAD_ERROR(render("{{ raise_exception('bad roles') }}"), "chat template raised an error: bad roles");
+}
+
+std::string teacher_dir() { return source_dir() + "/models/default-teacher"; }
+
+TEST(ServeTextStream, StopStringsEndTheTextAndPartialOnesAreHeldBack) {
+  Tokenizer tok = Tokenizer::load(teacher_dir());
+  const std::string text = "And God said, Let there be light: and there was light.";
+  std::vector<int64_t> ids = tok.encode(text, false);
+  ASSERT_GT(ids.size(), 6u);
+  serve::TextStream s(tok, {}, {"there was"});
+  std::string out;
+  bool stopped_at = false;
+  for (int64_t id : ids) {
+    std::string delta = s.push(id);
+    out += delta;
+    // Never released: any text from the stop string on.
+    EXPECT_EQ(out.find("there w"), std::string::npos) << out;
+    if (s.stopped()) {
+      stopped_at = true;
+      break;
+    }
+  }
+  ASSERT_TRUE(stopped_at);
+  out += s.finish();
+  EXPECT_EQ(out, "And God said, Let there be light: and ");
+  // Without a stop string everything is released by the end, and the pieces add up to the text.
+  serve::TextStream all(tok, {}, {});
+  std::string whole;
+  for (int64_t id : ids) whole += all.push(id);
+  whole += all.finish();
+  EXPECT_EQ(whole, text);
+}
+
+// ---------------------------------------------------------------- HTTP helpers
+
+struct Http {
+  int status = 0;
+  std::string body, headers;
+  json parsed() const { return json::parse(body); }
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Runs curl with `args`; the status, headers and body come back.
+Http curl(const std::string& args) {
+  TempDir d;
+  const std::string cmd = "curl -sS --max-time 120 -o " + d.file("body") + " -D " + d.file("headers") + " -w '%{http_code}' " +
+                          args + " 2>" + d.file("err");
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return {};
+  std::string code;
+  char buf[64];
+  while (fgets(buf, sizeof buf, p)) code += buf;
+  pclose(p);
+  Http h;
+  h.status = std::atoi(code.c_str());
+  h.body = read_file(d.file("body"));
+  h.headers = read_file(d.file("headers"));
+  if (h.status == 0) ADD_FAILURE() << "curl failed: " << read_file(d.file("err"));
+  return h;
+}
+
+std::string url(int port, const std::string& path) { return "http://127.0.0.1:" + std::to_string(port) + path; }
+
+Http post_raw(int port, const std::string& path, const std::string& body, const std::string& extra = "") {
+  TempDir d;
+  std::ofstream(d.file("req.json"), std::ios::binary) << body;
+  return curl("-X POST -H 'Content-Type: application/json' -H 'Expect:' --data-binary @" + d.file("req.json") + " " + extra +
+              " " + url(port, path));
+}
+Http post(int port, const std::string& path, const json& body) { return post_raw(port, path, body.dump()); }
+Http get(int port, const std::string& path) { return curl(url(port, path)); }
+
+// The events of a server-sent-event body; *done: it ended with `data: [DONE]`.
+std::vector<json> sse_events(const std::string& body, bool* done) {
+  std::vector<json> out;
+  *done = false;
+  size_t at = 0;
+  while (at < body.size()) {
+    size_t end = body.find("\n\n", at);
+    if (end == std::string::npos) end = body.size();
+    const std::string event = body.substr(at, end - at);
+    at = end + 2;
+    if (event.rfind("data: ", 0) != 0) continue;  // comments (": waiting")
+    const std::string data = event.substr(6);
+    EXPECT_FALSE(*done) << "an event after [DONE]";
+    if (data == "[DONE]") *done = true;
+    else out.push_back(json::parse(data));
+  }
+  return out;
+}
+
+// The concatenated text of a stream's chunks, and its finish_reason (exactly one chunk has one).
+std::string stream_text(const std::vector<json>& events, bool chat, std::string* finish_reason) {
+  std::string text;
+  int finishes = 0;
+  for (const auto& e : events) {
+    if (e["choices"].empty()) continue;  // the usage chunk
+    const json& c = e["choices"][0];
+    if (chat) text += c["delta"].value("content", "");
+    else text += c["text"].get<std::string>();
+    if (!c["finish_reason"].is_null()) {
+      ++finishes;
+      *finish_reason = c["finish_reason"].get<std::string>();
+    }
+  }
+  EXPECT_EQ(finishes, 1);
+  return text;
+}
+
+// A metric's value from /metrics (the first sample whose name and labels start with `name`).
+double metric(int port, const std::string& name) {
+  Http h = get(port, "/metrics");
+  std::istringstream in(h.body);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
+  return -1;
+}
+
+bool wait_for(const std::function<bool()>& pred, double timeout_s) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return pred();
+}
+
+class TestServer {
+ public:
+  explicit TestServer(const serve::ServerOptions& o) : server_(o) {
+    port_ = server_.bind();
+    thread_ = std::thread([this] { server_.listen(); });
+    // stop() before listen() has started would be lost; wait until it runs.
+    while (!server_.running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ~TestServer() {
+    server_.stop();
+    thread_.join();
+  }
+  int port() const { return port_; }
+
+ private:
+  serve::Server server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+serve::ServerOptions options(const std::string& dir, int64_t ctx) {
+  serve::ServerOptions o;
+  o.model_dir = dir;
+  o.port = 0;
+  o.scheduler.n_ctx = ctx;
+  o.scheduler.cache_budget = int64_t{1} << 30;
+  o.scheduler.max_sessions = 4;
+  o.scheduler.max_queue = 4;
+  o.scheduler.queue_timeout_s = 30;
+  return o;
+}
+
+// A child process with its stdout on a pipe (for a streaming curl to kill).
+struct Child {
+  pid_t pid = -1;
+  int out = -1;
+};
+
+Child spawn(const std::vector<std::string>& args) {
+  int fds[2];
+  if (pipe(fds) != 0) return {};
+  Child c;
+  c.pid = fork();
+  if (c.pid == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    close(fds[1]);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execvp(argv[0], argv.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  c.out = fds[0];
+  return c;
+}
+
+// Reads the child's output until it contains `needle`, it ends, or `timeout_s` passes.
+std::string read_until(Child& c, std::string& so_far, const std::string& needle, double timeout_s) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  char buf[4096];
+  while (so_far.find(needle) == std::string::npos && std::chrono::steady_clock::now() < until) {
+    pollfd p{c.out, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    const ssize_t n = read(c.out, buf, sizeof buf);
+    if (n <= 0) break;
+    so_far.append(buf, static_cast<size_t>(n));
+  }
+  return so_far;
+}
+
+Child stream_with_curl(int port, const std::string& path, const json& body, const TempDir& dir) {
+  std::ofstream(dir.file("stream.json")) << body.dump();
+  return spawn({"curl", "-sS", "-N", "--max-time", "120", "-X", "POST", "-H", "Content-Type: application/json",
+                "--data-binary", "@" + dir.file("stream.json"), url(port, path)});
+}
+
+// `radistill generate --text` on the default teacher: the reference greedy continuation.
+std::string generate_text(const std::string& prompt, int max_new) {
+  CliResult r = run_cli("generate " + teacher_dir() + " --text \"" + prompt + "\" --max-new-tokens " + std::to_string(max_new));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::string out = r.out;
+  if (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+void expect_error_shape(const Http& h, int status, const std::string& needle, const std::string& param = "") {
+  EXPECT_EQ(h.status, status) << h.body;
+  json j;
+  try {
+    j = h.parsed();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "not JSON: " << h.body;
+    return;
+  }
+  ASSERT_TRUE(j.contains("error")) << h.body;
+  EXPECT_NE(j["error"]["message"].get<std::string>().find(needle), std::string::npos) << h.body;
+  EXPECT_TRUE(j["error"]["type"].is_string()) << h.body;
+  if (!param.empty()) EXPECT_EQ(j["error"]["param"], param) << h.body;
+}
+
+// ---------------------------------------------------------------- server tests
+
+TEST(Serve, CompletionsEqualGenerateGreedyPlainStreamedAndWithStopStrings) {
+  const std::string expected = generate_text("And God said", 12);
+  ASSERT_FALSE(expected.empty());
+  TestServer server(options(teacher_dir(), 256));
+  const int port = server.port();
+  json req = {{"model", "default-teacher"}, {"prompt", "And God said"}, {"max_tokens", 12}, {"temperature", 0}};
+  Http h = post(port, "/v1/completions", req);
+  ASSERT_EQ(h.status, 200) << h.body;
+  json j = h.parsed();
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["model"], "default-teacher");
+  EXPECT_EQ(j["choices"][0]["text"], expected);
+  const int64_t n_prompt = static_cast<int64_t>(Tokenizer::load(teacher_dir()).encode("And God said", true).size());
+  EXPECT_EQ(j["usage"]["prompt_tokens"], n_prompt);
+  const int64_t n_new = j["usage"]["completion_tokens"].get<int64_t>();
+  EXPECT_EQ(j["usage"]["total_tokens"], n_prompt + n_new);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], n_new == 12 ? "length" : "stop");
+
+  // Streamed: the same text, chunk by chunk, then [DONE]; the usage chunk when asked for.
+  req["stream"] = true;
+  req["stream_options"] = {{"include_usage", true}};
+  h = post(port, "/v1/completions", req);
+  ASSERT_EQ(h.status, 200) << h.body;
+  EXPECT_NE(h.headers.find("text/event-stream"), std::string::npos) << h.headers;
+  bool done = false;
+  std::vector<json> events = sse_events(h.body, &done);
+  EXPECT_TRUE(done);
+  std::string reason;
+  EXPECT_EQ(stream_text(events, false, &reason), expected);
+  EXPECT_EQ(reason, j["choices"][0]["finish_reason"]);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back()["usage"], j["usage"]);
+
+  // A stop string inside the greedy text ends it there (finish_reason "stop"), plain and streamed.
+  const std::string stop = expected.substr(expected.size() / 2, 3);
+  const std::string cut = expected.substr(0, expected.find(stop));
+  req = {{"prompt", "And God said"}, {"max_tokens", 12}, {"temperature", 0}, {"stop", {stop, "never-seen"}}};
+  h = post(port, "/v1/completions", req);
+  ASSERT_EQ(h.status, 200) << h.body;
+  EXPECT_EQ(h.parsed()["choices"][0]["text"], cut) << "stop " << stop;
+  EXPECT_EQ(h.parsed()["choices"][0]["finish_reason"], "stop");
+  req["stream"] = true;
+  h = post(port, "/v1/completions", req);
+  EXPECT_EQ(stream_text(sse_events(h.body, &done), false, &reason), cut);
+  EXPECT_EQ(reason, "stop");
+
+  // Token-id prompts, seeded sampling (same seed -> same text), /v1/models, /health, /metrics.
+  std::vector<int64_t> ids = Tokenizer::load(teacher_dir()).encode("And God said", true);
+  h = post(port, "/v1/completions", {{"prompt", ids}, {"max_tokens", 12}, {"temperature", 0}});
+  EXPECT_EQ(h.parsed()["choices"][0]["text"], expected);
+  json sampled = {{"prompt", "In the beginning"}, {"max_tokens", 16}, {"temperature", 0.9}, {"top_k", 40},
+                  {"top_p", 0.95},           {"seed", 7},           {"repetition_penalty", 1.1}};
+  EXPECT_EQ(post(port, "/v1/completions", sampled).parsed()["choices"][0]["text"],
+            post(port, "/v1/completions", sampled).parsed()["choices"][0]["text"]);
+  json models = get(port, "/v1/models").parsed();
+  EXPECT_EQ(models["data"][0]["id"], "default-teacher");
+  EXPECT_EQ(models["data"][0]["meta"]["n_ctx"], 256);
+  EXPECT_EQ(get(port, "/health").parsed()["status"], "ok");
+  // (The request counter is bumped after the response is written: wait for the last one.)
+  EXPECT_TRUE(wait_for([&] { return metric(port, "radistill_requests_total{path=\"/v1/completions\",status=\"200\"}") == 7; }, 10))
+      << get(port, "/metrics").body;
+  EXPECT_GE(metric(port, "radistill_tokens_generated_total"), 12 * 3);
+  EXPECT_EQ(metric(port, "radistill_active_sessions"), 0);
+  EXPECT_EQ(metric(port, "radistill_cache_bytes_allocated"), 0);
+}
+
+// A copy of the default teacher (links to its files) whose tokenizer_config.json has a chat template.
+std::string templated_teacher(const TempDir& dir, const std::string& chat_template) {
+  const std::string out = dir.file("chat-teacher");
+  fs::create_directories(out);
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json"})
+    fs::create_symlink(teacher_dir() + "/" + f, out + "/" + f);
+  json config = json::parse(read_file(teacher_dir() + "/tokenizer_config.json"));
+  config["chat_template"] = chat_template;
+  std::ofstream(out + "/tokenizer_config.json") << config.dump(1);
+  return out;
+}
+
+TEST(Serve, ChatCompletionsUseTheModelsTemplate) {
+  TempDir dir;
+  const std::string smol = json::parse(kTemplateGoldens)["templates"]["smol"];
+  const std::string model = templated_teacher(dir, smol);
+  TestServer server(options(model, 256));
+  const int port = server.port();
+  json messages = json::array({{{"role", "user"}, {"content", "And God said"}}});
+  json req = {{"messages", messages}, {"max_tokens", 10}, {"temperature", 0}};
+  Http h = post(port, "/v1/chat/completions", req);
+  ASSERT_EQ(h.status, 200) << h.body;
+  json j = h.parsed();
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+  const std::string content = j["choices"][0]["message"]["content"];
+
+  // The prompt is the template's text, tokenized without added special tokens: the same request
+  // as token ids to /v1/completions gives the same reply and usage.
+  auto t = serve::ChatTemplate::load(model);
+  ASSERT_TRUE(t.has_value());
+  std::vector<int64_t> ids = Tokenizer::load(model).encode(t->render(messages), false);
+  EXPECT_EQ(j["usage"]["prompt_tokens"], ids.size());
+  Http c = post(port, "/v1/completions", {{"prompt", ids}, {"max_tokens", 10}, {"temperature", 0}});
+  EXPECT_EQ(c.parsed()["choices"][0]["text"], content);
+  EXPECT_EQ(c.parsed()["usage"], j["usage"]);
+
+  // Streamed: a first chunk with the role, the same content, [DONE].
+  req["stream"] = true;
+  h = post(port, "/v1/chat/completions", req);
+  ASSERT_EQ(h.status, 200) << h.body;
+  bool done = false;
+  std::vector<json> events = sse_events(h.body, &done);
+  EXPECT_TRUE(done);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events[0]["object"], "chat.completion.chunk");
+  EXPECT_EQ(events[0]["choices"][0]["delta"]["role"], "assistant");
+  std::string reason;
+  EXPECT_EQ(stream_text(events, true, &reason), content);
+  EXPECT_EQ(reason, j["choices"][0]["finish_reason"]);
+
+  // Content as a list of text parts; bad messages name the field.
+  h = post(port, "/v1/chat/completions",
+           {{"messages", {{{"role", "user"}, {"content", {{{"type", "text"}, {"text", "And God said"}}}}}}},
+            {"max_tokens", 10},
+            {"temperature", 0}});
+  EXPECT_EQ(h.parsed()["choices"][0]["message"]["content"], content);
+  expect_error_shape(post(port, "/v1/chat/completions", {{"messages", json::array()}}), 400, "non-empty list", "messages");
+  expect_error_shape(post(port, "/v1/chat/completions", {{"messages", {{{"role", "user"}}}}}), 400, "is missing",
+                     "messages[0].content");
+  expect_error_shape(post(port, "/v1/chat/completions", {{"messages", {{{"role", 3}, {"content", "x"}}}}}), 400,
+                     "must be a string", "messages[0].role");
+
+  // The default teacher has no chat template: a clear 400.
+  TestServer plain(options(teacher_dir(), 256));
+  expect_error_shape(post(plain.port(), "/v1/chat/completions", {{"messages", messages}}), 400,
+                     "has no chat_template in tokenizer_config.json", "messages");
+}
+
+TEST(Serve, HostileInputGetsJsonErrorsAndTheServerKeepsServing) {
+  serve::ServerOptions o = options(teacher_dir(), 64);
+  o.max_body_bytes = 64 << 10;
+  TestServer server(o);
+  const int port = server.port();
+  const std::string path = "/v1/completions";
+  expect_error_shape(post_raw(port, path, "{\"prompt\": \"a\", "), 400, "not valid JSON");
+  expect_error_shape(post_raw(port, path, "{\"prompt\": \"a\xff\xfe\"}"), 400, "UTF-8");
+  expect_error_shape(post_raw(port, path, "[1, 2]"), 400, "must be a JSON object");
+  expect_error_shape(post(port, path, {{"max_tokens", 4}}), 400, "'prompt' is missing", "prompt");
+  expect_error_shape(post(port, path, {{"prompt", 42}}), 400, "'prompt' must be a string or a list of token ids", "prompt");
+  expect_error_shape(post(port, path, {{"prompt", "a"}, {"max_tokens", "ten"}}), 400, "'max_tokens' must be an integer",
+                     "max_tokens");
+  expect_error_shape(post(port, path, {{"prompt", "a"}, {"max_tokens", 0}}), 400, "in [1,", "max_tokens");
+  expect_error_shape(post(port, path, {{"prompt", "a"}, {"temperature", 5}}), 400, "'temperature' must be in [0, 2]",
+                     "temperature");
+  expect_error_shape(post(port, path, {{"prompt", "a"}, {"stream", "yes"}}), 400, "'stream' must be a boolean", "stream");
+  expect_error_shape(post(port, path, {{"prompt", {1, 2, 99999}}}), 400, "token 2 is 99999, outside the vocabulary [0, 4096)",
+                     "prompt");
+  expect_error_shape(post(port, path, {{"prompt", {1, -5}}}), 400, "outside the vocabulary", "prompt");
+  expect_error_shape(post(port, path, {{"prompt", std::vector<int64_t>(100, 5)}}), 400,
+                     "the prompt has 100 tokens but the context holds 64", "prompt");
+  expect_error_shape(post(port, path, {{"prompt", "a"}, {"n", 2}}), 400, "'n' must be 1", "n");
+  expect_error_shape(post(port, path, {{"prompt", "a"}, {"frequency_penalty", 0.5}}), 400, "use 'repetition_penalty'",
+                     "frequency_penalty");
+  expect_error_shape(post(port, path, {{"prompt", "a"}, {"stop", {"a", "b", "c", "d", "e"}}}), 400, "at most 4", "stop");
+  expect_error_shape(post(port, path, {{"prompt", {"a", "b"}}}), 400, "several prompts", "prompt");
+  expect_error_shape(post_raw(port, path, "{\"prompt\": \"" + std::string(100 << 10, 'a') + "\"}"), 413, "too large");
+  expect_error_shape(get(port, "/v1/nothing"), 404, "no route GET /v1/nothing");
+  // A flood of malformed requests, then the server still answers.
+  for (int i = 0; i < 40; ++i) EXPECT_EQ(post_raw(port, path, std::string(i, '{')).status, 400);
+  EXPECT_EQ(get(port, "/health").status, 200);
+  // A prompt that fills the context still gets its one token; max_tokens is clamped, not refused.
+  Http h = post(port, path, {{"prompt", std::vector<int64_t>(64, 5)}, {"max_tokens", 50}, {"temperature", 0}, {"ignore_eos", true}});
+  ASSERT_EQ(h.status, 200) << h.body;
+  EXPECT_EQ(h.parsed()["usage"]["completion_tokens"], 1);
+  EXPECT_EQ(h.parsed()["choices"][0]["finish_reason"], "length");
+  EXPECT_GE(metric(port, "radistill_requests_total{path=\"/v1/completions\",status=\"400\"}"), 55);
+}
+
+TEST(Serve, AClientKilledMidStreamIsCancelledWhileAnotherFinishes) {
+  TestServer server(options(teacher_dir(), 1024));
+  const int port = server.port();
+  json other = {{"prompt", "In the beginning"}, {"max_tokens", 200}, {"temperature", 0}};
+  const std::string expected = post(port, "/v1/completions", other).parsed()["choices"][0]["text"];
+  ASSERT_FALSE(expected.empty());
+
+  TempDir dir;
+  Child c = stream_with_curl(port, "/v1/completions",
+                             {{"prompt", "And God said"}, {"max_tokens", 1000}, {"ignore_eos", true}, {"stream", true},
+                              {"temperature", 0}},
+                             dir);
+  ASSERT_GT(c.pid, 0);
+  std::string got;
+  read_until(c, got, "data: ", 60);
+  ASSERT_NE(got.find("data: "), std::string::npos) << got;
+  Http concurrent;
+  std::thread t([&] { concurrent = post(port, "/v1/completions", other); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  kill(c.pid, SIGKILL);
+  int status = 0;
+  waitpid(c.pid, &status, 0);
+  close(c.out);
+  t.join();
+  ASSERT_EQ(concurrent.status, 200) << concurrent.body;
+  EXPECT_EQ(concurrent.parsed()["choices"][0]["text"], expected);
+  // The killed stream's sequence is dropped and its cache freed.
+  EXPECT_TRUE(wait_for([&] { return metric(port, "radistill_cancelled_total") == 1; }, 30));
+  EXPECT_TRUE(wait_for([&] { return metric(port, "radistill_active_sessions") == 0; }, 30));
+  EXPECT_EQ(metric(port, "radistill_cache_bytes_allocated"), 0);
+  EXPECT_EQ(metric(port, "radistill_cache_bytes_reserved"), 0);
+  EXPECT_EQ(get(port, "/health").status, 200);
+}
+
+TEST(Serve, TheCacheBudgetAdmitsQueuesThenRefusesWith503) {
+  const int64_t ctx = 1024;
+  const int64_t full = runtime::Model::load(teacher_dir())->cache_bytes(ctx);
+  {
+    serve::ServerOptions o = options(teacher_dir(), ctx);
+    o.scheduler.cache_budget = full - 1;
+    EXPECT_RAD_ERROR(serve::Server s(o), "holds no session of --ctx 1024 tokens");
+  }
+  serve::ServerOptions o = options(teacher_dir(), ctx);
+  o.scheduler.cache_budget = full;  // one full-context session
+  o.scheduler.max_queue = 1;
+  o.scheduler.queue_timeout_s = 0.5;
+  TestServer server(o);
+  const int port = server.port();
+  TempDir dir;
+  Child a = stream_with_curl(port, "/v1/completions",
+                             {{"prompt", "And God said"}, {"max_tokens", 1000}, {"ignore_eos", true}, {"stream", true},
+                              {"stream_options", {{"include_usage", true}}}, {"temperature", 0}},
+                             dir);
+  std::string a_out;
+  read_until(a, a_out, "data: ", 60);
+  ASSERT_NE(a_out.find("data: "), std::string::npos) << a_out;
+  EXPECT_EQ(metric(port, "radistill_active_sessions"), 1);
+  EXPECT_EQ(metric(port, "radistill_cache_bytes_allocated"), metric(port, "radistill_cache_bytes_reserved"));
+
+  // B needs more cache than is left: it waits in the queue, then gets 503 after the queue timeout.
+  json big = {{"prompt", "In the beginning"}, {"max_tokens", 1000}};
+  Http b;
+  std::thread tb([&] { b = post(port, "/v1/completions", big); });
+  EXPECT_TRUE(wait_for([&] { return metric(port, "radistill_queue_length") == 1; }, 10));
+  // C finds the queue (1 place) full: 503 at once.
+  Http c = post(port, "/v1/completions", big);
+  tb.join();
+  expect_error_shape(c, 503, "queue of 1 waiting requests is full");
+  EXPECT_NE(c.headers.find("Retry-After: 1"), std::string::npos) << c.headers;
+  expect_error_shape(b, 503, "no session became free within 0.5 s");
+  EXPECT_NE(b.headers.find("Retry-After:"), std::string::npos) << b.headers;
+  EXPECT_EQ(b.parsed()["error"]["type"], "server_overloaded");
+
+  // A finishes correctly: all 1000 tokens, finish_reason "length", [DONE].
+  read_until(a, a_out, "[DONE]", 120);
+  int status = 0;
+  waitpid(a.pid, &status, 0);
+  close(a.out);
+  bool done = false;
+  std::vector<json> events = sse_events(a_out, &done);
+  EXPECT_TRUE(done);
+  std::string reason;
+  stream_text(events, false, &reason);
+  EXPECT_EQ(reason, "length");
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back()["usage"]["completion_tokens"], 1000);
+  // Then the server admits again.
+  Http d = post(port, "/v1/completions", {{"prompt", "In the beginning"}, {"max_tokens", 4}});
+  EXPECT_EQ(d.status, 200) << d.body;
+  EXPECT_EQ(metric(port, "radistill_rejected_total"), 2);
+}
+
+}  // namespace
+}  // namespace rad::test
