@@ -199,6 +199,35 @@ std::vector<int64_t> tiny_encode(const std::string& s) {
   return ids;
 }
 
+// Character-level stand-in for a digit-splitting tokenizer: " 42" -> [space, 4, 2].
+std::vector<int64_t> char_encode(const std::string& s) {
+  std::vector<int64_t> ids;
+  for (char c : s) ids.push_back(c == ' ' ? 3 : (c >= '0' && c <= '9') ? 10 + (c - '0') : 30 + (c % 20));
+  return ids;
+}
+
+TEST(Scorer, ALoneLeadingSpaceTokenIsTeacherForcedNotScored) {
+  tasks::TaskExample ex;
+  ex.segments = {{"key is", false}, {" 42", true}, {"\nkey2 is", false}, {" 7", true}};
+  // Digit-splitting: the space is part of the prompt, the answer is the digits.
+  tasks::EncodedExample split = tasks::encode_example(ex, char_encode, 1);
+  ASSERT_EQ(split.answers.size(), 2u);
+  EXPECT_EQ(split.ids[split.answers[0].first - 1], 3);
+  EXPECT_EQ(split.answers[0].second - split.answers[0].first, 2);
+  EXPECT_EQ(split.ids[split.answers[0].first], 14);
+  EXPECT_EQ(split.answers[1].second - split.answers[1].first, 1);
+  EXPECT_EQ(split.ids[split.answers[1].first], 17);
+  // The full text's tokens are unchanged: prompt and answers concatenated.
+  std::vector<int64_t> whole = {1};
+  for (const auto& seg : ex.segments) for (int64_t t : char_encode(seg.text)) whole.push_back(t);
+  EXPECT_EQ(split.ids, whole);
+  // A tokenizer that writes " 42" as one token (word-level: spaces vanish): the whole answer is scored.
+  tasks::EncodedExample word = tasks::encode_example(ex, tiny_encode, 1);
+  ASSERT_EQ(word.answers.size(), 2u);
+  EXPECT_EQ(word.answers[0].second - word.answers[0].first, 1);
+  EXPECT_EQ(word.ids[word.answers[0].first], tiny_encode("42")[0]);
+}
+
 TEST(Scorer, AnswersAreExactlyTheAnswerTokensAndBatchingDoesNotChangeScores) {
   CausalLM model = io::load_causal_lm(fixture_model("llama_gqa"));
   TaskOptions o;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "rad/core/error.h"
 
@@ -16,6 +17,12 @@ std::optional<int64_t> leading_bos(const Tokenizer& tok) {
 EncodedExample encode_example(const TaskExample& example, const Encoder& encode, std::optional<int64_t> bos) {
   EncodedExample out;
   if (bos) out.ids.push_back(*bos);
+  // Tokenizers that split digits (SmolLM2, Qwen2, the default teacher's) write " 42" as a lone
+  // space token then the digits. That space says only "a number follows", not which one, so it is
+  // teacher-forced like the prompt (the full text's tokens are unchanged) and not scored: otherwise
+  // a model that knows the value but ranks another continuation of "is" first scores 0.
+  std::optional<int64_t> lone_space;
+  bool lone_space_known = false;
   for (const auto& seg : example.segments) {
     std::vector<int64_t> ids = encode(seg.text);
     int64_t begin = static_cast<int64_t>(out.ids.size());
@@ -23,6 +30,14 @@ EncodedExample encode_example(const TaskExample& example, const Encoder& encode,
     if (seg.is_answer) {
       RAD_CHECK(!ids.empty(), "task answer \"{}\" encodes to no tokens", seg.text);
       RAD_CHECK(begin > 0, "a task answer cannot be the first token of an example");
+      if (ids.size() > 1 && seg.text.size() > 1 && seg.text[0] == ' ') {
+        if (!lone_space_known) {
+          std::vector<int64_t> sp = encode(" ");
+          if (sp.size() == 1) lone_space = sp[0];
+          lone_space_known = true;
+        }
+        if (lone_space && ids[0] == *lone_space) ++begin;
+      }
       out.answers.emplace_back(begin, static_cast<int64_t>(out.ids.size()));
     }
   }

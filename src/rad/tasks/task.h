@@ -4,7 +4,8 @@
 // An example is a list of text segments; some are answers. Scoring rule (all tasks): an answer is
 // correct iff, teacher-forced on everything before it, the model's greedy (argmax) prediction
 // equals every token of the answer (for a one-token answer: last-token argmax). MQAR scores each of
-// its queries as one answer.
+// its queries as one answer. A leading lone-space token (" 42" as SP 4 2 in digit-splitting
+// tokenizers) is formatting: it is teacher-forced, not scored (tasks/scorer.cpp).
 #pragma once
 
 #include <cstdint>
