@@ -490,6 +490,16 @@ TEST(Runtime, BadInputGivesClearErrors) {
   }
   EXPECT_RAD_ERROR(runtime::Model::load(arch), "GPT2");
   EXPECT_RAD_ERROR(runtime::Model::load(dir.file("nothing")), "not a directory");
+  // A shard index that points outside the model directory (the libtorch loader's rule, shared).
+  {
+    std::string sharded = dir.file("sharded");
+    std::filesystem::copy(fixture_model("llama_sharded"), sharded, std::filesystem::copy_options::recursive);
+    std::string index = sharded + "/model.safetensors.index.json";
+    nlohmann::json j = nlohmann::json::parse(std::ifstream(index));
+    j["weight_map"]["model.norm.weight"] = "../../etc/passwd";
+    std::ofstream(index) << j.dump();
+    EXPECT_RAD_ERROR(runtime::Model::load(sharded), "not a plain file name");
+  }
 
   // Prompt longer than the context, and token ids outside the vocabulary.
   auto m = runtime::Model::load(fixture_model("llama_gqa"));

@@ -9,6 +9,7 @@
 #include "rad/io/hf_config.h"
 #include "rad/io/hybrid_checkpoint.h"
 #include "rad/io/safetensors.h"
+#include "rad/io/shard_index.h"
 
 namespace rad::io {
 namespace fs = std::filesystem;
@@ -46,40 +47,16 @@ void add_file_tensors(const std::string& path, std::map<std::string, at::Tensor>
 
 std::map<std::string, at::Tensor> read_model_tensors(const std::string& model_dir) {
   std::map<std::string, at::Tensor> tensors;
-  fs::path dir(model_dir);
-  RAD_CHECK(fs::is_directory(dir), "{}: not a directory (expected a Hugging Face model directory)", model_dir);
-  fs::path single = dir / "model.safetensors";
-  fs::path index = dir / "model.safetensors.index.json";
-  if (fs::exists(single)) {
-    add_file_tensors(single.string(), &tensors);
+  ShardIndex index = read_shard_index(model_dir);
+  if (!index.single_file.empty()) {
+    add_file_tensors(index.single_file, &tensors);
     return tensors;
   }
-  RAD_CHECK(fs::exists(index), "{}: no model.safetensors or model.safetensors.index.json found", model_dir);
-  json j;
-  try {
-    j = json::parse(read_text_file(index.string()));
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", index.string(), e.what());
-  }
-  RAD_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
-            "{}: missing object field \"weight_map\"", index.string());
-  std::map<std::string, std::set<std::string>> by_file;
-  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-    RAD_CHECK(it.value().is_string(), "{}: weight_map[\"{}\"] must be a file name", index.string(), it.key());
-    std::string file = it.value().get<std::string>();
-    RAD_CHECK(!file.empty() && file.find('/') == std::string::npos && file.find('\\') == std::string::npos &&
-                  file != "." && file != "..",
-              "{}: weight_map[\"{}\"] = \"{}\" is not a plain file name in the model directory", index.string(),
-              it.key(), file);
-    by_file[file].insert(it.key());
-  }
-  for (const auto& [file, names] : by_file) {
-    fs::path shard = dir / file;
-    RAD_CHECK(fs::exists(shard), "{}: shard {} listed in the index does not exist", index.string(), shard.string());
-    add_file_tensors(shard.string(), &tensors, &names);
+  for (const auto& [shard, names] : index.shards) {
+    add_file_tensors(shard, &tensors, &names);
     for (const auto& name : names)
       RAD_CHECK(tensors.count(name), "{}: tensor \"{}\" is mapped to {} but that file does not contain it",
-                index.string(), name, file);
+                index.index_path, name, fs::path(shard).filename().string());
   }
   return tensors;
 }

@@ -1,5 +1,7 @@
 #include "rad/runtime/tensor_store.h"
 
+#include "rad/io/shard_index.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -162,40 +164,18 @@ std::unique_ptr<TensorStore> TensorStore::open_file(const std::string& path) {
 }
 
 std::unique_ptr<TensorStore> TensorStore::open_dir(const std::string& model_dir) {
-  fs::path dir(model_dir);
-  RAD_CHECK(fs::is_directory(dir), "{}: not a directory (expected a model directory)", model_dir);
+  io::ShardIndex index = io::read_shard_index(model_dir);
   std::unique_ptr<TensorStore> s(new TensorStore());
   s->where_ = model_dir;
-  fs::path single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
-  if (fs::exists(single)) {
-    s->add_file(single.string(), nullptr);
+  if (!index.single_file.empty()) {
+    s->add_file(index.single_file, nullptr);
     return s;
   }
-  RAD_CHECK(fs::exists(index), "{}: no model.safetensors or model.safetensors.index.json found", model_dir);
-  json j;
-  try {
-    j = json::parse(read_text_file(index.string()));
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", index.string(), e.what());
-  }
-  RAD_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
-            "{}: missing object field \"weight_map\"", index.string());
-  std::map<std::string, std::set<std::string>> by_file;
-  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-    RAD_CHECK(it.value().is_string(), "{}: weight_map[\"{}\"] must be a file name", index.string(), it.key());
-    std::string file = it.value().get<std::string>();
-    RAD_CHECK(!file.empty() && file.find('/') == std::string::npos && file != "." && file != "..",
-              "{}: weight_map[\"{}\"] = \"{}\" is not a plain file name in the model directory", index.string(),
-              it.key(), file);
-    by_file[file].insert(it.key());
-  }
-  for (const auto& [file, names] : by_file) {
-    fs::path shard = dir / file;
-    RAD_CHECK(fs::exists(shard), "{}: shard {} listed in the index does not exist", index.string(), shard.string());
-    s->add_file(shard.string(), &names);
+  for (const auto& [shard, names] : index.shards) {
+    s->add_file(shard, &names);
     for (const auto& name : names)
       RAD_CHECK(s->tensors_.count(name) > 0, "{}: tensor \"{}\" is mapped to {} but that file does not hold it",
-                index.string(), name, file);
+                index.index_path, name, fs::path(shard).filename().string());
   }
   return s;
 }
