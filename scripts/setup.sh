@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ccache pkg-config git
   libtorch-dev                                # libtorch 1.13 (C++)
+  libgloo-dev                                 # gloo headers for libtorch's c10d ProcessGroupGloo (data-parallel training)
   libopenblas0-openmp libopenblas-openmp-dev  # the BLAS behind libtorch; openmp build so BLAS threads follow libtorch's
   libgoogle-perftools-dev                     # tcmalloc
   nlohmann-json3-dev libfmt-dev libcli11-dev libgtest-dev libpcre2-dev

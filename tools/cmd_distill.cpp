@@ -5,6 +5,7 @@
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/core/torch_setup.h"
+#include "rad/dist/process_group.h"
 #include "rad/distill/distill.h"
 #include "rad/io/checkpoint.h"
 #include "rad/io/hybrid_checkpoint.h"
@@ -60,22 +61,25 @@ void register_distill(CLI::App& app) {
                "slower than float32 here (a distillation step measured 19x slower); consider dropping --bf16");
     RAD_CHECK(io::is_hybrid_dir(student_dir), "{}: not a hybrid (config.json model_type is not radistill_hybrid); "
               "make one with `radistill convert`", student_dir);
-    TextCodec codec = load_text_codec(teacher_dir);
-    CausalLM teacher = io::load_causal_lm(teacher_dir, at::kFloat);
-    io::HybridModel student = io::load_hybrid(student_dir, at::kFloat);
-    o.mix.tasks = split_comma_list(tasks_list);
-    o.align_trainable = align_trains;
-    o.kd_trainable = [](const std::string& n) { return kd_trains(n, freeze_kept); };
-    PretrainData data;
-    log_info("tokenizing {} ...", corpus_path);
-    data.corpus = TokenCorpus::from_text(read_text_file(corpus_path), codec.encode, heldout);
-    data.encode = codec.encode;
-    data.bos = codec.bos;
-    data.write_tokenizer = [](const std::string& out) { io::copy_tokenizer_files(teacher_dir, out); };
-    HybridConfig config = student.config;
-    distill(teacher, student.model, o, data,
-            [config](CausalLM& m, const std::string& dir) { io::save_hybrid(m, config, dir); });
-    log_info("wrote the distilled hybrid to {}", o.out_dir);
+    // Data-parallel when started with the torchrun environment (e.g. by `radistill launch`).
+    dist::run_data_parallel(o.group, [] {
+      TextCodec codec = load_text_codec(teacher_dir);
+      CausalLM teacher = io::load_causal_lm(teacher_dir, at::kFloat);
+      io::HybridModel student = io::load_hybrid(student_dir, at::kFloat);
+      o.mix.tasks = split_comma_list(tasks_list);
+      o.align_trainable = align_trains;
+      o.kd_trainable = [](const std::string& n) { return kd_trains(n, freeze_kept); };
+      PretrainData data;
+      log_info("tokenizing {} ...", corpus_path);
+      data.corpus = TokenCorpus::from_text(read_text_file(corpus_path), codec.encode, heldout);
+      data.encode = codec.encode;
+      data.bos = codec.bos;
+      data.write_tokenizer = [](const std::string& out) { io::copy_tokenizer_files(teacher_dir, out); };
+      HybridConfig config = student.config;
+      distill(teacher, student.model, o, data,
+              [config](CausalLM& m, const std::string& dir) { io::save_hybrid(m, config, dir); });
+      log_info("wrote the distilled hybrid to {}", o.out_dir);
+    });
   });
 }
 

@@ -6,6 +6,7 @@
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/core/torch_setup.h"
+#include "rad/dist/process_group.h"
 #include "rad/io/hf_config.h"
 #include "rad/train/pretrain.h"
 #include "text_codec.h"
@@ -84,42 +85,45 @@ void register_pretrain(CLI::App& app) {
       o.mix.task_share = 1.0 - corpus_share;
     }
     if (emb_decay->count() > 0) o.embedding_weight_decay = embedding_decay;
-    TextCodec codec = load_text_codec(tokenizer_dir);
-    if (!config_path.empty()) {
-      o.model = io::load_hf_config(config_path);
-    } else {
-      nlohmann::json j = {{"architectures", {"LlamaForCausalLM"}}, {"hidden_size", d_model},
-                          {"num_hidden_layers", n_layer}, {"num_attention_heads", n_head},
-                          {"num_key_value_heads", n_head_kv},
-                          {"intermediate_size", d_ff > 0 ? d_ff : ((8 * d_model / 3 + 31) / 32) * 32},
-                          {"max_position_embeddings", max_pos}, {"vocab_size", 1}, {"rms_norm_eps", 1e-5},
-                          {"rope_theta", 10000.0}, {"tie_word_embeddings", true}};
-      o.model = io::config_from_hf_json(j, "pretrain flags");
-    }
-    if (untied) {
-      o.model.tie_word_embeddings = false;
-      o.model.raw["tie_word_embeddings"] = false;
-    }
-    o.model.n_vocab = codec.tokenizer.vocab_size();
-    o.model.raw["vocab_size"] = o.model.n_vocab;
-    if (codec.bos) o.model.bos_token_id = codec.bos;
-    if (auto eos = codec.tokenizer.eos_id()) o.model.eos_token_ids = {*eos};
-    o.mix.tasks = split_comma_list(tasks_list);
-    log_info("tokenizing {} ...", corpus_path);
-    PretrainData data;
-    data.corpus = TokenCorpus::from_text(read_text_file(corpus_path), codec.encode, heldout);
-    data.encode = codec.encode;
-    data.bos = codec.bos;
-    data.write_tokenizer = [](const std::string& out) {
-      for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
-        fs::path src = fs::path(tokenizer_dir) / f;
-        if (fs::exists(src)) write_text_atomic((fs::path(out) / f).string(), read_text_file(src.string()));
+    // Data-parallel when started with the torchrun environment (e.g. by `radistill launch`).
+    dist::run_data_parallel(o.group, [&] {
+      TextCodec codec = load_text_codec(tokenizer_dir);
+      if (!config_path.empty()) {
+        o.model = io::load_hf_config(config_path);
+      } else {
+        nlohmann::json j = {{"architectures", {"LlamaForCausalLM"}}, {"hidden_size", d_model},
+                            {"num_hidden_layers", n_layer}, {"num_attention_heads", n_head},
+                            {"num_key_value_heads", n_head_kv},
+                            {"intermediate_size", d_ff > 0 ? d_ff : ((8 * d_model / 3 + 31) / 32) * 32},
+                            {"max_position_embeddings", max_pos}, {"vocab_size", 1}, {"rms_norm_eps", 1e-5},
+                            {"rope_theta", 10000.0}, {"tie_word_embeddings", true}};
+        o.model = io::config_from_hf_json(j, "pretrain flags");
       }
-    };
-    log_info("corpus: {} training tokens, {} held-out tokens; model: {} layers x {} heads, d_model {}, vocab {}",
-             data.corpus.train.size(), data.corpus.heldout.size(), o.model.n_layer, o.model.n_head, o.model.d_model,
-             o.model.n_vocab);
-    pretrain(o, data);
+      if (untied) {
+        o.model.tie_word_embeddings = false;
+        o.model.raw["tie_word_embeddings"] = false;
+      }
+      o.model.n_vocab = codec.tokenizer.vocab_size();
+      o.model.raw["vocab_size"] = o.model.n_vocab;
+      if (codec.bos) o.model.bos_token_id = codec.bos;
+      if (auto eos = codec.tokenizer.eos_id()) o.model.eos_token_ids = {*eos};
+      o.mix.tasks = split_comma_list(tasks_list);
+      log_info("tokenizing {} ...", corpus_path);
+      PretrainData data;
+      data.corpus = TokenCorpus::from_text(read_text_file(corpus_path), codec.encode, heldout);
+      data.encode = codec.encode;
+      data.bos = codec.bos;
+      data.write_tokenizer = [](const std::string& out) {
+        for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+          fs::path src = fs::path(tokenizer_dir) / f;
+          if (fs::exists(src)) write_text_atomic((fs::path(out) / f).string(), read_text_file(src.string()));
+        }
+      };
+      log_info("corpus: {} training tokens, {} held-out tokens; model: {} layers x {} heads, d_model {}, vocab {}",
+               data.corpus.train.size(), data.corpus.heldout.size(), o.model.n_layer, o.model.n_head, o.model.d_model,
+               o.model.n_vocab);
+      pretrain(o, data);
+    });
   });
 }
 

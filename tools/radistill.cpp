@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   rad::cli::register_import_gguf(app);
   rad::cli::register_export_gguf(app);
   rad::cli::register_serve(app);
+  rad::cli::register_launch(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -5,22 +5,26 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 
 #include "rad/core/atomic_file.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/core/progress.h"
+#include "rad/dist/process_group.h"
+#include "rad/dist/shard.h"
 #include "rad/train/optim.h"
 
 namespace rad {
 namespace fs = std::filesystem;
 
 at::Tensor hidden_alignment_loss(CausalLM& student, const std::vector<at::Tensor>& teacher_in,
-                                 const std::vector<at::Tensor>& teacher_out) {
+                                 const std::vector<at::Tensor>& teacher_out, int64_t global_tokens) {
   at::Tensor total;
   for (size_t l = 0; l < teacher_in.size(); ++l) {
     at::Tensor out = student->run_layers(teacher_in[l], l, l + 1);
-    at::Tensor err = (out.to(at::kFloat) - teacher_out[l].to(at::kFloat)).norm(2, -1).mean();
+    at::Tensor norms = (out.to(at::kFloat) - teacher_out[l].to(at::kFloat)).norm(2, -1);
+    at::Tensor err = global_tokens > 0 ? norms.sum() / static_cast<double>(global_tokens) : norms.mean();
     total = total.defined() ? total + err : err;
   }
   return total;
@@ -60,6 +64,10 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
             tc.n_layer, tc.d_model, tc.n_vocab, sc.n_layer, sc.d_model, sc.n_vocab);
   RAD_CHECK(o.seq <= tc.max_position_embeddings, "seq {} exceeds max_position_embeddings {}", o.seq,
             tc.max_position_embeddings);
+  dist::ProcessGroup single_process;
+  dist::ProcessGroup& group = o.group ? *o.group : single_process;
+  const bool main_rank = group.is_main();
+  const dist::RowShard shard = dist::shard_rows(o.batch, group.rank(), group.world_size());
   auto existing = open_run_dir(o.out_dir, o.resume, "distillation run");
   const std::string metrics_path = (fs::path(o.out_dir) / "metrics.jsonl").string();
   teacher->eval();
@@ -73,12 +81,12 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
     resume_state = nlohmann::json::parse(read_text_file((fs::path(*existing) / "state.json").string()));
     resume_stage = resume_state.at("stage").get<std::string>();
     resume_step = resume_state.at("step").get<int64_t>();
-    truncate_metrics_log(metrics_path, resume_state.at("global_step").get<int64_t>());
+    if (main_rank) truncate_metrics_log(metrics_path, resume_state.at("global_step").get<int64_t>());
     log_info("resuming from {} (stage {}, step {})", *existing, resume_stage, resume_step);
-  } else if (fs::exists(metrics_path)) {
+  } else if (main_rank && fs::exists(metrics_path)) {
     fs::remove(metrics_path);
   }
-  data.write_tokenizer(o.out_dir);
+  if (main_rank) data.write_tokenizer(o.out_dir);
 
   const StageRun stages[] = {{"align", &o.align, 0x1000}, {"kd", &o.kd, 0x2000}};
   bool skipping = existing.has_value();
@@ -99,21 +107,33 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
       global_done += start;
       skipping = false;
     }
+    // Every rank starts the stage from rank 0's weights (they agree already); as the first
+    // collective this is also the start barrier (rank 0 writes no checkpoint before all have read).
+    group.broadcast(student->parameters(), 0, fmt::format("the broadcast of the student from rank 0 ({})", run.name));
     student->train();
-    Progress progress(std::string("distill ") + run.name, st.steps, "steps", start);
+    std::optional<Progress> progress;
+    if (main_rank) progress.emplace(std::string("distill ") + run.name, st.steps, "steps", start);
     auto t0 = std::chrono::steady_clock::now();
     double t_last = 0;
     int64_t tokens = 0;
     auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
     auto save = [&](int64_t step) {
+      if (!main_rank) return;  // every rank holds the same weights and optimizer state
       save_training_checkpoint(o.out_dir, global_done, student, *optimizer,
-                               {{"stage", run.name}, {"step", step}, {"global_step", global_done}, {"seed", o.seed}},
+                               {{"stage", run.name}, {"step", step}, {"global_step", global_done}, {"seed", o.seed},
+                                {"world_size", group.world_size()}},
                                save_model);
     };
     for (int64_t step = start; step < st.steps; ++step) {
       Batch b = make_batch(data.corpus.train, o.mix, data.encode, data.bos, o.batch, o.seq, o.seed + run.seed_offset, step);
       double lr = sched.at(step);
       set_learning_rate(*optimizer, lr);
+      // Data-parallel: this rank's rows, and loss shares normalised by the global batch so that the
+      // summed gradients are the single-process ones (one process keeps the plain means).
+      const bool dp = group.distributed();
+      const int64_t global_tokens = b.input_ids.numel();
+      auto rows = [&](const at::Tensor& t) { return dp ? t.narrow(0, shard.begin, shard.count) : t; };
+      const at::Tensor input = rows(b.input_ids);
       at::Tensor loss, kl, ce;
       {
         AutocastBF16 autocast(o.bf16);
@@ -124,45 +144,56 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
           ForwardHooks capture;
           capture.residual_in = &t_in;
           capture.residual_out = &t_out;
-          t_logits = teacher->forward(b.input_ids, nullptr, is_align ? &capture : nullptr);
+          t_logits = teacher->forward(input, nullptr, is_align ? &capture : nullptr);
         }
         if (is_align) {
-          loss = hidden_alignment_loss(student, t_in, t_out);
+          loss = hidden_alignment_loss(student, t_in, t_out, dp ? global_tokens : 0);
         } else {
-          at::Tensor s_logits = student->forward(b.input_ids);
-          kl = kl_divergence(t_logits, s_logits);
+          at::Tensor s_logits = student->forward(input);
+          kl = dp ? kl_divergence_share(t_logits, s_logits, global_tokens) : kl_divergence(t_logits, s_logits);
           loss = kl;
           if (o.ce_weight > 0) {
-            ce = weighted_cross_entropy(s_logits, b.targets, b.weights);
+            ce = dp ? weighted_cross_entropy_share(s_logits, rows(b.targets), rows(b.weights),
+                                                   cross_entropy_weight_total(b.weights))
+                    : weighted_cross_entropy(s_logits, b.targets, b.weights);
             loss = loss + o.ce_weight * ce;
           }
         }
       }
-      double value = loss.item<double>();
-      RAD_CHECK(std::isfinite(value), "distill {} step {}: loss is {} (not finite); stopped. Last good checkpoint: {}",
-                run.name, step + 1, value, latest_checkpoint(o.out_dir).value_or("none"));
       optimizer->zero_grad();
       loss.backward();
+      // The global loss (and its KL and CE parts) ride in the gradient buffer: one collective a step.
+      at::Tensor sums = at::stack({loss.detach().to(at::kFloat),
+                                   kl.defined() ? kl.detach().to(at::kFloat) : at::zeros({}, at::kFloat),
+                                   ce.defined() ? ce.detach().to(at::kFloat) : at::zeros({}, at::kFloat)});
+      group.allreduce_gradients(student->parameters(), dist::Reduce::kSum, &sums,
+                                fmt::format("the gradient all-reduce of {} step {}", run.name, step + 1));
+      double value = sums[0].item<double>();
+      RAD_CHECK(std::isfinite(value), "distill {} step {}: loss is {} (not finite); stopped. Last good checkpoint: {}",
+                run.name, step + 1, value, latest_checkpoint(o.out_dir).value_or("none"));
+      // Clipping sees the global gradient (after the all-reduce), as one process would.
       double grad_norm = torch::nn::utils::clip_grad_norm_(student->parameters(), o.clip);
       optimizer->step();
       ++global_done;
       tokens += o.batch * o.seq;
       const int64_t done = step + 1;
-      if (done % o.log_every == 0 || done == st.steps) {
+      if (!main_rank) {
+        // Only rank 0 logs and evaluates.
+      } else if (done % o.log_every == 0 || done == st.steps) {
         double now = seconds();
         double tps = tokens / std::max(1e-9, now - t_last);
         tokens = 0;
         t_last = now;
         nlohmann::json rec = {{"step", global_done}, {"stage", run.name}, {"stage_step", done}, {"loss", value},
                               {"lr", lr}, {"grad_norm", grad_norm}, {"tokens_per_s", tps}};
-        if (kl.defined()) rec["kl"] = kl.item<double>();
-        if (ce.defined()) rec["ce"] = ce.item<double>();
+        if (kl.defined()) rec["kl"] = sums[1].item<double>();
+        if (ce.defined()) rec["ce"] = sums[2].item<double>();
         append_jsonl(metrics_path, rec);
-        progress.update(done, fmt::format("loss {:.4f} | lr {:.2e} | {:.0f} tok/s", value, lr, tps));
+        progress->update(done, fmt::format("loss {:.4f} | lr {:.2e} | {:.0f} tok/s", value, lr, tps));
       } else {
-        progress.update(done);
+        progress->update(done);
       }
-      if (done % o.eval_every == 0 || done == st.steps) {
+      if (main_rank && (done % o.eval_every == 0 || done == st.steps)) {
         EvalMetrics m = evaluate_lm(student, data, o.probe_pairs, o.probe_examples, o.seq, o.ppl_windows, 1234);
         append_jsonl(metrics_path, {{"step", global_done}, {"stage", run.name}, {"probe_accuracy", m.probe.value()},
                                     {"probe_pairs", o.probe_pairs}, {"heldout_perplexity", m.perplexity}});
@@ -176,10 +207,12 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
         return;
       }
     }
-    progress.finish();
+    if (progress) progress->finish();
   }
   student->eval();
-  save_model(student, o.out_dir);
+  if (main_rank) save_model(student, o.out_dir);
+  // No rank reports success before the model is written.
+  group.barrier("the final barrier (rank 0 writes the model)");
 }
 
 bool align_trains(const std::string& n) { return n.find(".self_attn.ssm.") != std::string::npos; }

@@ -49,8 +49,9 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& options
              const ModelSaver& save_model);
 
 // Sum over layers of the mean over tokens of ||student_block_l(h_l) - h_{l+1}||_2, given the
-// teacher's residuals entering (in[l]) and leaving (out[l]) each layer.
+// teacher's residuals entering (in[l]) and leaving (out[l]) each layer. With `global_tokens` > 0,
+// a data-parallel rank's share: the sums over its tokens divided by the global batch's token count.
 at::Tensor hidden_alignment_loss(CausalLM& student, const std::vector<at::Tensor>& teacher_in,
-                                 const std::vector<at::Tensor>& teacher_out);
+                                 const std::vector<at::Tensor>& teacher_out, int64_t global_tokens = 0);
 
 }  // namespace rad

@@ -57,12 +57,19 @@ AutocastBF16::~AutocastBF16() {
   }
 }
 
-at::Tensor weighted_cross_entropy(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights) {
+at::Tensor cross_entropy_weight_total(const at::Tensor& weights) { return weights.reshape({-1}).sum().clamp_min(1e-8); }
+
+at::Tensor weighted_cross_entropy_share(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights,
+                                        const at::Tensor& global_weight) {
   const int64_t V = logits.size(-1);
   at::Tensor nll = at::cross_entropy_loss(logits.reshape({-1, V}).to(at::kFloat), targets.reshape({-1}),
                                           /*weight=*/{}, at::Reduction::None);
   at::Tensor w = weights.reshape({-1});
-  return (nll * w).sum() / w.sum().clamp_min(1e-8);
+  return (nll * w).sum() / global_weight;
+}
+
+at::Tensor weighted_cross_entropy(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights) {
+  return weighted_cross_entropy_share(logits, targets, weights, cross_entropy_weight_total(weights));
 }
 
 at::Tensor kl_divergence(const at::Tensor& teacher_logits, const at::Tensor& student_logits) {
@@ -70,6 +77,14 @@ at::Tensor kl_divergence(const at::Tensor& teacher_logits, const at::Tensor& stu
   at::Tensor log_p = at::log_softmax(teacher_logits.reshape({-1, V}).to(at::kFloat), -1);
   at::Tensor log_q = at::log_softmax(student_logits.reshape({-1, V}).to(at::kFloat), -1);
   return (log_p.exp() * (log_p - log_q)).sum(-1).mean();
+}
+
+at::Tensor kl_divergence_share(const at::Tensor& teacher_logits, const at::Tensor& student_logits,
+                               int64_t global_tokens) {
+  const int64_t V = teacher_logits.size(-1);
+  at::Tensor log_p = at::log_softmax(teacher_logits.reshape({-1, V}).to(at::kFloat), -1);
+  at::Tensor log_q = at::log_softmax(student_logits.reshape({-1, V}).to(at::kFloat), -1);
+  return (log_p.exp() * (log_p - log_q)).sum(-1).sum() / static_cast<double>(global_tokens);
 }
 
 }  // namespace rad

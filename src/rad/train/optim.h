@@ -42,7 +42,22 @@ class AutocastBF16 {
 // Mean over tokens of weights * cross-entropy; logits [B, T, V], targets/weights [B, T].
 at::Tensor weighted_cross_entropy(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights);
 
+// One data-parallel rank's share of that mean over the global batch: the weighted sum over this
+// rank's rows divided by `global_weight`, the sum of the weights of the whole global batch (a scalar
+// tensor). The shares of all ranks, and so their gradients, add up to the single-process loss; with
+// every row local it is weighted_cross_entropy itself, operation for operation.
+at::Tensor weighted_cross_entropy_share(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights,
+                                        const at::Tensor& global_weight);
+
+// The denominator weighted_cross_entropy uses for `weights`: their sum, at least 1e-8.
+at::Tensor cross_entropy_weight_total(const at::Tensor& weights);
+
 // Mean over tokens of KL(p_teacher || p_student), temperature 1, computed in float32.
 at::Tensor kl_divergence(const at::Tensor& teacher_logits, const at::Tensor& student_logits);
+
+// One data-parallel rank's share of that mean: the sum over its tokens divided by `global_tokens`,
+// the number of tokens in the whole global batch.
+at::Tensor kl_divergence_share(const at::Tensor& teacher_logits, const at::Tensor& student_logits,
+                               int64_t global_tokens);
 
 }  // namespace rad

@@ -13,6 +13,8 @@
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/core/progress.h"
+#include "rad/dist/process_group.h"
+#include "rad/dist/shard.h"
 #include "rad/io/checkpoint.h"
 #include "rad/model/causal_lm.h"
 #include "rad/train/checkpoint.h"
@@ -92,6 +94,10 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
   RAD_CHECK(opt.batch >= 1 && opt.seq >= 8, "batch must be >= 1 and seq >= 8 (got {} and {})", opt.batch, opt.seq);
   RAD_CHECK(opt.seq <= opt.model.max_position_embeddings, "seq {} exceeds max_position_embeddings {}", opt.seq,
             opt.model.max_position_embeddings);
+  dist::ProcessGroup single_process;
+  dist::ProcessGroup& group = opt.group ? *opt.group : single_process;
+  const bool main_rank = group.is_main();
+  const dist::RowShard shard = dist::shard_rows(opt.batch, group.rank(), group.world_size());
   // The recipe's token tables: needed for recipe rows, and used for the retrieval telemetry whenever
   // the tokenizer allows them (keys and values as single tokens).
   std::optional<RecipeTokens> recipe;
@@ -137,26 +143,33 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
     start_step = state.at("step").get<int64_t>();
     elapsed_before = state.value("elapsed_seconds", 0.0);
     adaptive_stage = state.value("curriculum_stage", int64_t{0});
-    truncate_metrics_log(metrics_path, start_step);
+    if (main_rank) truncate_metrics_log(metrics_path, start_step);
     log_info("resuming from {} (step {})", *existing, start_step);
-  } else if (fs::exists(metrics_path)) {
+  } else if (main_rank && fs::exists(metrics_path)) {
     fs::remove(metrics_path);
   }
-  data.write_tokenizer(opt.out_dir);
+  if (main_rank) data.write_tokenizer(opt.out_dir);
+  // Every rank starts from rank 0's weights (they agree already: same seed or same checkpoint). As
+  // the first collective this is also the start barrier: rank 0 cannot write a checkpoint before
+  // every rank has read the run directory.
+  group.broadcast(model->parameters(), 0, "the broadcast of the initial parameters from rank 0");
 
   const int64_t total = opt.schedule.total;
-  Progress progress("pretrain", total, "steps", start_step);
+  std::optional<Progress> progress;
+  if (main_rank) progress.emplace("pretrain", total, "steps", start_step);
   auto t_start = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count(); };
   double loss_ema = -1;
   int64_t tokens_since = 0;
   double t_since = seconds();
   auto save = [&](int64_t step) {
+    if (!main_rank) return;  // every rank holds the same weights and optimizer state
     save_training_checkpoint(opt.out_dir, step, model, optimizer,
                              {{"step", step},
                               {"elapsed_seconds", elapsed_before + seconds()},
                               {"seed", opt.seed},
-                              {"curriculum_stage", adaptive_stage}});
+                              {"curriculum_stage", adaptive_stage},
+                              {"world_size", group.world_size()}});
   };
   const bool staged = opt.mix.stages() > 1;
   auto stage_at = [&](int64_t step) { return std::max(opt.mix.stage_at(step), adaptive_stage); };
@@ -166,12 +179,24 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
                          recipe ? &*recipe : nullptr);
     double lr = opt.schedule.at(step);
     set_learning_rate(optimizer, lr);
+    // This rank's rows of the global batch; its loss is its share of the global mean (normalised by
+    // the global weight total), so the summed gradients are those of the single-process loss.
+    const at::Tensor weight_total = cross_entropy_weight_total(b.weights);
+    auto rows = [&](const at::Tensor& t) { return group.distributed() ? t.narrow(0, shard.begin, shard.count) : t; };
     at::Tensor loss;
     {
       AutocastBF16 autocast(opt.bf16);
-      loss = weighted_cross_entropy(model->forward(b.input_ids), b.targets, b.weights);
+      loss = weighted_cross_entropy_share(model->forward(rows(b.input_ids)), rows(b.targets), rows(b.weights),
+                                          weight_total);
     }
-    double loss_value = loss.item<double>();
+    optimizer.zero_grad();
+    loss.backward();
+    // The global loss rides in the gradient buffer: one collective per step, and every rank sees the
+    // same loss, so all of them skip or stop on a non-finite one together.
+    at::Tensor loss_sum = loss.detach().to(at::kFloat).reshape({1}).clone();
+    group.allreduce_gradients(model->parameters(), dist::Reduce::kSum, &loss_sum,
+                              fmt::format("the gradient all-reduce of step {}", step + 1));
+    double loss_value = loss_sum.item<double>();
     if (!std::isfinite(loss_value)) {
       auto last = latest_checkpoint(opt.out_dir);
       if (opt.skip_nonfinite) {
@@ -183,14 +208,15 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
            "or pass --skip-nonfinite, then --resume.",
            step + 1, loss_value, last.value_or("none"));
     }
-    optimizer.zero_grad();
-    loss.backward();
+    // Clipping sees the global gradient (after the all-reduce), as one process would.
     double grad_norm = torch::nn::utils::clip_grad_norm_(model->parameters(), opt.clip);
     optimizer.step();
     tokens_since += opt.batch * opt.seq;
     loss_ema = loss_ema < 0 ? loss_value : 0.95 * loss_ema + 0.05 * loss_value;
     const int64_t done = step + 1;
-    if (done % opt.log_every == 0 || done == total) {
+    if (!main_rank) {
+      // Only rank 0 logs and evaluates.
+    } else if (done % opt.log_every == 0 || done == total) {
       double now = seconds();
       double tps = tokens_since / std::max(1e-9, now - t_since);
       tokens_since = 0;
@@ -202,11 +228,12 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
         line["max_pairs"] = opt.mix.max_pairs_at(stage);
       }
       append_jsonl(metrics_path, line);
-      progress.update(done, fmt::format("loss {:.3f} | lr {:.2e} | {:.0f} tok/s", loss_ema, lr, tps));
+      progress->update(done, fmt::format("loss {:.3f} | lr {:.2e} | {:.0f} tok/s", loss_ema, lr, tps));
     } else {
-      progress.update(done);
+      progress->update(done);
     }
-    if (done % opt.eval_every == 0 || done == total) {
+    const bool eval_now = done % opt.eval_every == 0 || done == total;
+    if (main_rank && eval_now) {
       EvalMetrics m = evaluate_lm(model, data, opt.probe_pairs, opt.probe_examples, opt.seq, opt.ppl_windows, 1234);
       nlohmann::json record = {{"step", done}, {"probe_accuracy", m.probe.value()}, {"probe_pairs", opt.probe_pairs},
                                {"heldout_perplexity", m.perplexity}};
@@ -243,6 +270,12 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
       }
       append_jsonl(metrics_path, record);
     }
+    if (eval_now && opt.advance_at > 0 && group.distributed()) {
+      // The adaptive curriculum follows rank 0's evaluation; every rank must draw the same stage.
+      at::Tensor s = at::full({1}, adaptive_stage, at::kLong);
+      group.broadcast({s}, 0, fmt::format("the broadcast of the curriculum stage after step {}", done));
+      adaptive_stage = s.item<int64_t>();
+    }
     if (done % opt.save_every == 0 || done == total) save(done);
     if (opt.stop_after > 0 && done >= opt.stop_after && done < total) {
       save(done);
@@ -250,9 +283,11 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
       return;
     }
   }
-  progress.finish();
+  if (progress) progress->finish();
   model->eval();
-  io::save_causal_lm(model, opt.out_dir);
+  if (main_rank) io::save_causal_lm(model, opt.out_dir);
+  // No rank reports success before the model is written.
+  group.barrier("the final barrier (rank 0 writes the model)");
 }
 
 }  // namespace rad

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -12,6 +13,9 @@
 #include "rad/train/schedule.h"
 
 namespace rad {
+namespace dist {
+class ProcessGroup;
+}
 
 // Settings every training loop shares (pretrain, distill): output directory, batch shape,
 // optimizer hygiene, checkpoint / log / evaluation cadence, the data mix and resume.
@@ -32,6 +36,10 @@ struct TrainingLoopOptions {
   TaskMix mix;
   bool resume = false;
   int64_t stop_after = 0;  // > 0: stop (after checkpointing) once this many steps are done; for tests
+  // Data-parallel peers (null: a single process). `batch` stays the global batch: each rank trains
+  // on its rows of it and gradients are summed, so N processes compute what one would; rank 0 alone
+  // logs, evaluates and writes checkpoints.
+  std::shared_ptr<dist::ProcessGroup> group;
 };
 
 struct PretrainOptions : TrainingLoopOptions {

@@ -1,0 +1,366 @@
+// Data-parallel training over c10d (Gloo on loopback): the torchrun environment, the collectives,
+// the launcher, and `pretrain` / `distill` on 2 processes against 1 process.
+#include <ATen/ATen.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "rad/dist/launch.h"
+#include "rad/dist/process_group.h"
+#include "rad/dist/shard.h"
+#include "rad/io/safetensors.h"
+#include "test_util.h"
+
+namespace rad::test {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// ---------------------------------------------------------------- environment and sharding
+
+dist::LaunchEnv env_of(const std::map<std::string, std::string>& vars) {
+  return dist::read_launch_env([&](const char* name) -> const char* {
+    auto it = vars.find(name);
+    return it == vars.end() ? nullptr : it->second.c_str();
+  });
+}
+
+TEST(DistEnv, ReadsTheTorchrunVariablesAndNamesBadOnes) {
+  dist::LaunchEnv none = env_of({});
+  EXPECT_EQ(none.world_size, 1);
+  EXPECT_EQ(none.rank, 0);
+  dist::LaunchEnv e = env_of({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29511"}});
+  EXPECT_EQ(e.rank, 1);
+  EXPECT_EQ(e.world_size, 2);
+  EXPECT_EQ(e.local_rank, 1);  // defaults to RANK
+  EXPECT_EQ(e.master_addr, "127.0.0.1");
+  EXPECT_EQ(e.master_port, 29511);
+  EXPECT_EQ(env_of({{"RANK", "3"}, {"LOCAL_RANK", "0"}, {"WORLD_SIZE", "4"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"}})
+                .local_rank,
+            0);
+  EXPECT_RAD_ERROR(env_of({{"RANK", "2"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"}}),
+                   "RANK=\"2\": expected an integer in [0, WORLD_SIZE 2)");
+  EXPECT_RAD_ERROR(env_of({{"RANK", "0"}, {"WORLD_SIZE", "two"}}), "WORLD_SIZE=\"two\"");
+  EXPECT_RAD_ERROR(env_of({{"WORLD_SIZE", "2"}}), "RANK is not");
+  EXPECT_RAD_ERROR(env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "1"}}), "needs MASTER_ADDR");
+  EXPECT_RAD_ERROR(env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "70000"}}),
+                   "MASTER_PORT=\"70000\": expected a TCP port");
+}
+
+TEST(DistShard, RanksTakeDisjointBlocksWhoseUnionIsTheGlobalBatch) {
+  for (int world : {1, 2, 3, 4, 6}) {
+    std::vector<int> owner(12, -1);
+    for (int r = 0; r < world; ++r) {
+      dist::RowShard s = dist::shard_rows(12, r, world);
+      EXPECT_EQ(s.count, 12 / world);
+      for (int64_t i = s.begin; i < s.begin + s.count; ++i) {
+        EXPECT_EQ(owner[i], -1) << "row " << i << " given twice";
+        owner[i] = r;
+      }
+    }
+    for (int i = 0; i < 12; ++i) EXPECT_NE(owner[i], -1) << "row " << i << " not given, world " << world;
+  }
+  EXPECT_RAD_ERROR(dist::shard_rows(6, 0, 4), "--batch 6 (the global batch) is not divisible by WORLD_SIZE 4");
+}
+
+// ---------------------------------------------------------------- collectives (two ranks as threads)
+
+dist::LaunchEnv rank_env(int rank, int world, int port) {
+  dist::LaunchEnv e;
+  e.rank = rank;
+  e.local_rank = rank;
+  e.world_size = world;
+  e.master_addr = "127.0.0.1";
+  e.master_port = port;
+  return e;
+}
+
+TEST(ProcessGroup, GradientsSumAndMeanInOneBufferAndParametersBroadcast) {
+  const int port = dist::free_tcp_port("127.0.0.1");
+  struct Seen {
+    at::Tensor grad_a, grad_b, extra, mean, param;
+  };
+  auto body = [&](int rank) {
+    auto group = dist::ProcessGroup::connect(rank_env(rank, 2, port), std::chrono::seconds(20));
+    // Two "parameters"; rank 1 leaves b without a gradient (it counts as zeros and receives one).
+    at::Tensor a = at::full({2, 3}, rank + 1.0).set_requires_grad(true);
+    at::Tensor b = at::full({4}, 10.0 * (rank + 1)).set_requires_grad(true);
+    a.mutable_grad() = at::arange(6, at::kFloat).reshape({2, 3}) * (rank + 1);
+    if (rank == 0) b.mutable_grad() = at::full({4}, 0.5);
+    at::Tensor extra = at::full({1}, 1.5 * (rank + 1));
+    group->allreduce_gradients({a, b}, dist::Reduce::kSum, &extra, "test all-reduce");
+    at::Tensor m = at::full({3}, static_cast<float>(rank));
+    group->allreduce(m, dist::Reduce::kMean, "test mean");
+    group->broadcast({a, b}, 0, "test broadcast");
+    group->barrier("test barrier");
+    return Seen{a.grad().clone(), b.grad().clone(), extra.clone(), m.clone(), b.detach().clone()};
+  };
+  auto r1 = std::async(std::launch::async, body, 1);
+  Seen s0 = body(0);
+  Seen s1 = r1.get();
+  for (const Seen* s : {&s0, &s1}) {
+    EXPECT_TRUE(at::equal(s->grad_a, at::arange(6, at::kFloat).reshape({2, 3}) * 3));
+    EXPECT_TRUE(at::equal(s->grad_b, at::full({4}, 0.5)));
+    EXPECT_FLOAT_EQ(s->extra.item<float>(), 4.5f);
+    EXPECT_TRUE(at::equal(s->mean, at::full({3}, 0.5)));
+    EXPECT_TRUE(at::equal(s->param, at::full({4}, 10.0)));  // rank 0's values everywhere
+  }
+}
+
+// A peer that never joins a collective makes it fail within the timeout, naming that rank.
+TEST(ProcessGroup, AHungPeerIsNamedWithinTheTimeout) {
+  const int port = dist::free_tcp_port("127.0.0.1");
+  std::promise<void> rank0_done;
+  auto idle = std::async(std::launch::async, [&] {
+    auto group = dist::ProcessGroup::connect(rank_env(1, 2, port), std::chrono::seconds(2));
+    rank0_done.get_future().wait();  // joins the group, then never takes part in the collective
+  });
+  auto group = dist::ProcessGroup::connect(rank_env(0, 2, port), std::chrono::seconds(2));
+  at::Tensor t = at::ones({8});
+  const auto t0 = Clock::now();
+  std::string message;
+  try {
+    group->allreduce(t, dist::Reduce::kSum, "the all-reduce under test");
+    ADD_FAILURE() << "the all-reduce with an absent peer returned";
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  const double waited = seconds_since(t0);
+  rank0_done.set_value();
+  idle.get();
+  EXPECT_NE(message.find("rank 0 of 2: the all-reduce under test failed"), std::string::npos) << message;
+  EXPECT_NE(message.find("rank 1 has not reached this collective"), std::string::npos) << message;
+  EXPECT_GE(waited, 1.5);
+  EXPECT_LT(waited, 15.0);
+}
+
+// ---------------------------------------------------------------- the launcher
+
+TEST(Launch, GivesEachRankTheTorchrunEnvironment) {
+  dist::LaunchOptions o;
+  o.processes = 3;
+  o.program = "/bin/sh";
+  o.args = {"-c", "[ \"$WORLD_SIZE\" = 3 ] && [ \"$LOCAL_RANK\" = \"$RANK\" ] && [ \"$LOCAL_WORLD_SIZE\" = 3 ] && "
+                  "[ \"$MASTER_ADDR\" = 127.0.0.1 ] && [ \"$MASTER_PORT\" -gt 0 ] && [ \"$RANK\" -lt 3 ]"};
+  EXPECT_NO_THROW(dist::launch(o));
+}
+
+TEST(Launch, AFailingRankStopsTheOthersAndIsNamed) {
+  dist::LaunchOptions o;
+  o.processes = 3;
+  o.program = "/bin/sh";
+  o.args = {"-c", "if [ \"$RANK\" = 1 ]; then sleep 0.2; exit 3; fi; exec sleep 60"};
+  const auto t0 = Clock::now();
+  EXPECT_RAD_ERROR(dist::launch(o), "launch: rank 1 of 3 failed first (rank 1 exited with status 3)");
+  EXPECT_LT(seconds_since(t0), 20.0) << "the other ranks were not stopped";
+}
+
+TEST(Launch, PrefixesEveryOutputLineWithItsRank) {
+  CliResult r = run_cli("launch -n 2 -- env");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::map<std::string, std::string> per_rank;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    ASSERT_EQ(line.rfind("[rank ", 0), 0u) << line;
+    std::string rank = line.substr(0, line.find(']') + 1);
+    per_rank[rank] += line.substr(rank.size() + 1) + "\n";
+  }
+  ASSERT_EQ(per_rank.size(), 2u);
+  for (const auto& [rank, out] : per_rank) {
+    auto j = nlohmann::json::parse(out);  // each rank's own `radistill env` JSON, whole
+    EXPECT_EQ(j["torch_threads"], 1) << rank;
+  }
+}
+
+// ---------------------------------------------------------------- pretrain on 2 processes
+
+std::string tiny_tokenizer_dir() { return source_dir() + "/tests/fixtures/tokenizers/trained_kjv"; }
+
+std::string write_corpus(const TempDir& dir) {
+  std::ofstream corpus(dir.file("corpus.txt"));
+  for (int i = 0; i < 300; ++i) corpus << "And God said, Let there be light: and there was light " << i << ".\n";
+  return dir.file("corpus.txt");
+}
+
+// The tiny teacher of the CLI tests; a global batch of 4 is 2 rows per rank on 2 processes.
+std::string pretrain_args(const TempDir& dir, int steps, int batch = 4) {
+  return "pretrain --tokenizer " + tiny_tokenizer_dir() + " --corpus " + dir.file("corpus.txt") +
+         " --d-model 32 --n-layer 2 --n-head 4 --n-head-kv 2 --seq 64 --probe-pairs 2 --probe-examples 4"
+         " --max-pairs 3 --warmup 2 --lr 3e-3 --log-every 1 --eval-every 1000 --save-every 1000 --steps " +
+         std::to_string(steps) + " --batch " + std::to_string(batch);
+}
+
+// The largest relative L2 difference ||a - b|| / ||a|| over the tensors of two safetensors files
+// (checking that both hold the same names); `max_element` gets the largest |a - b| / max |a|.
+double max_relative_difference(const std::string& path_a, const std::string& path_b, double* max_element = nullptr) {
+  auto a = io::SafetensorsFile::open(path_a), b = io::SafetensorsFile::open(path_b);
+  EXPECT_EQ(a->entries().size(), b->entries().size());
+  double worst = 0, worst_element = 0;
+  for (const auto& e : a->entries()) {
+    if (!b->contains(e.name)) {
+      ADD_FAILURE() << e.name << " missing from " << path_b;
+      continue;
+    }
+    at::Tensor ta = a->tensor(e.name).to(at::kDouble), tb = b->tensor(e.name).to(at::kDouble);
+    worst = std::max(worst, (ta - tb).norm().item<double>() / std::max(ta.norm().item<double>(), 1e-12));
+    worst_element = std::max(worst_element, (ta - tb).abs().max().item<double>() /
+                                                std::max(ta.abs().max().item<double>(), 1e-12));
+  }
+  if (max_element) *max_element = worst_element;
+  return worst;
+}
+
+std::vector<double> logged_losses(const std::string& metrics) {
+  std::vector<double> out;
+  std::istringstream in(read_file(metrics));
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) out.push_back(j["loss"].get<double>());
+  }
+  return out;
+}
+
+// Why 1e-5 of each tensor's L2 norm: the two runs compute the same float32 sums in a different
+// order (each rank's half of the batch, then the all-reduce, against one pass over the batch), so
+// gradients differ by a few ulps (~1e-7 relative). Measured after 6 steps: at most 6e-7 (pretrain)
+// and 2e-6 (distill). A logic error (a rank on the wrong rows, a local instead of a global
+// normalisation, clipping before the all-reduce) changes whole updates, each about lr / |w| ~ 1e-2
+// of the weights, three orders above the bound. Not the largest single element: AdamW divides each
+// element's step by its own gradient scale, which turns rounding on an element whose gradient
+// nearly cancels into a visible change (measured: one element of 3072 at 3e-5 of the tensor's
+// largest value in distill, while the tensor's L2 difference was 2e-6); it is recorded, not bounded.
+constexpr double kWeightTolerance = 1e-5;
+
+TEST(DataParallel, PretrainOnTwoProcessesMatchesOneProcess) {
+  TempDir dir;
+  write_corpus(dir);
+  CliResult one = run_cli(pretrain_args(dir, 6) + " --out " + dir.file("one"));
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  const auto t0 = Clock::now();
+  CliResult two = run_cli("launch -n 2 -- " + pretrain_args(dir, 6) + " --out " + dir.file("two"));
+  const double two_s = seconds_since(t0);
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  RecordProperty("two_process_seconds", std::to_string(two_s));
+  double element = 0;
+  const double diff =
+      max_relative_difference(dir.file("one/model.safetensors"), dir.file("two/model.safetensors"), &element);
+  RecordProperty("max_relative_l2_weight_difference", std::to_string(diff));
+  RecordProperty("max_element_weight_difference", std::to_string(element));
+  EXPECT_LE(diff, kWeightTolerance);
+  // The logged global loss of every step agrees too; only rank 0 logs.
+  std::vector<double> l1 = logged_losses(dir.file("one/metrics.jsonl")), l2 = logged_losses(dir.file("two/metrics.jsonl"));
+  ASSERT_EQ(l1.size(), 6u);
+  ASSERT_EQ(l2.size(), 6u);
+  for (size_t i = 0; i < l1.size(); ++i) EXPECT_NEAR(l1[i], l2[i], 1e-5 * l1[i]) << "step " << i + 1;
+  EXPECT_NE(l1.front(), l1.back()) << "the model did not train";
+  EXPECT_NE(two.err.find("[rank 0] data-parallel: 2 processes"), std::string::npos) << two.err;
+  EXPECT_EQ(two.err.find("[rank 1] pretrain:"), std::string::npos) << "rank 1 should not report progress";
+  // The same weights differ far beyond the bound from a run one step shorter: the check can fail.
+  CliResult shorter = run_cli(pretrain_args(dir, 5) + " --out " + dir.file("five"));
+  ASSERT_EQ(shorter.exit_code, 0) << shorter.err;
+  EXPECT_GT(max_relative_difference(dir.file("one/model.safetensors"), dir.file("five/model.safetensors")),
+            100 * kWeightTolerance);
+}
+
+TEST(DataParallel, ATwoProcessCheckpointResumesOnOneProcess) {
+  TempDir dir;
+  write_corpus(dir);
+  CliResult full = run_cli(pretrain_args(dir, 6) + " --out " + dir.file("full"));
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  CliResult part = run_cli("launch -n 2 -- " + pretrain_args(dir, 6) + " --stop-after 3 --out " + dir.file("part"));
+  ASSERT_EQ(part.exit_code, 0) << part.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("part/model.safetensors")));
+  auto state = nlohmann::json::parse(read_file(dir.file("part/checkpoints/step-00000003/state.json")));
+  EXPECT_EQ(state["step"], 3);
+  EXPECT_EQ(state["world_size"], 2);
+  CliResult rest = run_cli(pretrain_args(dir, 6) + " --resume --out " + dir.file("part"));
+  ASSERT_EQ(rest.exit_code, 0) << rest.err;
+  EXPECT_LE(max_relative_difference(dir.file("full/model.safetensors"), dir.file("part/model.safetensors")),
+            kWeightTolerance);
+  EXPECT_EQ(logged_losses(dir.file("part/metrics.jsonl")).size(), 6u);
+}
+
+TEST(DataParallel, AGlobalBatchTheWorldSizeDoesNotDivideIsRefused) {
+  TempDir dir;
+  write_corpus(dir);
+  CliResult r = run_cli("launch -n 2 -- " + pretrain_args(dir, 2, 3) + " --out " + dir.file("x"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--batch 3 (the global batch) is not divisible by WORLD_SIZE 2"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("launch: rank "), std::string::npos) << r.err;
+}
+
+// Rank 1 leaves after 2 steps (it was given --stop-after 2); rank 0 fails at step 3 within the
+// timeout, with an error that names rank 1. The two ranks are started by hand, torchrun style.
+TEST(DataParallel, ARankThatExitsEarlyStopsTheOtherWithItsName) {
+  TempDir dir;
+  write_corpus(dir);
+  const int port = dist::free_tcp_port("127.0.0.1");
+  const std::string env = "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) +
+                          " RADISTILL_DIST_TIMEOUT_S=20 ";
+  const std::string cli = std::string(RAD_CLI_PATH) + " --threads 1 " + pretrain_args(dir, 50) + " --out " + dir.file("o");
+  const std::string script = env + "RANK=1 " + cli + " --stop-after 2 >/dev/null 2>" + dir.file("err1") + " & " +
+                             env + "RANK=0 " + cli + " >/dev/null 2>" + dir.file("err0") + "; echo $? >" +
+                             dir.file("rc0") + "; wait";
+  const auto t0 = Clock::now();
+  ASSERT_EQ(std::system(("bash -c '" + script + "'").c_str()), 0);
+  const double took = seconds_since(t0);
+  const std::string err0 = read_file(dir.file("err0"));
+  EXPECT_NE(std::atoi(read_file(dir.file("rc0")).c_str()), 0) << err0;
+  EXPECT_NE(err0.find("rank 0 of 2: the gradient all-reduce of step 3 failed"), std::string::npos) << err0;
+  EXPECT_NE(err0.find("rank 1 exited early"), std::string::npos) << err0;
+  EXPECT_LT(took, 30.0);
+  EXPECT_FALSE(std::filesystem::exists(dir.file("o/model.safetensors")));
+}
+
+// ---------------------------------------------------------------- distill on 2 processes
+
+TEST(DataParallel, DistillOnTwoProcessesMatchesOneProcess) {
+  TempDir dir;
+  write_corpus(dir);
+  CliResult r = run_cli(pretrain_args(dir, 4) + " --out " + dir.file("teacher"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  {
+    std::ofstream plan(dir.file("plan.json"));
+    plan << R"({"kept_heads": [[0, 1], [1, 2]]})";
+  }
+  r = run_cli("convert " + dir.file("teacher") + " --plan " + dir.file("plan.json") + " --out " + dir.file("hybrid"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string args = "distill --teacher " + dir.file("teacher") + " --student " + dir.file("hybrid") +
+                           " --corpus " + dir.file("corpus.txt") +
+                           " --align-steps 3 --kd-steps 3 --ce-weight 0.5 --task-share 0.5 --batch 4 --seq 32"
+                           " --eval-every 1000 --log-every 1 --probe-pairs 2 --probe-examples 2 --out ";
+  r = run_cli(args + dir.file("one"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli("launch -n 2 -- " + args + dir.file("two"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  double element = 0;
+  const double diff =
+      max_relative_difference(dir.file("one/model.safetensors"), dir.file("two/model.safetensors"), &element);
+  RecordProperty("max_relative_l2_weight_difference", std::to_string(diff));
+  RecordProperty("max_element_weight_difference", std::to_string(element));
+  EXPECT_LE(diff, kWeightTolerance);
+  std::vector<double> l1 = logged_losses(dir.file("one/metrics.jsonl")), l2 = logged_losses(dir.file("two/metrics.jsonl"));
+  ASSERT_EQ(l1.size(), 6u);
+  ASSERT_EQ(l2.size(), 6u);
+  for (size_t i = 0; i < l1.size(); ++i) EXPECT_NEAR(l1[i], l2[i], 1e-5 * std::abs(l1[i])) << "step " << i + 1;
+}
+
+}  // namespace
+}  // namespace rad::test
