@@ -127,12 +127,35 @@ TEST(ServeTextStream, StopStringsEndTheTextAndPartialOnesAreHeldBack) {
   ASSERT_TRUE(stopped_at);
   out += s.finish();
   EXPECT_EQ(out, "And God said, Let there be light: and ");
+  // A character split over several byte-level tokens is released whole, never as U+FFFD.
+  const std::string accents = "na\xC3\xAFve caf\xC3\xA9 \xF0\x9F\x99\x82 done";  // "naïve café 🙂 done"
+  std::vector<int64_t> accent_ids = tok.encode(accents, false);
+  serve::TextStream u(tok, {}, {});
+  std::string pieces;
+  for (int64_t id : accent_ids) {
+    std::string delta = u.push(id);
+    EXPECT_EQ(delta.find("\xEF\xBF\xBD"), std::string::npos) << "a partial character was released";
+    pieces += delta;
+  }
+  pieces += u.finish();
+  EXPECT_EQ(pieces, accents);
+  EXPECT_GT(accent_ids.size(), 9u);  // the emoji and accents take more than one token each
   // Without a stop string everything is released by the end, and the pieces add up to the text.
   serve::TextStream all(tok, {}, {});
   std::string whole;
   for (int64_t id : ids) whole += all.push(id);
   whole += all.finish();
   EXPECT_EQ(whole, text);
+}
+
+TEST(ServeOptions, ByteSizesParseWithUnitsAndBadOnesAreNamed) {
+  EXPECT_EQ(serve::parse_byte_size("2GiB"), int64_t{2} << 30);
+  EXPECT_EQ(serve::parse_byte_size("512MiB"), int64_t{512} << 20);
+  EXPECT_EQ(serve::parse_byte_size("1.5GB"), 1500000000);
+  EXPECT_EQ(serve::parse_byte_size("1000"), 1000);
+  EXPECT_RAD_ERROR(serve::parse_byte_size("lots"), "'lots' is not a byte size");
+  EXPECT_RAD_ERROR(serve::parse_byte_size("2XB"), "unknown unit 'XB'");
+  EXPECT_RAD_ERROR(serve::parse_byte_size("-1GiB"), "must be a positive byte size");
 }
 
 // ---------------------------------------------------------------- HTTP helpers
@@ -243,7 +266,9 @@ class TestServer {
     // stop() before listen() has started would be lost; wait until it runs.
     while (!server_.running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  ~TestServer() {
+  ~TestServer() { stop(); }
+  void stop() {
+    if (!thread_.joinable()) return;
     server_.stop();
     thread_.join();
   }
@@ -334,7 +359,9 @@ void expect_error_shape(const Http& h, int status, const std::string& needle, co
   ASSERT_TRUE(j.contains("error")) << h.body;
   EXPECT_NE(j["error"]["message"].get<std::string>().find(needle), std::string::npos) << h.body;
   EXPECT_TRUE(j["error"]["type"].is_string()) << h.body;
-  if (!param.empty()) EXPECT_EQ(j["error"]["param"], param) << h.body;
+  if (!param.empty()) {
+    EXPECT_EQ(j["error"]["param"], param) << h.body;
+  }
 }
 
 // ---------------------------------------------------------------- server tests
@@ -604,6 +631,48 @@ TEST(Serve, TheCacheBudgetAdmitsQueuesThenRefusesWith503) {
   Http d = post(port, "/v1/completions", {{"prompt", "In the beginning"}, {"max_tokens", 4}});
   EXPECT_EQ(d.status, 200) << d.body;
   EXPECT_EQ(metric(port, "radistill_rejected_total"), 2);
+}
+
+TEST(Serve, RequestsAreBoundedInTimeAndStopEndsStreamsAndTheQueue) {
+  serve::ServerOptions o = options(teacher_dir(), 1024);
+  o.scheduler.request_timeout_s = 0.3;
+  {
+    TestServer server(o);
+    // 1000 tokens take over a second here: the time bound ends the reply cleanly, as "length".
+    Http h = post(server.port(), "/v1/completions",
+                  {{"prompt", "And God said"}, {"max_tokens", 1000}, {"ignore_eos", true}, {"temperature", 0}});
+    ASSERT_EQ(h.status, 200) << h.body;
+    EXPECT_EQ(h.parsed()["choices"][0]["finish_reason"], "length");
+    EXPECT_LT(h.parsed()["usage"]["completion_tokens"].get<int64_t>(), 1000);
+    EXPECT_GT(h.parsed()["usage"]["completion_tokens"].get<int64_t>(), 0);
+  }
+  // Stopping the server ends a running stream and refuses a queued request at once (not after the
+  // 30 s queue timeout).
+  o = options(teacher_dir(), 1024);
+  o.scheduler.cache_budget = runtime::Model::load(teacher_dir())->cache_bytes(1024);
+  o.scheduler.max_queue = 1;
+  o.scheduler.queue_timeout_s = 30;
+  TestServer server(o);
+  const int port = server.port();
+  TempDir dir;
+  Child a = stream_with_curl(port, "/v1/completions",
+                             {{"prompt", "And God said"}, {"max_tokens", 1000}, {"ignore_eos", true}, {"stream", true}}, dir);
+  std::string a_out;
+  read_until(a, a_out, "data: ", 60);
+  ASSERT_NE(a_out.find("data: "), std::string::npos) << a_out;
+  Http b;
+  std::thread tb([&] { b = post(port, "/v1/completions", {{"prompt", "In the beginning"}, {"max_tokens", 1000}}); });
+  ASSERT_TRUE(wait_for([&] { return metric(port, "radistill_queue_length") == 1; }, 10));
+  const auto t0 = std::chrono::steady_clock::now();
+  server.stop();
+  tb.join();
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 10);
+  expect_error_shape(b, 503, "shutting down");
+  read_until(a, a_out, "\n\n\n", 10);  // until curl ends
+  int status = 0;
+  waitpid(a.pid, &status, 0);
+  close(a.out);
+  EXPECT_EQ(a_out.find("[DONE]"), std::string::npos);  // cut short, not completed
 }
 
 }  // namespace

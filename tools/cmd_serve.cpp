@@ -1,5 +1,7 @@
 // radistill serve MODEL_DIR: the OpenAI-compatible server (src/rad/serve). This file only maps the
 // command line onto serve::ServerOptions and handles SIGINT/SIGTERM.
+#include <pthread.h>
+
 #include <csignal>
 #include <thread>
 
@@ -8,12 +10,6 @@
 #include "rad/serve/server.h"
 
 namespace rad::cli {
-namespace {
-serve::Server* g_server = nullptr;
-extern "C" void on_signal(int) {
-  if (g_server) g_server->stop();  // httplib's stop() only shuts a socket down and sets a flag
-}
-}  // namespace
 
 void register_serve(CLI::App& app) {
   auto* cmd = app.add_subcommand("serve",
@@ -50,15 +46,26 @@ void register_serve(CLI::App& app) {
     o.max_body_bytes = static_cast<size_t>(serve::parse_byte_size(max_body));
     // --threads (global): threads of each session's matmuls; default 1, since sessions interleave.
     o.scheduler.threads = global_options().threads > 0 ? global_options().threads : 1;
+    // SIGINT/SIGTERM stop the server from a thread of their own (sigwait), not from a signal
+    // handler: stopping joins threads. Blocked here, before any thread starts, so all inherit it.
+    // (A signal the parent set to be ignored - SIGINT for a shell's background job - stays ignored.)
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     serve::Server server(o);
     const int port = server.bind();
     std::printf("listening on http://%s:%d\n", o.host.c_str(), port);
     std::fflush(stdout);
-    g_server = &server;
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
+    std::thread waiter([&] {
+      int sig = 0;
+      sigwait(&stop_signals, &sig);
+      server.stop();
+    });
     server.listen();
-    g_server = nullptr;
+    pthread_kill(waiter.native_handle(), SIGTERM);  // listen() ended without a signal: release the waiter
+    waiter.join();
   });
 }
 

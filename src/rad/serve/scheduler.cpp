@@ -80,12 +80,15 @@ Scheduler::Scheduler(std::shared_ptr<const runtime::Model> model, std::shared_pt
   thread_ = std::thread([this] { loop(); });
 }
 
-Scheduler::~Scheduler() {
+Scheduler::~Scheduler() { shutdown(); }
+
+void Scheduler::shutdown() {
   {
     std::lock_guard<std::mutex> lk(mutex_);
     stop_ = true;
   }
   work_cv_.notify_all();
+  std::lock_guard<std::mutex> lk(join_mutex_);
   if (thread_.joinable()) thread_.join();
 }
 

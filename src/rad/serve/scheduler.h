@@ -113,7 +113,10 @@ class Scheduler {
  public:
   Scheduler(std::shared_ptr<const runtime::Model> model, std::shared_ptr<const Tokenizer> tokenizer,
             const SchedulerOptions& options);
-  ~Scheduler();  // stops the decode thread; unfinished sequences end with an error
+  ~Scheduler();  // shutdown()
+  // Stops the decode thread: running and admitted sequences end with an error, queued requests are
+  // refused, new ones get Overloaded. Idempotent.
+  void shutdown();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
@@ -146,6 +149,7 @@ class Scheduler {
   bool stop_ = false;
   std::atomic<int64_t> allocated_{0}, tokens_generated_{0}, prompt_tokens_{0};
   std::deque<std::pair<int64_t, int64_t>> rate_;  // (second, tokens generated in it), last 10 s
+  std::mutex join_mutex_;  // shutdown() may be called from two threads
   std::thread thread_;
 };
 

@@ -290,6 +290,7 @@ void Server::listen() { impl_->http.listen_after_bind(); }
 void Server::stop() {
   impl_->stopping = true;
   impl_->http.stop();
+  impl_->scheduler->shutdown();  // wakes requests waiting in the queue (503) and ends streams
 }
 
 bool Server::running() const { return impl_->http.is_running(); }

@@ -35,7 +35,10 @@ class Server {
 
   int bind();     // returns the port; throws rad::Error when the address cannot be bound
   void listen();  // serves until stop()
-  void stop();     // then join the thread in listen() before destroying the Server
+  // Stops accepting, ends running sequences and refuses queued ones; listen() then returns. Not
+  // for a signal handler (it joins the decode thread): see tools/cmd_serve.cpp. Join the thread in
+  // listen() before destroying the Server.
+  void stop();
   bool running() const;  // listen() has started and stop() not yet been called
   const std::string& model_id() const;
 
