@@ -575,13 +575,18 @@ TEST(Serve, AClientKilledMidStreamIsCancelledWhileAnotherFinishes) {
   EXPECT_EQ(get(port, "/health").status, 200);
 }
 
+// The tests that need one sequence to keep running while they check others give it 2000 tokens
+// (beyond the default teacher's 1024 positions; the runtime allows it): about 3 s on the 2-core VM,
+// so still several times the 0.5 s queue timeout on a machine much faster than it.
+constexpr int64_t kLongCtx = 2048, kLongGen = 2000;
+
 TEST(Serve, TheCacheBudgetAdmitsQueuesThenRefusesWith503) {
-  const int64_t ctx = 1024;
+  const int64_t ctx = kLongCtx;
   const int64_t full = runtime::Model::load(teacher_dir())->cache_bytes(ctx);
   {
     serve::ServerOptions o = options(teacher_dir(), ctx);
     o.scheduler.cache_budget = full - 1;
-    EXPECT_RAD_ERROR(serve::Server s(o), "holds no session of --ctx 1024 tokens");
+    EXPECT_RAD_ERROR(serve::Server s(o), "holds no session of --ctx 2048 tokens");
   }
   serve::ServerOptions o = options(teacher_dir(), ctx);
   o.scheduler.cache_budget = full;  // one full-context session
@@ -591,7 +596,7 @@ TEST(Serve, TheCacheBudgetAdmitsQueuesThenRefusesWith503) {
   const int port = server.port();
   TempDir dir;
   Child a = stream_with_curl(port, "/v1/completions",
-                             {{"prompt", "And God said"}, {"max_tokens", 1000}, {"ignore_eos", true}, {"stream", true},
+                             {{"prompt", "And God said"}, {"max_tokens", kLongGen}, {"ignore_eos", true}, {"stream", true},
                               {"stream_options", {{"include_usage", true}}}, {"temperature", 0}},
                              dir);
   std::string a_out;
@@ -601,7 +606,7 @@ TEST(Serve, TheCacheBudgetAdmitsQueuesThenRefusesWith503) {
   EXPECT_EQ(metric(port, "radistill_cache_bytes_allocated"), metric(port, "radistill_cache_bytes_reserved"));
 
   // B needs more cache than is left: it waits in the queue, then gets 503 after the queue timeout.
-  json big = {{"prompt", "In the beginning"}, {"max_tokens", 1000}};
+  json big = {{"prompt", "In the beginning"}, {"max_tokens", kLongGen}};
   Http b;
   std::thread tb([&] { b = post(port, "/v1/completions", big); });
   EXPECT_TRUE(wait_for([&] { return metric(port, "radistill_queue_length") == 1; }, 10));
@@ -614,7 +619,7 @@ TEST(Serve, TheCacheBudgetAdmitsQueuesThenRefusesWith503) {
   EXPECT_NE(b.headers.find("Retry-After:"), std::string::npos) << b.headers;
   EXPECT_EQ(b.parsed()["error"]["type"], "server_overloaded");
 
-  // A finishes correctly: all 1000 tokens, finish_reason "length", [DONE].
+  // A finishes correctly: all its tokens, finish_reason "length", [DONE].
   read_until(a, a_out, "[DONE]", 120);
   int status = 0;
   waitpid(a.pid, &status, 0);
@@ -626,42 +631,82 @@ TEST(Serve, TheCacheBudgetAdmitsQueuesThenRefusesWith503) {
   stream_text(events, false, &reason);
   EXPECT_EQ(reason, "length");
   ASSERT_FALSE(events.empty());
-  EXPECT_EQ(events.back()["usage"]["completion_tokens"], 1000);
+  EXPECT_EQ(events.back()["usage"]["completion_tokens"], kLongGen);
   // Then the server admits again.
   Http d = post(port, "/v1/completions", {{"prompt", "In the beginning"}, {"max_tokens", 4}});
   EXPECT_EQ(d.status, 200) << d.body;
   EXPECT_EQ(metric(port, "radistill_rejected_total"), 2);
 }
 
+TEST(Serve, ConcurrentSequencesInterleavedGiveTheirSoloOutputsAmidMalformedRequests) {
+  serve::ServerOptions o = options(teacher_dir(), 256);
+  o.scheduler.max_sessions = 6;  // fewer than the requests: some wait in the queue
+  o.scheduler.max_queue = 16;
+  o.scheduler.prefill_chunk = 4;  // prompts prefill over several iterations, between others' steps
+  TestServer server(o);
+  const int port = server.port();
+  const std::vector<std::string> prompts = {"In the beginning", "And God said", "And the LORD spake unto Moses",
+                                            "Blessed are", "Then Jesus", "The earth was without form",
+                                            "And it came to pass", "Thou shalt"};
+  auto request = [](const std::string& p, bool stream) {
+    return json{{"prompt", p}, {"max_tokens", 24}, {"temperature", 0}, {"stream", stream}};
+  };
+  std::vector<std::string> solo;
+  for (const auto& p : prompts) solo.push_back(post(port, "/v1/completions", request(p, false)).parsed()["choices"][0]["text"]);
+  std::vector<Http> results(prompts.size());
+  std::vector<int> bad_status(8);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    threads.emplace_back([&, i] { results[i] = post(port, "/v1/completions", request(prompts[i], i % 2 == 1)); });
+  for (size_t i = 0; i < bad_status.size(); ++i)
+    threads.emplace_back([&, i] { bad_status[i] = post_raw(port, "/v1/completions", "{\"prompt\": [1, \"x\"]").status; });
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_EQ(results[i].status, 200) << results[i].body;
+    std::string text;
+    if (i % 2 == 1) {
+      bool done = false;
+      std::string reason;
+      text = stream_text(sse_events(results[i].body, &done), false, &reason);
+      EXPECT_TRUE(done);
+    } else {
+      text = results[i].parsed()["choices"][0]["text"];
+    }
+    EXPECT_EQ(text, solo[i]) << prompts[i];
+  }
+  for (int st : bad_status) EXPECT_EQ(st, 400);
+}
+
 TEST(Serve, RequestsAreBoundedInTimeAndStopEndsStreamsAndTheQueue) {
-  serve::ServerOptions o = options(teacher_dir(), 1024);
+  serve::ServerOptions o = options(teacher_dir(), kLongCtx);
   o.scheduler.request_timeout_s = 0.3;
   {
     TestServer server(o);
-    // 1000 tokens take over a second here: the time bound ends the reply cleanly, as "length".
+    // The time bound ends the reply cleanly, as "length", long before its 2000 tokens.
     Http h = post(server.port(), "/v1/completions",
-                  {{"prompt", "And God said"}, {"max_tokens", 1000}, {"ignore_eos", true}, {"temperature", 0}});
+                  {{"prompt", "And God said"}, {"max_tokens", kLongGen}, {"ignore_eos", true}, {"temperature", 0}});
     ASSERT_EQ(h.status, 200) << h.body;
     EXPECT_EQ(h.parsed()["choices"][0]["finish_reason"], "length");
-    EXPECT_LT(h.parsed()["usage"]["completion_tokens"].get<int64_t>(), 1000);
+    EXPECT_LT(h.parsed()["usage"]["completion_tokens"].get<int64_t>(), kLongGen);
     EXPECT_GT(h.parsed()["usage"]["completion_tokens"].get<int64_t>(), 0);
   }
   // Stopping the server ends a running stream and refuses a queued request at once (not after the
   // 30 s queue timeout).
-  o = options(teacher_dir(), 1024);
-  o.scheduler.cache_budget = runtime::Model::load(teacher_dir())->cache_bytes(1024);
+  o = options(teacher_dir(), kLongCtx);
+  o.scheduler.cache_budget = runtime::Model::load(teacher_dir())->cache_bytes(kLongCtx);
   o.scheduler.max_queue = 1;
   o.scheduler.queue_timeout_s = 30;
   TestServer server(o);
   const int port = server.port();
   TempDir dir;
   Child a = stream_with_curl(port, "/v1/completions",
-                             {{"prompt", "And God said"}, {"max_tokens", 1000}, {"ignore_eos", true}, {"stream", true}}, dir);
+                             {{"prompt", "And God said"}, {"max_tokens", kLongGen}, {"ignore_eos", true}, {"stream", true}},
+                             dir);
   std::string a_out;
   read_until(a, a_out, "data: ", 60);
   ASSERT_NE(a_out.find("data: "), std::string::npos) << a_out;
   Http b;
-  std::thread tb([&] { b = post(port, "/v1/completions", {{"prompt", "In the beginning"}, {"max_tokens", 1000}}); });
+  std::thread tb([&] { b = post(port, "/v1/completions", {{"prompt", "In the beginning"}, {"max_tokens", kLongGen}}); });
   ASSERT_TRUE(wait_for([&] { return metric(port, "radistill_queue_length") == 1; }, 10));
   const auto t0 = std::chrono::steady_clock::now();
   server.stop();

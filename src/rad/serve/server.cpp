@@ -257,6 +257,9 @@ Server::Server(const ServerOptions& options) : impl_(std::make_unique<Impl>()) {
   m.http.set_write_timeout(options.io_timeout_s, 0);
   m.http.set_keep_alive_timeout(5);
   m.routes();
+  if (m.scheduler->n_ctx() > m.model->config().max_position_embeddings)
+    log_warn("serve: --ctx {} is beyond the {} positions {} was trained on", m.scheduler->n_ctx(),
+             m.model->config().max_position_embeddings, options.model_dir);
   if (!m.chat_template)
     log_warn("serve: {} has no chat_template in tokenizer_config.json; /v1/chat/completions will answer 400",
              options.model_dir);
