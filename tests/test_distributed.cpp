@@ -200,11 +200,11 @@ std::string write_corpus(const TempDir& dir) {
 }
 
 // The tiny teacher of the CLI tests; a global batch of 4 is 2 rows per rank on 2 processes.
-std::string pretrain_args(const TempDir& dir, int steps, int batch = 4) {
+std::string pretrain_args(const TempDir& dir, int steps, int batch = 4, int save_every = 1000) {
   return "pretrain --tokenizer " + tiny_tokenizer_dir() + " --corpus " + dir.file("corpus.txt") +
          " --d-model 32 --n-layer 2 --n-head 4 --n-head-kv 2 --seq 64 --probe-pairs 2 --probe-examples 4"
-         " --max-pairs 3 --warmup 2 --lr 3e-3 --log-every 1 --eval-every 1000 --save-every 1000 --steps " +
-         std::to_string(steps) + " --batch " + std::to_string(batch);
+         " --max-pairs 3 --warmup 2 --lr 3e-3 --log-every 1 --eval-every 1000 --steps " + std::to_string(steps) +
+         " --batch " + std::to_string(batch) + " --save-every " + std::to_string(save_every);
 }
 
 // The largest relative L2 difference ||a - b|| / ||a|| over the tensors of two safetensors files
@@ -257,12 +257,12 @@ TEST(DataParallel, PretrainOnTwoProcessesMatchesOneProcess) {
   CliResult two = run_cli("launch -n 2 -- " + pretrain_args(dir, 6) + " --out " + dir.file("two"));
   const double two_s = seconds_since(t0);
   ASSERT_EQ(two.exit_code, 0) << two.err;
-  RecordProperty("two_process_seconds", std::to_string(two_s));
+  RecordProperty("two_process_seconds", fmt::format("{:.2f}", two_s));
   double element = 0;
   const double diff =
       max_relative_difference(dir.file("one/model.safetensors"), dir.file("two/model.safetensors"), &element);
-  RecordProperty("max_relative_l2_weight_difference", std::to_string(diff));
-  RecordProperty("max_element_weight_difference", std::to_string(element));
+  RecordProperty("max_relative_l2_weight_difference", fmt::format("{:.2e}", diff));
+  RecordProperty("max_element_weight_difference", fmt::format("{:.2e}", element));
   EXPECT_LE(diff, kWeightTolerance);
   // The logged global loss of every step agrees too; only rank 0 logs.
   std::vector<double> l1 = logged_losses(dir.file("one/metrics.jsonl")), l2 = logged_losses(dir.file("two/metrics.jsonl"));
@@ -329,6 +329,43 @@ TEST(DataParallel, ARankThatExitsEarlyStopsTheOtherWithItsName) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("o/model.safetensors")));
 }
 
+// Rank 1 is SIGKILLed after the first checkpoint: rank 0 stops within the timeout naming it and
+// leaves the last complete checkpoint; `--resume` on 2 processes then ends with the weights of an
+// uninterrupted single-process run.
+TEST(DataParallel, AKilledRankIsNamedAndTheRunResumesToTheUninterruptedWeights) {
+  TempDir dir;
+  write_corpus(dir);
+  const std::string args = pretrain_args(dir, 60, 4, /*save_every=*/1);
+  CliResult full = run_cli(args + " --out " + dir.file("full"));
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  const int port = dist::free_tcp_port("127.0.0.1");
+  const std::string env = "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) +
+                          " RADISTILL_DIST_TIMEOUT_S=20 ";
+  const std::string out = dir.file("o");
+  const std::string cli = std::string(RAD_CLI_PATH) + " --threads 1 " + args + " --out " + out;
+  const std::string script = env + "RANK=1 " + cli + " >/dev/null 2>/dev/null & p1=$!; " + env + "RANK=0 " + cli +
+                             " >/dev/null 2>" + dir.file("err0") + " & p0=$!; while [ ! -e " + out +
+                             "/checkpoints/latest ] && kill -0 $p0 2>/dev/null; do sleep 0.01; done; sleep 0.2; "
+                             "kill -9 $p1; wait $p0; echo $? >" + dir.file("rc0") + "; wait $p1; exit 0";
+  const auto t0 = Clock::now();
+  ASSERT_EQ(std::system(("bash -c '" + script + "'").c_str()), 0);
+  EXPECT_LT(seconds_since(t0), 30.0);
+  const std::string err0 = read_file(dir.file("err0"));
+  EXPECT_NE(std::atoi(read_file(dir.file("rc0")).c_str()), 0) << err0;
+  EXPECT_NE(err0.find("rank 0 of 2: the gradient all-reduce of step"), std::string::npos) << err0;
+  EXPECT_NE(err0.find("rank 1 (pid "), std::string::npos) << err0;
+  EXPECT_NE(err0.find("died without a word"), std::string::npos) << err0;
+  ASSERT_FALSE(std::filesystem::exists(out + "/model.safetensors")) << "the run finished before the kill";
+  CliResult rest = run_cli("launch -n 2 -- " + args + " --resume --out " + out);
+  ASSERT_EQ(rest.exit_code, 0) << rest.err;
+  double element = 0;
+  const double diff = max_relative_difference(dir.file("full/model.safetensors"), out + "/model.safetensors", &element);
+  RecordProperty("max_relative_l2_weight_difference", fmt::format("{:.2e}", diff));
+  RecordProperty("max_element_weight_difference", fmt::format("{:.2e}", element));
+  EXPECT_LE(diff, kWeightTolerance);
+  EXPECT_EQ(logged_losses(out + "/metrics.jsonl").size(), 60u);
+}
+
 // ---------------------------------------------------------------- distill on 2 processes
 
 TEST(DataParallel, DistillOnTwoProcessesMatchesOneProcess) {
@@ -353,8 +390,8 @@ TEST(DataParallel, DistillOnTwoProcessesMatchesOneProcess) {
   double element = 0;
   const double diff =
       max_relative_difference(dir.file("one/model.safetensors"), dir.file("two/model.safetensors"), &element);
-  RecordProperty("max_relative_l2_weight_difference", std::to_string(diff));
-  RecordProperty("max_element_weight_difference", std::to_string(element));
+  RecordProperty("max_relative_l2_weight_difference", fmt::format("{:.2e}", diff));
+  RecordProperty("max_element_weight_difference", fmt::format("{:.2e}", element));
   EXPECT_LE(diff, kWeightTolerance);
   std::vector<double> l1 = logged_losses(dir.file("one/metrics.jsonl")), l2 = logged_losses(dir.file("two/metrics.jsonl"));
   ASSERT_EQ(l1.size(), 6u);

@@ -15,7 +15,9 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <fstream>
 #include <map>
+#include <thread>
 #include <optional>
 
 #include "rad/core/error.h"
@@ -52,6 +54,18 @@ std::string hostname() {
   char buf[256] = {0};
   if (::gethostname(buf, sizeof(buf) - 1) != 0) return "?";
   return buf;
+}
+
+// Whether process `pid` of this host is gone: no such process, or a zombie its parent has not
+// reaped yet (kill(pid, 0) still succeeds on those).
+bool process_gone(long pid) {
+  if (pid <= 0) return false;
+  if (::kill(static_cast<pid_t>(pid), 0) != 0) return errno == ESRCH;
+  std::ifstream stat(fmt::format("/proc/{}/stat", pid));
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  auto paren = line.rfind(')');  // the state follows "pid (comm) "
+  return paren != std::string::npos && paren + 2 < line.size() && (line[paren + 2] == 'Z' || line[paren + 2] == 'X');
 }
 
 bool is_loopback(const std::string& addr) {
@@ -140,6 +154,10 @@ std::shared_ptr<ProcessGroup> ProcessGroup::connect(const LaunchEnv& env, std::c
   if (env.world_size <= 1) return group;
   group->rank_ = env.rank;
   group->world_size_ = env.world_size;
+  // Gloo writes to its peers with writev(), which raises SIGPIPE when a peer has died; its default
+  // action would kill this process silently instead of letting the failed collective name the
+  // peer. (Python, and so PyTorch's usual users, ignores SIGPIPE from the start.)
+  ::signal(SIGPIPE, SIG_IGN);
   auto impl = std::make_unique<Impl>();
   impl->env = env;
   impl->timeout = timeout;
@@ -199,6 +217,17 @@ void ProcessGroup::begin_collective(const std::string& what) {
 
 void ProcessGroup::fail_collective(const std::string& what, const std::exception& e) {
   impl_->collective_failed = true;
+  std::string cause = diagnose_peers();
+  // A peer may still be on its way out (writing its failure, or not yet reaped): look again briefly.
+  for (int attempt = 0; attempt < 5 && cause.empty(); ++attempt) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    cause = diagnose_peers();
+  }
+  if (cause.empty()) cause = "no peer left a reason in the store";
+  fail("{}: {} failed: {} [c10d/gloo: {}]", describe(), what, cause, brief(e));
+}
+
+std::string ProcessGroup::diagnose_peers() const {
   const double timeout_s = impl_->timeout.count() / 1000.0;
   // What the peers left in the store says which of them is at fault.
   std::vector<std::string> causes;
@@ -225,7 +254,7 @@ void ProcessGroup::fail_collective(const std::string& what, const std::exception
         std::string p = impl_->get(impl_->key("pid", r));
         auto space = p.rfind(' ');
         long pid = std::atol(p.c_str() + space + 1);
-        if (p.substr(0, space) == here && pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+        if (p.substr(0, space) == here && process_gone(pid)) {
           causes.push_back(fmt::format("rank {} (pid {}) died without a word (killed or crashed), {}", r, pid, at));
           continue;
         }
@@ -241,8 +270,7 @@ void ProcessGroup::fail_collective(const std::string& what, const std::exception
   }
   std::string cause;
   for (const auto& c : causes) cause += (cause.empty() ? "" : "; ") + c;
-  if (cause.empty()) cause = "no peer left a reason in the store";
-  fail("{}: {} failed: {} [c10d/gloo: {}]", describe(), what, cause, brief(e));
+  return cause;
 }
 
 namespace {

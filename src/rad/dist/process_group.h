@@ -79,6 +79,7 @@ class ProcessGroup {
  private:
   struct Impl;
   [[noreturn]] void fail_collective(const std::string& what, const std::exception& e);
+  std::string diagnose_peers() const;  // the peers at fault, from the store ("" when none is found)
   void begin_collective(const std::string& what);
 
   int rank_ = 0;
