@@ -677,6 +677,32 @@ TEST(Serve, ConcurrentSequencesInterleavedGiveTheirSoloOutputsAmidMalformedReque
   for (int st : bad_status) EXPECT_EQ(st, 400);
 }
 
+TEST(Serve, ALongPromptPrefillsInChunksBetweenTheOthersSteps) {
+  serve::ServerOptions o = options(teacher_dir(), kLongCtx);
+  o.scheduler.prefill_chunk = 8;  // the 2000-token prompt takes 250 iterations, the short request 9
+  TestServer server(o);
+  const int port = server.port();
+  std::vector<int64_t> long_prompt;
+  for (int64_t i = 0; i < 2000; ++i) long_prompt.push_back(4 + (i * 31) % 4000);
+  using clock = std::chrono::steady_clock;
+  clock::time_point long_done, short_done;
+  Http long_h, short_h;
+  std::thread tl([&] {
+    long_h = post(port, "/v1/completions", {{"prompt", long_prompt}, {"max_tokens", 1}, {"temperature", 0}});
+    long_done = clock::now();
+  });
+  // The short request arrives once the long one is prefilling.
+  ASSERT_TRUE(wait_for([&] { return metric(port, "radistill_prompt_tokens_total") > 0; }, 30));
+  short_h = post(port, "/v1/completions", {{"prompt", "And God said"}, {"max_tokens", 8}, {"temperature", 0}});
+  short_done = clock::now();
+  tl.join();
+  ASSERT_EQ(long_h.status, 200) << long_h.body;
+  ASSERT_EQ(short_h.status, 200) << short_h.body;
+  EXPECT_EQ(long_h.parsed()["usage"]["prompt_tokens"], 2000);
+  // Had the long prompt been prefilled in one go, the short request would have waited for it.
+  EXPECT_LT(short_done, long_done) << "the short request finished after the long prompt's prefill";
+}
+
 TEST(Serve, RequestsAreBoundedInTimeAndStopEndsStreamsAndTheQueue) {
   serve::ServerOptions o = options(teacher_dir(), kLongCtx);
   o.scheduler.request_timeout_s = 0.3;
