@@ -10,6 +10,7 @@
 #include <fstream>
 #include <future>
 #include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -397,6 +398,37 @@ TEST(DataParallel, DistillOnTwoProcessesMatchesOneProcess) {
   ASSERT_EQ(l1.size(), 6u);
   ASSERT_EQ(l2.size(), 6u);
   for (size_t i = 0; i < l1.size(); ++i) EXPECT_NEAR(l1[i], l2[i], 1e-5 * std::abs(l1[i])) << "step " << i + 1;
+}
+
+// ---------------------------------------------------------------- the head sweep on 2 processes
+
+// The ranks share the sweep's heads and gather one ranking: the same, bit for bit, as one process's
+// (each head is scored by exactly one rank, the others add exact zeros).
+TEST(DataParallel, HeadSweepOnTwoProcessesGivesTheSingleProcessRanking) {
+  TempDir dir;
+  write_corpus(dir);
+  CliResult r = run_cli(pretrain_args(dir, 4) + " --out " + dir.file("teacher"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string args = "heads " + dir.file("teacher") +
+                           " --pairs 2 --examples 8 --batch 4 --budget 2 --random-draws 1 --causal-examples 4 --out ";
+  r = run_cli(args + dir.file("one"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  CliResult two = run_cli("launch -n 2 -- " + args + dir.file("two"));
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  EXPECT_NE(two.err.find("[rank 0] data-parallel: 2 processes"), std::string::npos) << two.err;
+  auto one_json = nlohmann::json::parse(read_file(dir.file("one/heads.json")));
+  auto two_json = nlohmann::json::parse(read_file(dir.file("two/heads.json")));
+  ASSERT_EQ(one_json["heads"].size(), 8u);  // 2 layers x 4 heads, 4 scored by each rank
+  EXPECT_EQ(one_json["heads"], two_json["heads"]);  // scores, accuracies and ranks, exactly
+  EXPECT_EQ(one_json["teacher_accuracy"], two_json["teacher_accuracy"]);
+  EXPECT_EQ(one_json["ablate_top_k"], two_json["ablate_top_k"]);
+  EXPECT_EQ(read_file(dir.file("one/plan.json")), read_file(dir.file("two/plan.json")));
+  std::set<double> scores;
+  for (const auto& h : one_json["heads"]) scores.insert(h["score"].get<double>());
+  EXPECT_GT(scores.size(), 4u) << "the scores barely differ: the comparison would say little";
+  // Rank 0 alone reports.
+  EXPECT_NE(two.out.find("[rank 0] {"), std::string::npos) << two.out;
+  EXPECT_EQ(two.out.find("[rank 1]"), std::string::npos) << two.out;
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include "commands.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
+#include "rad/dist/process_group.h"
 #include "rad/heads/discovery.h"
 #include "rad/io/checkpoint.h"
 #include "text_codec.h"
@@ -33,26 +34,33 @@ void register_heads(CLI::App& app) {
   cmd->add_option("--dtype", dtype, "float32 or bfloat16")->capture_default_str();
   cmd->callback([b, f, t] {
     if (t->count() > 0) o.selector.threshold = threshold;
-    TextCodec codec = load_text_codec(dir);
-    CausalLM model = io::load_causal_lm(dir, io::parse_dtype(dtype));
-    const ModelConfig& c = model->config();
-    if (b->count() == 0 && f->count() == 0 && t->count() == 0) {
-      o.selector.budget = std::max<int64_t>(1, std::lround(0.03 * c.n_query_heads_total()));
-      log_info("no selector given: keeping the top {} heads (3% of {})", o.selector.budget, c.n_query_heads_total());
-    }
-    if (pairs > 0) {
-      o.pairs = pairs;
-    } else {
-      o.pairs = fitting_pairs(c, codec.encode, codec.bos, 50, o.seed);
-      if (o.pairs < 50) log_info("50 pairs do not fit the context of {} tokens; using {} pairs", c.max_position_embeddings, o.pairs);
-    }
-    DiscoveryResult r = discover_heads(model, codec.encode, codec.bos, o, out);
-    log_info("teacher probe accuracy {:.3f} ({} pairs); kept {} heads; wrote {}/heads.json, plan.json, heads.svg, causal.svg, heads.md",
-             r.sweep.teacher_accuracy, o.pairs, r.plan.size(), out);
-    std::string kept;
-    for (const auto& [l, h] : r.plan.kept_heads) kept += fmt::format("{}[{}, {}]", kept.empty() ? "" : ", ", l, h);
-    std::printf("%s\n", nlohmann::json({{"teacher_accuracy", r.sweep.teacher_accuracy}, {"pairs", o.pairs},
-                                        {"kept_heads", r.plan.to_json(c)["kept_heads"]}, {"out", out}}).dump().c_str());
+    // Data-parallel when started with the torchrun environment: the ranks share the sweep's heads.
+    static std::shared_ptr<dist::ProcessGroup> group;
+    dist::run_data_parallel(group, [b, f, t] {
+      o.group = group.get();
+      TextCodec codec = load_text_codec(dir);
+      CausalLM model = io::load_causal_lm(dir, io::parse_dtype(dtype));
+      const ModelConfig& c = model->config();
+      if (b->count() == 0 && f->count() == 0 && t->count() == 0) {
+        o.selector.budget = std::max<int64_t>(1, std::lround(0.03 * c.n_query_heads_total()));
+        log_info("no selector given: keeping the top {} heads (3% of {})", o.selector.budget, c.n_query_heads_total());
+      }
+      if (pairs > 0) {
+        o.pairs = pairs;
+      } else {
+        o.pairs = fitting_pairs(c, codec.encode, codec.bos, 50, o.seed);
+        if (o.pairs < 50) log_info("50 pairs do not fit the context of {} tokens; using {} pairs", c.max_position_embeddings, o.pairs);
+      }
+      DiscoveryResult r = discover_heads(model, codec.encode, codec.bos, o, out);
+      o.group = nullptr;
+      if (!group->is_main()) return;  // rank 0 reports
+      log_info("teacher probe accuracy {:.3f} ({} pairs); kept {} heads; wrote {}/heads.json, plan.json, heads.svg, causal.svg, heads.md",
+               r.sweep.teacher_accuracy, o.pairs, r.plan.size(), out);
+      std::string kept;
+      for (const auto& [l, h] : r.plan.kept_heads) kept += fmt::format("{}[{}, {}]", kept.empty() ? "" : ", ", l, h);
+      std::printf("%s\n", nlohmann::json({{"teacher_accuracy", r.sweep.teacher_accuracy}, {"pairs", o.pairs},
+                                          {"kept_heads", r.plan.to_json(c)["kept_heads"]}, {"out", out}}).dump().c_str());
+    });
   });
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "rad/core/error.h"
+#include "rad/dist/process_group.h"
 
 namespace rad {
 
@@ -134,11 +135,12 @@ double HeadAblator::accuracy(const HeadSet& heads) {
   return static_cast<double>(correct) / total;
 }
 
-SweepResult HeadAblator::sweep(Progress* progress) {
+SweepResult HeadAblator::sweep(Progress* progress, dist::ProcessGroup* group) {
   at::NoGradGuard no_grad;
   auto t0 = std::chrono::steady_clock::now();
   const ModelConfig& c = model_->config();
   const int64_t L = c.n_layer, H = c.n_head;
+  const int64_t world = group ? group->world_size() : 1, rank = group ? group->rank() : 0;
   std::vector<int64_t> correct_without(L * H, 0);
   std::vector<double> logprob_without(L * H, 0.0);
   int64_t correct = 0, total = 0;
@@ -157,6 +159,7 @@ SweepResult HeadAblator::sweep(Progress* progress) {
     total += static_cast<int64_t>(b.answer_slices.size());
     for (int64_t l = 0; l < L; ++l) {
       for (int64_t h = 0; h < H; ++h) {
+        if ((l * H + h) % world != rank) continue;  // another rank's head
         ForwardHooks hooks = hooks_for({{l, h}});
         at::Tensor out = model_->run_layers(residual_in[l], l, L, nullptr, &hooks);
         BatchScore ablated = score_batch(model_, out, b);
@@ -167,6 +170,15 @@ SweepResult HeadAblator::sweep(Progress* progress) {
     }
   }
   (void)n_batches;
+  if (group && group->distributed()) {
+    // Gather: every head's sums come from the one rank that scored it.
+    at::Tensor counts = at::from_blob(correct_without.data(), {L * H}, at::kLong).clone();
+    at::Tensor logprobs = at::from_blob(logprob_without.data(), {L * H}, at::kDouble).clone();
+    group->allreduce(counts, dist::Reduce::kSum, "the gather of the head sweep's correct answers");
+    group->allreduce(logprobs, dist::Reduce::kSum, "the gather of the head sweep's answer log-probabilities");
+    std::copy(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + L * H, correct_without.begin());
+    std::copy(logprobs.data_ptr<double>(), logprobs.data_ptr<double>() + L * H, logprob_without.begin());
+  }
   SweepResult r;
   r.answers = total;
   r.teacher_accuracy = static_cast<double>(correct) / total;

@@ -22,6 +22,9 @@
 #include "rad/tasks/scorer.h"
 
 namespace rad {
+namespace dist {
+class ProcessGroup;
+}
 
 using HeadSet = std::set<std::pair<int64_t, int64_t>>;  // (layer, head)
 
@@ -53,7 +56,11 @@ class HeadAblator {
   double accuracy(const HeadSet& heads);
 
   // Every single-head score, with residual reuse. `progress` (optional) counts heads.
-  SweepResult sweep(Progress* progress = nullptr);
+  // With data-parallel peers (`group`), heads are dealt to the ranks round-robin (head l * n_head + h
+  // to rank (l * n_head + h) mod WORLD_SIZE), each rank scores its heads on every probe batch, and
+  // one all-reduce gathers the per-head sums. Every entry comes from a single rank (the others add
+  // exact zeros), so every rank gets the single-process ranking bit for bit.
+  SweepResult sweep(Progress* progress = nullptr, dist::ProcessGroup* group = nullptr);
 
   // The hook that ablates `heads` (exposed for tests).
   ForwardHooks hooks_for(const HeadSet& heads) const;

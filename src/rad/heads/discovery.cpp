@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <filesystem>
 #include <numeric>
+#include <optional>
 #include <random>
 
 #include "rad/core/atomic_file.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
+#include "rad/dist/process_group.h"
 #include "rad/heads/model_hash.h"
 #include "rad/report/svg.h"
 
@@ -65,11 +67,14 @@ DiscoveryResult discover_heads(CausalLM& model, const tasks::Encoder& encode, st
   const int64_t n_heads = c.n_layer * c.n_head;
   const int64_t n_batches = (o.examples + o.batch - 1) / o.batch;
   SweepResult sweep;
+  const bool main_rank = o.group == nullptr || o.group->is_main();
   {
-    Progress progress("heads", n_heads * n_batches, "head-batches");
-    sweep = ablator.sweep(&progress);
-    progress.finish(fmt::format("teacher accuracy {:.3f}", sweep.teacher_accuracy));
+    std::optional<Progress> progress;
+    if (main_rank) progress.emplace("heads", n_heads * n_batches, "head-batches");
+    sweep = ablator.sweep(progress ? &*progress : nullptr, o.group);
+    if (progress) progress->finish(fmt::format("teacher accuracy {:.3f}", sweep.teacher_accuracy));
   }
+  if (!main_rank) return {sweep, {}, {}};  // rank 0 selects, checks and writes
   HeadSet kept = select_heads(sweep.ranked, o.selector);
   HeadPlan plan;
   plan.kept_heads.assign(kept.begin(), kept.end());
