@@ -501,6 +501,30 @@ TEST(Serve, ChatCompletionsUseTheModelsTemplate) {
                      "has no chat_template in tokenizer_config.json", "messages");
 }
 
+TEST(Serve, RepliesEndAtTheEosTokensOfGenerationConfigToo) {
+  // The first greedy token after the prompt becomes an end-of-sequence token in generation_config.
+  std::vector<int64_t> prompt = Tokenizer::load(teacher_dir()).encode("And God said", true);
+  std::string ids;
+  for (int64_t id : prompt) ids += (ids.empty() ? "" : ",") + std::to_string(id);
+  CliResult r = run_cli("generate " + teacher_dir() + " --token-ids " + ids + " --max-new-tokens 1 --ignore-eos");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const int64_t first = json::parse(r.out)[0];
+  TempDir dir;
+  const std::string model = templated_teacher(dir, "{{ messages[0]['content'] }}");
+  std::ofstream(model + "/generation_config.json") << json{{"eos_token_id", {first, 4095}}}.dump();
+  std::vector<int64_t> expected = {first, 4095};  // config.json's 4095 and tokenizer_config's eos once
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(serve::end_of_sequence_ids(model, runtime::Model::load(model)->config(), Tokenizer::load(model)), expected);
+  TestServer server(options(model, 256));
+  Http h = post(server.port(), "/v1/completions", {{"prompt", prompt}, {"max_tokens", 12}, {"temperature", 0}});
+  ASSERT_EQ(h.status, 200) << h.body;
+  EXPECT_EQ(h.parsed()["usage"]["completion_tokens"], 1);
+  EXPECT_EQ(h.parsed()["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(h.parsed()["choices"][0]["text"], "");  // the end token's text is not part of the reply
+  h = post(server.port(), "/v1/completions", {{"prompt", prompt}, {"max_tokens", 12}, {"temperature", 0}, {"ignore_eos", true}});
+  EXPECT_EQ(h.parsed()["usage"]["completion_tokens"], 12);
+}
+
 TEST(Serve, HostileInputGetsJsonErrorsAndTheServerKeepsServing) {
   serve::ServerOptions o = options(teacher_dir(), 64);
   o.max_body_bytes = 64 << 10;

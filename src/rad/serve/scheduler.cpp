@@ -230,7 +230,7 @@ bool Scheduler::advance(Running& r) {
     ++rate_.back().second;
     while (rate_.size() > static_cast<size_t>(kRateWindowS + 1)) rate_.pop_front();
   }
-  const auto& eos = model_->config().eos_token_ids;
+  const auto& eos = o_.eos_ids.empty() ? model_->config().eos_token_ids : o_.eos_ids;
   if (!p.ignore_eos && std::find(eos.begin(), eos.end(), t) != eos.end()) {
     s.publish(r.text->finish(), true, "stop");
     return false;

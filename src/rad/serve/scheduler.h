@@ -43,6 +43,7 @@ struct SchedulerOptions {
   int64_t n_ctx = 0;                 // largest context of a sequence; 0: max_position_embeddings
   int threads = 1;                   // threads of each Session's matmuls
   int64_t prefill_chunk = 32;        // prompt tokens per scheduler iteration and sequence
+  std::vector<int64_t> eos_ids;      // tokens that end a reply (unless ignore_eos); empty: config.json's
 };
 
 struct GenerationParams {

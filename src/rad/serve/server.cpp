@@ -11,11 +11,13 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "rad/core/error.h"
@@ -53,6 +55,27 @@ int64_t parse_byte_size(const std::string& text) {
       return static_cast<int64_t>(v * scale);
     }
   fail("'{}': unknown unit '{}' (expected B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)", text, unit);
+}
+
+std::vector<int64_t> end_of_sequence_ids(const std::string& model_dir, const ModelConfig& config, const Tokenizer& tok) {
+  std::vector<int64_t> ids = config.eos_token_ids;
+  const std::string path = model_dir + "/generation_config.json";
+  if (std::filesystem::exists(path)) {
+    std::ifstream in(path);
+    json g;
+    try {
+      g = json::parse(in);
+    } catch (const json::exception& e) {
+      fail("{}: invalid JSON: {}", path, e.what());
+    }
+    const json e = g.is_object() ? g.value("eos_token_id", json()) : json();
+    for (const json& x : e.is_array() ? e : json::array({e}))
+      if (x.is_number_integer()) ids.push_back(x.get<int64_t>());
+  }
+  if (auto id = tok.eos_id()) ids.push_back(*id);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
 }
 
 struct Server::Impl {
@@ -245,9 +268,14 @@ Server::Server(const ServerOptions& options) : impl_(std::make_unique<Impl>()) {
             "serve: the tokenizer of {} has {} tokens but the model's vocabulary is {}", options.model_dir,
             m.tokenizer->vocab_size(), m.model->config().n_vocab);
   m.chat_template = ChatTemplate::load(options.model_dir);
+  // A reply ends at any end-of-sequence token the directory names, as Hugging Face's generate does
+  // with generation_config.json: chat models often end a turn with a token config.json does not
+  // list (Llama-3's <|eot_id|>), and the template's turns end with tokenizer_config's eos_token.
+  SchedulerOptions sched = options.scheduler;
+  sched.eos_ids = end_of_sequence_ids(options.model_dir, m.model->config(), *m.tokenizer);
   m.model_id = std::filesystem::path(options.model_dir).lexically_normal().filename().string();
   if (m.model_id.empty()) m.model_id = std::filesystem::path(options.model_dir).lexically_normal().parent_path().filename().string();
-  m.scheduler = std::make_unique<Scheduler>(m.model, m.tokenizer, options.scheduler);
+  m.scheduler = std::make_unique<Scheduler>(m.model, m.tokenizer, sched);
   m.id_salt = std::random_device{}();
   // One HTTP thread per session and queue slot, plus a few for /health, /metrics and 503 answers.
   const size_t threads = static_cast<size_t>(options.scheduler.max_sessions + options.scheduler.max_queue + 4);

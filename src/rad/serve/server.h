@@ -12,8 +12,11 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "rad/model/config.h"
 #include "rad/serve/scheduler.h"
+#include "rad/tokenizer/tokenizer.h"
 
 namespace rad::serve {
 
@@ -46,6 +49,10 @@ class Server {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The tokens that end a reply: config.json's eos_token_id, generation_config.json's (one or a
+// list) and tokenizer_config.json's eos_token, without duplicates.
+std::vector<int64_t> end_of_sequence_ids(const std::string& model_dir, const ModelConfig& config, const Tokenizer& tok);
 
 // "2GiB", "512MiB", "1.5GB", "1000000" -> bytes; throws rad::Error naming the text.
 int64_t parse_byte_size(const std::string& text);
