@@ -1,5 +1,6 @@
 #include "rad/serve/api.h"
 
+#include <cmath>
 #include <limits>
 #include <random>
 
