@@ -431,5 +431,42 @@ TEST(DataParallel, HeadSweepOnTwoProcessesGivesTheSingleProcessRanking) {
   EXPECT_EQ(two.out.find("[rank 1]"), std::string::npos) << two.out;
 }
 
+// ---------------------------------------------------------------- radistill run --nproc 2
+
+// `radistill run --nproc 2`: the head sweep and every distillation run as 2 data-parallel processes
+// (the stage markers record the launch) and the report is complete; a batch --nproc does not divide
+// is refused before any work.
+TEST(DataParallel, RunPipelineWithTwoProcessesPerStage) {
+  TempDir dir;
+  {
+    // 2000 lines: the held-out 2% must fill the evaluation's perplexity windows (256 tokens).
+    std::ofstream corpus(dir.file("corpus.txt"));
+    for (int i = 0; i < 2000; ++i) corpus << "And God said, Let there be light: and there was light " << i << ".\n";
+  }
+  CliResult r = run_cli(pretrain_args(dir, 4) + " --out " + dir.file("teacher"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto args = [&](int batch, const std::string& out) {
+    return "run --teacher " + dir.file("teacher") + " --corpus " + dir.file("corpus.txt") +
+           " --pairs 2 --head-examples 4 --align-steps 2 --kd-steps 2 --shrink-align-steps 1 --shrink-kd-steps 1"
+           " --seq 32 --eval-examples 2 --eval-kv-pairs 2 --save-every 1 --fp32 --quick --nproc 2 --batch " +
+           std::to_string(batch) + " --out " + out;
+  };
+  r = run_cli(args(3, dir.file("refused")));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--batch 3 is not divisible by --nproc 2"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("refused/heads")));
+  r = run_cli(args(2, dir.file("a")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(read_file(dir.file("a/stages/heads.done")).find("radistill launch -n 2 -- heads"), std::string::npos);
+  for (const char* s : {"hybrid", "shrunk", "pure_ssm"})
+    EXPECT_NE(read_file(dir.file(std::string("a/stages/distill_") + s + ".done")).find("radistill launch -n 2 -- distill"),
+              std::string::npos)
+        << s;
+  auto report = nlohmann::json::parse(read_file(dir.file("a/report.json")));
+  std::set<std::string> kinds;
+  for (const auto& m : report["models"]) kinds.insert(m["kind"].get<std::string>());
+  EXPECT_EQ(kinds, (std::set<std::string>{"teacher", "hybrid", "shrunk", "pure_ssm"}));
+}
+
 }  // namespace
 }  // namespace rad::test

@@ -47,6 +47,7 @@ struct RunOptions {
   int64_t eval_examples = 100, save_every = 100;
   std::vector<int64_t> eval_kv_pairs = {10, 25, 50, 100};
   double task_share = 0.0;  // distillation data: the corpus only by default (the paper distils on text)
+  int nproc = 1;  // data-parallel processes for the head sweep and the distillations (radistill launch)
 };
 
 std::string default_teacher() {
@@ -140,10 +141,11 @@ class Pipeline {
     Progress progress("run", total_, "stages");
 
     std::string heads_dir = path("heads");
-    stage("heads", progress, {"heads", o_.teacher, "--out", heads_dir, "--pairs", std::to_string(o_.pairs),
-                              "--examples", std::to_string(o_.head_examples), "--seed", std::to_string(o_.seed),
-                              o_.budget > 0 ? "--budget" : "--fraction",
-                              o_.budget > 0 ? std::to_string(o_.budget) : std::to_string(o_.fraction)});
+    stage("heads", progress,
+          data_parallel({"heads", o_.teacher, "--out", heads_dir, "--pairs", std::to_string(o_.pairs), "--examples",
+                         std::to_string(o_.head_examples), "--seed", std::to_string(o_.seed),
+                         o_.budget > 0 ? "--budget" : "--fraction",
+                         o_.budget > 0 ? std::to_string(o_.budget) : std::to_string(o_.fraction)}));
     HeadPlan plan = HeadPlan::load(heads_dir + "/plan.json", config);
 
     // Plans: discovered, none, the baselines' (same budget at random, whole layers), the sweep's.
@@ -206,6 +208,7 @@ class Pipeline {
     in.settings["kept_heads"] = kept;
     in.settings["d_state_effective"] = d_state;
     in.settings["d_state_shrunk"] = small_state;
+    in.settings["nproc"] = o_.nproc;
     in.probe_pairs = in.heads.value("probe", json::object()).value("pairs", o_.pairs);
     if (std::find(o_.eval_kv_pairs.begin(), o_.eval_kv_pairs.end(), in.probe_pairs) == o_.eval_kv_pairs.end())
       log_warn("the head probe's {} pairs are not among --eval-kv-pairs; report.json's probe_accuracy will be null",
@@ -258,7 +261,16 @@ class Pipeline {
     if (use_bf16()) args.push_back("--bf16");
     // An interrupted distillation continues from its latest checkpoint.
     if (!done(name) && fs::exists(fs::path(out) / "checkpoints" / "latest")) args.push_back("--resume");
-    stage(name, progress, args);
+    stage(name, progress, data_parallel(args));
+  }
+
+  // With --nproc N > 1, the stage runs as N data-parallel copies under `radistill launch`. Their
+  // results equal one process's up to float32 summation order (the head ranking exactly), and their
+  // checkpoints resume on any N, so --nproc is not one of the settings a resumed run must repeat.
+  std::vector<std::string> data_parallel(std::vector<std::string> args) const {
+    if (o_.nproc <= 1) return args;
+    args.insert(args.begin(), {"launch", "-n", std::to_string(o_.nproc), "--"});
+    return args;
   }
 
   // bf16 autocast unless --fp32, and only where the CPU has native bf16 matmuls: elsewhere
@@ -301,6 +313,10 @@ class Pipeline {
               "model directory; the shipped one is models/default-teacher)", o_.teacher);
     RAD_CHECK(fs::is_regular_file(o_.corpus), "corpus {}: no such file (expected UTF-8 text, e.g. the KJV from "
               "scripts/get_corpus.sh)", o_.corpus);
+    RAD_CHECK(o_.nproc >= 1, "--nproc must be >= 1, got {}", o_.nproc);
+    RAD_CHECK(o_.batch % o_.nproc == 0,
+              "--batch {} is not divisible by --nproc {}: every process takes an equal share of the global batch",
+              o_.batch, o_.nproc);
     json mine = settings_json();
     std::string run_json = path("run.json");
     if (fs::exists(run_json)) {
@@ -360,6 +376,8 @@ void register_run(CLI::App& app) {
       ->delimiter(',');
   cmd->add_flag("--dstate-sweep", o.dstate_sweep, "Also shrink the hybrid to d_state N/2 and N/4 (with N/8: paper Table 4)");
   cmd->add_option("--seed", o.seed, "Seed for probes, plans and data order")->capture_default_str();
+  cmd->add_option("--nproc", o.nproc, "Data-parallel processes for the head sweep and the distillations "
+                  "(radistill launch; --batch must be divisible by it)")->capture_default_str();
   cmd->add_option("--save-every", o.save_every, "Distillation checkpoint interval (steps)")->capture_default_str();
   cmd->add_option("--eval-examples", o.eval_examples, "Examples per evaluation task")->capture_default_str();
   cmd->add_option("--eval-kv-pairs", o.eval_kv_pairs, "KV probe sizes in the evaluation")->delimiter(',')->capture_default_str();
