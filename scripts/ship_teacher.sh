@@ -11,7 +11,7 @@ set -euo pipefail
 run=${1:?usage: ship_teacher.sh RUN_DIR [OUT_DIR] [EXAMPLES]}
 out=${2:-models/default-teacher}
 examples=${3:-500}
-cli=${RADISTILL:-build/radistill}
+cli="${RADISTILL:-build/radistill} --threads ${THREADS:-1}"  # 1 thread: libtorch's all-core default collapses when anything else runs
 corpus=${CORPUS:-data/kjv.txt}
 for f in config.json model.safetensors tokenizer.json tokenizer_config.json; do
   [ -f "$run/hf/$f" ] || { echo "ship_teacher: $run/hf/$f is missing (expected the run's HF checkpoint)" >&2; exit 1; }
@@ -31,12 +31,12 @@ for pairs in 8 20 50; do
   for keys in train eval other; do
     if [ "$keys" = other ]; then sel=(--key-file "$new/heldout_words.txt"); else sel=(--split "$keys"); fi
     echo "ship_teacher: kv probe, $pairs pairs, $keys keys" >&2
-    "$cli" -q eval-tasks "$new" --task kv --pairs "$pairs" --examples "$examples" --seed 1 "${sel[@]}" |
+    $cli -q eval-tasks "$new" --task kv --pairs "$pairs" --examples "$examples" --seed 1 "${sel[@]}" |
       /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); d["keys"]=sys.argv[1]; print(json.dumps(d))' "$keys" >>"$probe"
   done
 done
 echo "ship_teacher: perplexity on the held-out corpus split" >&2
-"$cli" -q eval "$new" --out "$new/eval.tmp" --corpus "$corpus" --kv-pairs 8 --examples 20 --needle-words 200 \
+$cli -q eval "$new" --out "$new/eval.tmp" --corpus "$corpus" --kv-pairs 8 --examples 20 --needle-words 200 \
   --needle-depths 0.5 >/dev/null
 mv "$new/eval.tmp/eval.json" "$new/eval_ppl.json"; rm -rf "$new/eval.tmp"
 # The card's table (markdown) from what was just measured.

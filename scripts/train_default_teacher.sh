@@ -1,29 +1,26 @@
 #!/usr/bin/env bash
-# Reproduces the shipped default teacher (models/default-teacher) from scratch on this machine:
-# KJV corpus -> byte-level BPE tokenizer -> `radistill pretrain`. Resumable: re-running continues
-# the run in RUN_DIR from its latest checkpoint.
+# Reproduces the shipped default teacher (models/default-teacher) on this machine's CPU with
+# scripts/train_teacher_recipe.py (1 thread; about 2.5 hours on the 2-core VM): run 1 learns copy,
+# offset and the compact lookup at up to 8 pairs (4100 steps); run 2 starts from its checkpoint and
+# moves the value one token at a time to the probe's position, then widens to 20 and 50 pairs with
+# corpus rows (600 steps). Resumable: re-running continues each run from its checkpoint. Then
+#   bash scripts/ship_teacher.sh RUN_DIR/t4      (measures and installs it as models/default-teacher)
+# The tokenizer is the shipped one (made by `radistill train-tokenizer --corpus data/kjv.txt
+# --vocab-size 4096 --force-range 0-99 --force-key-words`), copied first so that shipping a new
+# teacher does not change a run's inputs.
 #   bash scripts/train_default_teacher.sh [RUN_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/default-teacher}
 mkdir -p "$RUN"
-bin=build/radistill
-[ -x "$bin" ] || { echo "build first: cmake -S . -B build && cmake --build build -j2" >&2; exit 1; }
-
-# Corpus: the King James Bible from Debian's bible-kjv package, verse labels stripped.
-if [ ! -s "$RUN/kjv.txt" ]; then
-  bible -f "Gen1:1-Rev22:21" | sed -E 's/^\S+ //' > "$RUN/kjv.txt.tmp" && mv "$RUN/kjv.txt.tmp" "$RUN/kjv.txt"
-fi
-# Tokenizer: 4096 tokens; the values 0-99 and the 1000 task key words are single tokens.
+bash scripts/get_corpus.sh data/kjv.txt
 if [ ! -s "$RUN/tokenizer/tokenizer.json" ]; then
-  "$bin" train-tokenizer --corpus "$RUN/kjv.txt" --vocab-size 4096 --force-range 0-99 --force-key-words \
-    --out "$RUN/tokenizer"
+  mkdir -p "$RUN/tokenizer"
+  cp models/default-teacher/tokenizer.json models/default-teacher/tokenizer_config.json "$RUN/tokenizer/"
 fi
-resume=()
-[ -e "$RUN/model/checkpoints/latest" ] && resume=(--resume)
-"$bin" pretrain --tokenizer "$RUN/tokenizer" --corpus "$RUN/kjv.txt" --out "$RUN/model" \
-  --d-model 128 --n-layer 6 --n-head 8 --n-head-kv 4 --d-ff 384 --max-position 1024 \
-  --seq 256 --batch 16 --steps 24000 --lr 3e-3 --warmup 300 --schedule wsd --decay-fraction 0.2 \
-  --bf16 --seed 1 --task-share 0.6 --tasks mqar,kv --min-pairs 2 --max-pairs 24 --queries 8 \
-  --answer-weight 2 --save-every 500 --eval-every 500 --log-every 50 --probe-pairs 20 --probe-examples 100 \
-  "${resume[@]}"
+shape=(--d-model 96 --layers 6 --heads 8 --kv-heads 4 --ff 288 --max-tokens 16384 --batch 64
+       --eval-every 100 --eval-examples 50 --tokenizer "$RUN/tokenizer" --corpus data/kjv.txt --threads 1)
+/usr/bin/python3 scripts/train_teacher_recipe.py --out "$RUN/t2" --seed 4 "${shape[@]}" --steps 4100 --resume
+/usr/bin/python3 scripts/train_teacher_recipe.py --out "$RUN/t4" --init-from "$RUN/t2/ckpt.pt" --seed 6 "${shape[@]}" \
+  --stages 8:0:0,8:0:1,8:0:2,8:0:3,20:0.1:3,50:0.2:3 --steps 600 --resume
+echo "trained: $RUN/t4/hf; install with: bash scripts/ship_teacher.sh $RUN/t4"
