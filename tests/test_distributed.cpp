@@ -330,6 +330,28 @@ TEST(DataParallel, ARankThatExitsEarlyStopsTheOtherWithItsName) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("o/model.safetensors")));
 }
 
+// A rank started with other settings (here --seed) is refused by name, with the field that differs,
+// and rank 0 stops too, quoting it.
+TEST(DataParallel, ARankWithOtherSettingsIsRefusedByName) {
+  TempDir dir;
+  write_corpus(dir);
+  const int port = dist::free_tcp_port("127.0.0.1");
+  const std::string env = "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) +
+                          " RADISTILL_DIST_TIMEOUT_S=20 ";
+  const std::string cli = std::string(RAD_CLI_PATH) + " --threads 1 " + pretrain_args(dir, 5) + " --out " + dir.file("o");
+  const std::string script = env + "RANK=1 " + cli + " --seed 7 >/dev/null 2>" + dir.file("err1") + " & " + env +
+                             "RANK=0 " + cli + " >/dev/null 2>" + dir.file("err0") + "; echo $? >" + dir.file("rc0") +
+                             "; wait $!; echo $? >" + dir.file("rc1");
+  ASSERT_EQ(std::system(("bash -c '" + script + "'").c_str()), 0);
+  const std::string err0 = read_file(dir.file("err0")), err1 = read_file(dir.file("err1"));
+  EXPECT_NE(std::atoi(read_file(dir.file("rc0")).c_str()), 0) << err0;
+  EXPECT_NE(err1.find("rank 1 of 2: the training settings differ from rank 0's (seed is 7 here, 0 on rank 0)"),
+            std::string::npos)
+      << err1;
+  EXPECT_NE(err0.find("rank 1 failed: rank 1 of 2: the training settings differ"), std::string::npos) << err0;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("o/checkpoints/latest")));
+}
+
 // Rank 1 is SIGKILLed after the first checkpoint: rank 0 stops within the timeout naming it and
 // leaves the last complete checkpoint; `--resume` on 2 processes then ends with the weights of an
 // uninterrupted single-process run.

@@ -118,6 +118,7 @@ struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;  // radistill's own keys (liveness, progress, failures)
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
   int64_t seq = 0;            // collectives begun by this rank
+  int64_t checks = 0;         // check_same calls
   std::string last_what;      // the latest of them
   bool collective_failed = false;
   bool reported = false;
@@ -363,6 +364,36 @@ void ProcessGroup::barrier(const std::string& what) {
   }
 }
 
+void ProcessGroup::check_same(const std::string& what, const nlohmann::json& value) {
+  if (!distributed()) return;
+  const std::string key = fmt::format("same/{}", ++impl_->checks);
+  std::string theirs;
+  try {
+    if (is_main()) {
+      impl_->store->set(key, bytes(value.dump()));
+      return;
+    }
+    theirs = impl_->get(key);  // waits (up to the timeout) for rank 0 to publish it
+  } catch (const std::exception& e) {
+    fail_collective(fmt::format("the comparison of {} with rank 0's", what), e);
+  }
+  const nlohmann::json rank0 = nlohmann::json::parse(theirs, nullptr, false);
+  if (rank0 == value) return;
+  std::string diff;
+  int shown = 0;
+  if (rank0.is_object() && value.is_object()) {
+    for (auto it = value.begin(); it != value.end() && shown < 4; ++it)
+      if (!rank0.contains(it.key()) || rank0[it.key()] != it.value()) {
+        diff += fmt::format("{}{} is {} here, {} on rank 0", shown ? "; " : "", it.key(), it.value().dump(),
+                            rank0.contains(it.key()) ? rank0[it.key()].dump() : "absent");
+        ++shown;
+      }
+  }
+  if (diff.empty()) diff = fmt::format("{} here, {} on rank 0", value.dump(), rank0.dump());
+  fail("{}: {} differ from rank 0's ({}); start every rank with the same arguments and the same --out", describe(),
+       what, diff);
+}
+
 void ProcessGroup::report_failure(const std::string& message) noexcept {
   if (!impl_ || impl_->collective_failed || impl_->reported) return;
   impl_->reported = true;
@@ -378,7 +409,10 @@ void run_data_parallel(std::shared_ptr<ProcessGroup>& slot, const std::function<
   try {
     body();
   } catch (const std::exception& e) {
-    slot->report_failure(fmt::format("{}: {}", slot->describe(), brief(e)));
+    // Errors of the collectives name the rank already; others get it here.
+    const std::string message = brief(e);
+    const std::string who = slot->describe() + ": ";
+    slot->report_failure(message.rfind(who, 0) == 0 ? message : who + message);
     slot.reset();
     throw;
   }

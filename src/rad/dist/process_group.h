@@ -15,6 +15,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,12 @@ class ProcessGroup {
   // Copies `tensors` of rank `root` into every other rank's, in one collective.
   void broadcast(const std::vector<at::Tensor>& tensors, int root, const std::string& what);
   void barrier(const std::string& what);
+
+  // Checks that `value` (e.g. the training settings) is the same on every rank as on rank 0: rank 0
+  // publishes its value in the store, every other rank compares and, when they differ, throws a
+  // rad::Error naming `what`, this rank and the first fields that differ (rank 0 then fails at its
+  // next collective with that message). All ranks must call it in the same order.
+  void check_same(const std::string& what, const nlohmann::json& value);
 
   // Leaves `message` in the store so that peers whose collectives now fail can name this rank and
   // say why. Never throws. Does nothing when this rank's own failure was a failed collective (it

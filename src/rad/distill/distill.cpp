@@ -14,6 +14,7 @@
 #include "rad/dist/process_group.h"
 #include "rad/dist/shard.h"
 #include "rad/train/optim.h"
+#include "rad/train/settings.h"
 
 namespace rad {
 namespace fs = std::filesystem;
@@ -87,6 +88,23 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
     fs::remove(metrics_path);
   }
   if (main_rank) data.write_tokenizer(o.out_dir);
+  if (group.distributed()) {
+    // Every rank must distil the same thing from the same point: same arguments, models, corpus and
+    // checkpoint.
+    nlohmann::json settings = training_loop_settings(o, data.corpus);
+    settings["teacher"] = tc.raw;
+    settings["student"] = sc.raw;
+    settings["student_parameters"] = student->parameters().size();
+    settings["align"] = {o.align.steps, o.align.lr};
+    settings["kd"] = {o.kd.steps, o.kd.lr};
+    settings["ce_weight"] = o.ce_weight;
+    settings["warmup_fraction"] = o.warmup_fraction;
+    settings["decay_fraction"] = o.decay_fraction;
+    group.check_same("the distillation settings", settings);
+    group.check_same("the resume point",
+                     {{"stage", resume_stage}, {"step", resume_step},
+                      {"checkpoint", existing ? fs::path(*existing).filename().string() : std::string("none")}});
+  }
 
   const StageRun stages[] = {{"align", &o.align, 0x1000}, {"kd", &o.kd, 0x2000}};
   bool skipping = existing.has_value();

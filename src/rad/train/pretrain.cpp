@@ -20,6 +20,7 @@
 #include "rad/train/checkpoint.h"
 #include "rad/train/optim.h"
 #include "rad/train/recipe.h"
+#include "rad/train/settings.h"
 
 namespace rad {
 namespace fs = std::filesystem;
@@ -149,6 +150,24 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
     fs::remove(metrics_path);
   }
   if (main_rank) data.write_tokenizer(opt.out_dir);
+  if (group.distributed()) {
+    // Every rank must train the same thing from the same point: same arguments, corpus and checkpoint.
+    nlohmann::json settings = training_loop_settings(opt, data.corpus);
+    settings["model"] = opt.model.raw;
+    settings["schedule"] = {{"kind", opt.schedule.kind},       {"peak", opt.schedule.peak},
+                            {"warmup", opt.schedule.warmup},   {"total", opt.schedule.total},
+                            {"min_ratio", opt.schedule.min_ratio}, {"decay_fraction", opt.schedule.decay_fraction}};
+    settings["init_std"] = opt.init_std;
+    settings["embedding_weight_decay"] =
+        opt.embedding_weight_decay ? nlohmann::json(*opt.embedding_weight_decay) : nlohmann::json(nullptr);
+    settings["skip_nonfinite"] = opt.skip_nonfinite;
+    settings["advance_at"] = opt.advance_at;
+    if (opt.advance_at > 0) settings["eval_every"] = opt.eval_every;  // the adaptive stage moves at evaluations
+    group.check_same("the training settings", settings);
+    group.check_same("the resume point",
+                     {{"step", start_step},
+                      {"checkpoint", existing ? fs::path(*existing).filename().string() : std::string("none")}});
+  }
   // Every rank starts from rank 0's weights (they agree already: same seed or same checkpoint). As
   // the first collective this is also the start barrier: rank 0 cannot write a checkpoint before
   // every rank has read the run directory.
