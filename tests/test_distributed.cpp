@@ -249,6 +249,22 @@ std::vector<double> logged_losses(const std::string& metrics) {
 // largest value in distill, while the tensor's L2 difference was 2e-6); it is recorded, not bounded.
 constexpr double kWeightTolerance = 1e-5;
 
+// The 1-process run in dir/one and the 2-process run in dir/two end with the same weights (relative
+// L2 per tensor within kWeightTolerance; the largest element difference is recorded) and log the
+// same global loss at each of their `steps` logged steps.
+void expect_same_run(const TempDir& dir, size_t steps) {
+  double element = 0;
+  const double diff =
+      max_relative_difference(dir.file("one/model.safetensors"), dir.file("two/model.safetensors"), &element);
+  ::testing::Test::RecordProperty("max_relative_l2_weight_difference", fmt::format("{:.2e}", diff));
+  ::testing::Test::RecordProperty("max_element_weight_difference", fmt::format("{:.2e}", element));
+  EXPECT_LE(diff, kWeightTolerance);
+  std::vector<double> l1 = logged_losses(dir.file("one/metrics.jsonl")), l2 = logged_losses(dir.file("two/metrics.jsonl"));
+  ASSERT_EQ(l1.size(), steps);
+  ASSERT_EQ(l2.size(), steps);
+  for (size_t i = 0; i < l1.size(); ++i) EXPECT_NEAR(l1[i], l2[i], 1e-5 * std::abs(l1[i])) << "step " << i + 1;
+}
+
 TEST(DataParallel, PretrainOnTwoProcessesMatchesOneProcess) {
   TempDir dir;
   write_corpus(dir);
@@ -259,17 +275,10 @@ TEST(DataParallel, PretrainOnTwoProcessesMatchesOneProcess) {
   const double two_s = seconds_since(t0);
   ASSERT_EQ(two.exit_code, 0) << two.err;
   RecordProperty("two_process_seconds", fmt::format("{:.2f}", two_s));
-  double element = 0;
-  const double diff =
-      max_relative_difference(dir.file("one/model.safetensors"), dir.file("two/model.safetensors"), &element);
-  RecordProperty("max_relative_l2_weight_difference", fmt::format("{:.2e}", diff));
-  RecordProperty("max_element_weight_difference", fmt::format("{:.2e}", element));
-  EXPECT_LE(diff, kWeightTolerance);
-  // The logged global loss of every step agrees too; only rank 0 logs.
-  std::vector<double> l1 = logged_losses(dir.file("one/metrics.jsonl")), l2 = logged_losses(dir.file("two/metrics.jsonl"));
-  ASSERT_EQ(l1.size(), 6u);
-  ASSERT_EQ(l2.size(), 6u);
-  for (size_t i = 0; i < l1.size(); ++i) EXPECT_NEAR(l1[i], l2[i], 1e-5 * l1[i]) << "step " << i + 1;
+  // Weights, and the logged global loss of every step (only rank 0 logs).
+  expect_same_run(dir, 6);
+  std::vector<double> l1 = logged_losses(dir.file("one/metrics.jsonl"));
+  ASSERT_FALSE(l1.empty());
   EXPECT_NE(l1.front(), l1.back()) << "the model did not train";
   EXPECT_NE(two.err.find("[rank 0] data-parallel: 2 processes"), std::string::npos) << two.err;
   EXPECT_EQ(two.err.find("[rank 1] pretrain:"), std::string::npos) << "rank 1 should not report progress";
@@ -410,16 +419,7 @@ TEST(DataParallel, DistillOnTwoProcessesMatchesOneProcess) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = run_cli("launch -n 2 -- " + args + dir.file("two"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  double element = 0;
-  const double diff =
-      max_relative_difference(dir.file("one/model.safetensors"), dir.file("two/model.safetensors"), &element);
-  RecordProperty("max_relative_l2_weight_difference", fmt::format("{:.2e}", diff));
-  RecordProperty("max_element_weight_difference", fmt::format("{:.2e}", element));
-  EXPECT_LE(diff, kWeightTolerance);
-  std::vector<double> l1 = logged_losses(dir.file("one/metrics.jsonl")), l2 = logged_losses(dir.file("two/metrics.jsonl"));
-  ASSERT_EQ(l1.size(), 6u);
-  ASSERT_EQ(l2.size(), 6u);
-  for (size_t i = 0; i < l1.size(); ++i) EXPECT_NEAR(l1[i], l2[i], 1e-5 * std::abs(l1[i])) << "step " << i + 1;
+  expect_same_run(dir, 6);
 }
 
 // ---------------------------------------------------------------- the head sweep on 2 processes

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <type_traits>
+
 namespace rad::serve {
 
 void Metrics::count_request(const std::string& path, int status) {
@@ -25,28 +27,25 @@ std::string Metrics::render(const SchedulerStats& s) const {
     for (const auto& [key, n] : requests_)
       out += fmt::format("radistill_requests_total{{path=\"{}\",status=\"{}\"}} {}\n", key.first, key.second, n);
   }
-  metric("radistill_tokens_generated_total", "counter", "New tokens sampled");
-  out += fmt::format("radistill_tokens_generated_total {}\n", s.tokens_generated);
-  metric("radistill_prompt_tokens_total", "counter", "Prompt tokens prefilled");
-  out += fmt::format("radistill_prompt_tokens_total {}\n", s.prompt_tokens);
-  metric("radistill_tokens_per_second", "gauge", "New tokens per second over the last 10 s, all sessions together");
-  out += fmt::format("radistill_tokens_per_second {:.3f}\n", s.tokens_per_s);
-  metric("radistill_cache_bytes_reserved", "gauge", "Cache bytes reserved by admitted sessions");
-  out += fmt::format("radistill_cache_bytes_reserved {}\n", s.reserved_bytes);
-  metric("radistill_cache_bytes_allocated", "gauge", "Cache bytes (K/V + SSM state) the running sessions hold");
-  out += fmt::format("radistill_cache_bytes_allocated {}\n", s.allocated_bytes);
-  metric("radistill_cache_budget_bytes", "gauge", "The --cache-budget");
-  out += fmt::format("radistill_cache_budget_bytes {}\n", s.cache_budget);
-  metric("radistill_active_sessions", "gauge", "Sessions admitted (running)");
-  out += fmt::format("radistill_active_sessions {}\n", s.active);
-  metric("radistill_max_sessions", "gauge", "The --max-sessions");
-  out += fmt::format("radistill_max_sessions {}\n", s.max_sessions);
-  metric("radistill_queue_length", "gauge", "Requests waiting for admission");
-  out += fmt::format("radistill_queue_length {}\n", s.queued);
-  metric("radistill_rejected_total", "counter", "Requests refused with 503 (queue full or wait too long)");
-  out += fmt::format("radistill_rejected_total {}\n", s.rejected);
-  metric("radistill_cancelled_total", "counter", "Sequences dropped because the client disconnected");
-  out += fmt::format("radistill_cancelled_total {}\n", s.cancelled);
+  // One sample per metric: the HELP/TYPE lines, then the value (integers as is, rates with 3 decimals).
+  auto sample = [&](const char* name, const char* type, const char* help, auto value) {
+    metric(name, type, help);
+    if constexpr (std::is_floating_point_v<decltype(value)>)
+      out += fmt::format("{} {:.3f}\n", name, value);
+    else
+      out += fmt::format("{} {}\n", name, value);
+  };
+  sample("radistill_tokens_generated_total", "counter", "New tokens sampled", s.tokens_generated);
+  sample("radistill_prompt_tokens_total", "counter", "Prompt tokens prefilled", s.prompt_tokens);
+  sample("radistill_tokens_per_second", "gauge", "New tokens per second over the last 10 s, all sessions together", s.tokens_per_s);
+  sample("radistill_cache_bytes_reserved", "gauge", "Cache bytes reserved by admitted sessions", s.reserved_bytes);
+  sample("radistill_cache_bytes_allocated", "gauge", "Cache bytes (K/V + SSM state) the running sessions hold", s.allocated_bytes);
+  sample("radistill_cache_budget_bytes", "gauge", "The --cache-budget", s.cache_budget);
+  sample("radistill_active_sessions", "gauge", "Sessions admitted (running)", s.active);
+  sample("radistill_max_sessions", "gauge", "The --max-sessions", s.max_sessions);
+  sample("radistill_queue_length", "gauge", "Requests waiting for admission", s.queued);
+  sample("radistill_rejected_total", "counter", "Requests refused with 503 (queue full or wait too long)", s.rejected);
+  sample("radistill_cancelled_total", "counter", "Sequences dropped because the client disconnected", s.cancelled);
   return out;
 }
 
