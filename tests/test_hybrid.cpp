@@ -199,6 +199,27 @@ TEST(Hybrid, KeptHeadsAreExactlyTheTeachersHeads) {
   EXPECT_EQ(cache.bytes(), 11 * hc.kv_bytes_per_token(4) + hc.ssm_state_bytes());
 }
 
+TEST(Hybrid, AttentionInitSsmHeadsStartAtTheSizeOfTheAttentionHeads) {
+  // Without the 1 - alpha scaling of C the state sums x B^T over the sequence, and on 96 tokens the
+  // long-memory heads' outputs are tens of times the softmax heads' (which average values).
+  CausalLM teacher = io::load_causal_lm(fixture_model("llama_gqa"));
+  HybridConfig hc = hybrid_config(teacher->config(), {}, 8);
+  CausalLM hybrid = convert_from_teacher(teacher, hc, SsmInit::kAttention);
+  std::vector<at::Tensor> zt, zh;
+  ForwardHooks ht, hh;
+  ht.head_output = [&zt](int64_t, const at::Tensor& z) { zt.push_back(z); return z; };
+  hh.head_output = [&zh](int64_t, const at::Tensor& z) { zh.push_back(z); return z; };
+  at::NoGradGuard no_grad;
+  at::Tensor ids = test_ids(64, 96);
+  teacher->forward(ids, nullptr, &ht);
+  hybrid->forward(ids, nullptr, &hh);
+  // Layer 0 sees the same input in both; compare the root-mean-square head outputs.
+  const double rms_teacher = zt[0].pow(2).mean().sqrt().item<double>();
+  const double rms_ssm = zh[0].pow(2).mean().sqrt().item<double>();
+  EXPECT_LT(rms_ssm, 2.0 * rms_teacher) << "SSM " << rms_ssm << " vs attention " << rms_teacher;
+  EXPECT_GT(rms_ssm, 0.0);
+}
+
 TEST(Hybrid, AttentionInitCopiesQKVRowsIntoTheSsmHeads) {
   CausalLM teacher = io::load_causal_lm(fixture_model("llama_gqa"));  // d_head 8, groups of 2
   HybridConfig hc = hybrid_config(teacher->config(), {{0, 0}}, 4);
@@ -211,10 +232,13 @@ TEST(Hybrid, AttentionInitCopiesQKVRowsIntoTheSsmHeads) {
   // B and C keep the 4 lowest-frequency rotary dims of the 8: {2, 3, 6, 7} (ssm_state_dims).
   at::Tensor dims = at::tensor(std::vector<int64_t>{2, 3, 6, 7}, at::kLong);
   EXPECT_TRUE(at::equal(mixer->ssm->B_proj->weight.narrow(0, 8, 4), att->k_proj->weight.index_select(0, dims + 8)));
-  EXPECT_TRUE(at::allclose(mixer->ssm->C_proj->weight.narrow(0, 8, 4),
-                           att->q_proj->weight.index_select(0, dims + 24) / std::sqrt(8.0)));
-  // Long memory at init: every SSM head keeps alpha >= exp(-0.1).
+  // C: the Q rows scaled by (1 - alpha_h) / sqrt(d_head), so that the state is an exponential
+  // moving average of x B^T (its size that of one value, not of a sum over ~1/(1 - alpha) tokens).
   at::Tensor alpha = at::exp(-at::softplus(mixer->ssm->a_proj->bias));
+  EXPECT_TRUE(at::allclose(mixer->ssm->C_proj->weight.narrow(0, 8, 4),
+                           att->q_proj->weight.index_select(0, dims + 24) * (1.0 - alpha[2].item<double>()) /
+                               std::sqrt(8.0)));
+  // Long memory at init: every SSM head keeps alpha >= exp(-0.1).
   EXPECT_GE(alpha.min().item<double>(), std::exp(-0.1) - 1e-6);
   EXPECT_LE(alpha.max().item<double>(), std::exp(-1e-3) + 1e-6);
   // d_state > d_head cannot come from attention weights.

@@ -41,17 +41,42 @@ TEST(Shrink, SvdToTheSameStateSizeReproducesTheModel) {
   }
 }
 
-TEST(Shrink, SvdKeepsMoreOfTheFunctionThanTruncation) {
+// Each SSM head's output depends on B and C only through the bilinear form W_C^T W_B; the SVD rule
+// keeps its best rank-N' approximation (Eckart-Young), so per head its error is at most
+// truncation's. (An earlier version compared logits on one 14-token input; that is not something
+// the rule guarantees, and it stopped holding once the attention init scaled C by 1 - alpha.)
+TEST(Shrink, SvdKeepsMoreOfEachHeadsBilinearFormThanTruncation) {
   io::HybridModel h = converted(false, false);
-  at::Tensor ref = logits(h.model);
   io::HybridModel svd = shrink_state(h, 2, "svd");
   io::HybridModel cut = shrink_state(h, 2, "truncate");
   EXPECT_EQ(svd.config.ssm.d_state, 2);
   EXPECT_EQ(svd.config.ssm_state_bytes() * 4, h.config.ssm_state_bytes());
-  double e_svd = (logits(svd.model) - ref).pow(2).mean().item<double>();
-  double e_cut = (logits(cut.model) - ref).pow(2).mean().item<double>();
-  EXPECT_GT(e_cut, 0.0);
-  EXPECT_LT(e_svd, e_cut);
+  auto forms = [](io::HybridModel& m, int64_t n) {
+    std::vector<at::Tensor> out;
+    auto params = m.model->named_parameters();
+    for (const auto& item : params) {
+      const std::string& name = item.key();
+      if (name.find("ssm.C_proj.weight") == std::string::npos) continue;
+      at::Tensor wc = item.value().detach(), wb = params[name.substr(0, name.find("C_proj")) + "B_proj.weight"].detach();
+      for (int64_t head = 0; head < wc.size(0) / n; ++head)
+        out.push_back(wc.narrow(0, head * n, n).t().matmul(wb.narrow(0, head * n, n)));
+    }
+    return out;
+  };
+  std::vector<at::Tensor> ref = forms(h, 8), fs = forms(svd, 2), fc = forms(cut, 2);
+  ASSERT_EQ(ref.size(), fs.size());
+  ASSERT_EQ(ref.size(), fc.size());
+  ASSERT_GT(ref.size(), 0u);
+  double total_svd = 0, total_cut = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double e_svd = (fs[i] - ref[i]).norm().item<double>(), e_cut = (fc[i] - ref[i]).norm().item<double>();
+    EXPECT_LE(e_svd, e_cut * (1 + 1e-5) + 1e-7) << "head " << i;
+    total_svd += e_svd;
+    total_cut += e_cut;
+  }
+  EXPECT_LT(total_svd, total_cut);
+  // ... and it still changes the function (the shrink is not a no-op).
+  EXPECT_GT((logits(svd.model) - logits(h.model)).abs().max().item<double>(), 1e-6);
 }
 
 TEST(Shrink, ConvModelsAreTruncatedConsistently) {

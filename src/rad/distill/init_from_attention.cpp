@@ -106,8 +106,15 @@ CausalLM convert_from_teacher(CausalLM& teacher, const HybridConfig& hc, SsmInit
     const int64_t hs = static_cast<int64_t>(mixer->ssm_heads.size());
     std::vector<int64_t> groups;
     for (int64_t h : mixer->ssm_heads) groups.push_back(h / c.n_group());
+    // Decay: w_a = 0; softplus(b_a) log-spaced over [1e-3, 1e-1] (long memory, see header).
+    s.a_proj->weight.zero_();
+    at::Tensor dt = hs == 1 ? at::full({1}, 1e-2, at::kDouble) : at::logspace(-3.0, -1.0, hs, 10.0, at::kDouble);
+    s.a_proj->bias.copy_(at::log(at::expm1(dt)));
     if (init == SsmInit::kAttention) {
-      const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+      // Per C row: 1/sqrt(d) (the attention score's scale) times 1 - alpha_h (the EMA
+      // normalisation, see the header), constant over each head's N rows.
+      const at::Tensor ema = (1.0 - at::exp(-dt)).repeat_interleave(N);
+      const at::Tensor scale = (ema / std::sqrt(static_cast<double>(d))).to(at::kFloat).unsqueeze(1);
       s.x_proj->weight.copy_(gather_rows(att->v_proj->weight, groups, d, d));
       const std::vector<int64_t> dims = ssm_state_dims(d, N);
       s.B_proj->weight.copy_(gather_dims(att->k_proj->weight, groups, d, dims));
@@ -116,7 +123,7 @@ CausalLM convert_from_teacher(CausalLM& teacher, const HybridConfig& hc, SsmInit
         if (c.qkv_bias) {
           s.x_proj->bias.copy_(gather_rows(att->v_proj->bias, groups, d, d));
           s.B_proj->bias.copy_(gather_dims(att->k_proj->bias, groups, d, dims));
-          s.C_proj->bias.copy_(gather_dims(att->q_proj->bias, mixer->ssm_heads, d, dims) * scale);
+          s.C_proj->bias.copy_(gather_dims(att->q_proj->bias, mixer->ssm_heads, d, dims) * scale.squeeze(1));
         } else {
           s.x_proj->bias.zero_();
           s.B_proj->bias.zero_();
@@ -133,10 +140,6 @@ CausalLM convert_from_teacher(CausalLM& teacher, const HybridConfig& hc, SsmInit
       }
       s.D.fill_(1.0);
     }
-    // Decay: w_a = 0; softplus(b_a) log-spaced over [1e-3, 1e-1] (long memory, see header).
-    s.a_proj->weight.zero_();
-    at::Tensor dt = hs == 1 ? at::full({1}, 1e-2, at::kDouble) : at::logspace(-3.0, -1.0, hs, 10.0, at::kDouble);
-    s.a_proj->bias.copy_(at::log(at::expm1(dt)));
     if (hc.ssm.conv) {
       s.conv_weight.zero_();
       s.conv_weight.select(1, hc.ssm.conv_width - 1).fill_(1.0);
