@@ -296,6 +296,129 @@ TEST(Runtime, GreedyTokensAreTheLibtorchTokens) {
   }
 }
 
+// Continuous batching: BatchDecoder::step over sessions at different lengths (and contexts, so
+// different ring sizes under a sliding window) gives each session the logits of its own step(),
+// while sessions join, leave and change places in the batch between steps.
+TEST(Runtime, BatchedDecodeEqualsEachSessionsOwnStep) {
+  IsaGuard guard;
+  struct Case {
+    std::string what, dir;
+  };
+  std::vector<HybridCase> cases = hybrid_cases();
+  std::vector<std::unique_ptr<TempDir>> dirs;
+  std::vector<Case> models = {{"teacher llama_gqa", fixture_model("llama_gqa")},
+                               {"teacher mistral_headdim (window 5)", fixture_model("mistral_headdim")},
+                               {"teacher qwen2_bias", fixture_model("qwen2_bias")},
+                               {"teacher llama_bf16", fixture_model("llama_bf16")}};
+  for (const auto& hcase : cases) {
+    dirs.push_back(std::make_unique<TempDir>());
+    HybridConfig hc;
+    make_hybrid(hcase, dirs.back()->path(), &hc);
+    models.push_back({hcase.what, dirs.back()->path()});
+  }
+  const std::vector<int64_t> prompt_len = {1, 3, 7, 12};  // past the window of 5, and not
+  const int64_t n_sessions = static_cast<int64_t>(prompt_len.size()), n_steps = 6;
+  // Which sessions step at each step, in which order: all, some, one, a newcomer, reversed.
+  const std::vector<std::vector<int64_t>> schedule = {{0, 1, 2, 3}, {2, 0}, {3}, {1, 3, 0, 2}, {3, 2, 1, 0}, {0, 2}};
+  double worst = 0;
+  for (const auto& model : models) {
+    auto m = runtime::Model::load(model.dir);
+    const int64_t V = m->config().n_vocab;
+    for (Isa isa : isas()) {
+      runtime::set_isa(isa);
+      for (int threads : {1, 2}) {
+        std::vector<std::unique_ptr<runtime::Session>> solo, batched;
+        for (int64_t i = 0; i < n_sessions; ++i) {
+          runtime::SessionOptions so;
+          so.n_ctx = prompt_len[i] + n_steps + i;  // each its own context (and ring, with a window)
+          so.threads = 1;
+          solo.push_back(std::make_unique<runtime::Session>(m, so));
+          batched.push_back(std::make_unique<runtime::Session>(m, so));
+          std::vector<int64_t> ids = test_ids(V, prompt_len[i] + i);
+          ids.erase(ids.begin(), ids.begin() + i);  // different prompts too
+          solo.back()->forward(ids.data(), prompt_len[i]);
+          batched.back()->forward(ids.data(), prompt_len[i]);
+        }
+        runtime::BatchDecoderOptions bo;
+        bo.threads = threads;
+        runtime::BatchDecoder dec(m, bo);
+        int64_t compared = 0;
+        for (size_t k = 0; k < schedule.size(); ++k) {
+          std::vector<runtime::Session*> ss;
+          std::vector<int64_t> tokens;
+          for (int64_t i : schedule[k]) {
+            ss.push_back(batched[i].get());
+            tokens.push_back((k * 5 + i * 11 + 2) % V);
+          }
+          const float* logits = dec.step(ss.data(), tokens.data(), static_cast<int64_t>(ss.size()));
+          for (size_t b = 0; b < ss.size(); ++b) {
+            const int64_t i = schedule[k][b];
+            const float* ref = solo[i]->step(tokens[b]);
+            std::vector<float> got(logits + b * V, logits + (b + 1) * V), want(ref, ref + V);
+            const double diff = max_abs_diff(got, want);
+            worst = std::max(worst, diff);
+            ++compared;
+            EXPECT_LT(diff, 1e-5) << model.what << " " << runtime::isa_name(isa) << " threads " << threads << " step "
+                                  << k << " session " << i << " at length " << solo[i]->length() - 1;
+            EXPECT_EQ(batched[i]->length(), solo[i]->length());
+          }
+        }
+        EXPECT_EQ(compared, 17);
+        // A session stepped alone after batched steps continues from the same caches.
+        for (int64_t i = 0; i < n_sessions; ++i) {
+          if (batched[i]->length() >= batched[i]->n_ctx()) continue;
+          const float* a = batched[i]->step(1);
+          std::vector<float> got(a, a + V);
+          const float* b = solo[i]->step(1);
+          EXPECT_LT(max_abs_diff(got, std::vector<float>(b, b + V)), 1e-5) << model.what << " session " << i;
+        }
+      }
+    }
+  }
+  RecordProperty("max_abs_diff", std::to_string(worst));  // 0 here: the same kernels in the same order
+}
+
+TEST(Runtime, BatchedDecodeRefusesBadBatchesAndChangesNothing) {
+  auto m = runtime::Model::load(fixture_model("llama_gqa"));
+  auto other = runtime::Model::load(fixture_model("llama_tied_mha"));
+  runtime::SessionOptions so;
+  so.n_ctx = 4;
+  runtime::Session a(m, so), b(m, so), full(m, so), foreign(other, so);
+  std::vector<int64_t> ids = test_ids(m->config().n_vocab, 4);
+  a.forward(ids.data(), 2);
+  b.forward(ids.data(), 1);
+  full.forward(ids.data(), 4);
+  foreign.forward(ids.data(), 1);
+  runtime::BatchDecoder dec(m, {});
+  auto refused = [&](std::vector<runtime::Session*> ss, std::vector<int64_t> tokens, const std::string& message) {
+    EXPECT_RAD_ERROR(dec.step(ss.data(), tokens.data(), static_cast<int64_t>(ss.size())), message);
+    EXPECT_EQ(a.length(), 2);  // a refused batch leaves every session as it was
+    EXPECT_EQ(b.length(), 1);
+  };
+  refused({&a, &b, &a}, {1, 2, 3}, "batch entries 0 and 2 are the same session");
+  refused({&a, &full}, {1, 2}, "batch entry 1: 1 new token after 4 cached ones exceeds the context of 4 tokens");
+  refused({&a, &b}, {1, m->config().n_vocab}, "batch entry 1: token id 64 is outside the vocabulary");
+  refused({&a, &b}, {-1, 1}, "batch entry 0: token id -1 is outside the vocabulary");
+  refused({&b, &foreign}, {1, 1}, "batch entry 1 is a session of another model");
+  refused({}, {}, "needs at least one session");
+  refused({&a, nullptr}, {1, 1}, "batch entry 1 has no session");
+  // The same batch without the bad entries runs, and equals the sessions' own steps.
+  runtime::Session a2(m, so), b2(m, so);
+  a2.forward(ids.data(), 2);
+  b2.forward(ids.data(), 1);
+  std::vector<runtime::Session*> ok = {&b, &a};
+  std::vector<int64_t> tokens = {5, 6};
+  const float* logits = dec.step(ok.data(), tokens.data(), 2);
+  const int64_t V = m->config().n_vocab;
+  const float* rb = b2.step(5);
+  EXPECT_LT(max_abs_diff(std::vector<float>(logits, logits + V), std::vector<float>(rb, rb + V)), 1e-5);
+  const float* ra = a2.step(6);
+  EXPECT_LT(max_abs_diff(std::vector<float>(logits + V, logits + 2 * V), std::vector<float>(ra, ra + V)), 1e-5);
+  EXPECT_EQ(a.length(), 3);
+  EXPECT_EQ(b.length(), 2);
+  EXPECT_GE(dec.capacity(), 2);
+}
+
 TEST(Runtime, CacheBytesAreExactAndOnlyForKeptGroups) {
   // Hybrid: kept KV groups x positions + the SSM and conv states, as DESIGN section 7 and the
   // libtorch cache count them.

@@ -713,6 +713,47 @@ TEST(Serve, ConcurrentSequencesInterleavedGiveTheirSoloOutputsAmidMalformedReque
   for (int st : bad_status) EXPECT_EQ(st, 400);
 }
 
+// Continuous batching: concurrent streams share decode steps (one runtime::BatchDecoder pass for
+// all of them, counted in /metrics), and each still gets the text it gets alone.
+TEST(Serve, ConcurrentStreamsShareBatchedDecodeStepsAndKeepTheirSoloOutputs) {
+  serve::ServerOptions o = options(teacher_dir(), 512);
+  o.scheduler.max_sessions = 4;
+  TestServer server(o);
+  const int port = server.port();
+  const std::vector<std::string> prompts = {"In the beginning", "And God said unto Noah", "Blessed are the", "Thou"};
+  // Long enough (200 tokens each, EOS ignored) that the four overlap however the threads start.
+  auto request = [](const std::string& p) {
+    return json{{"prompt", p}, {"max_tokens", 200}, {"ignore_eos", true}, {"temperature", 0}, {"stream", true}};
+  };
+  auto text_of = [](const Http& h) {
+    EXPECT_EQ(h.status, 200) << h.body;
+    bool done = false;
+    std::string reason;
+    std::string text = stream_text(sse_events(h.body, &done), false, &reason);
+    EXPECT_TRUE(done);
+    EXPECT_EQ(reason, "length");
+    return text;
+  };
+  std::vector<std::string> solo;
+  for (const auto& p : prompts) solo.push_back(text_of(post(port, "/v1/completions", request(p))));
+  EXPECT_EQ(metric(port, "radistill_decode_batch_max"), 1);  // one at a time so far
+  const double steps0 = metric(port, "radistill_decode_steps_total"), rows0 = metric(port, "radistill_decode_rows_total");
+  EXPECT_EQ(rows0, 4 * 199);  // the first token of each comes from its prompt's prefill
+  EXPECT_EQ(steps0, rows0);
+  std::vector<Http> results(prompts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    threads.emplace_back([&, i] { results[i] = post(port, "/v1/completions", request(prompts[i])); });
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(text_of(results[i]), solo[i]) << prompts[i];
+  const double steps = metric(port, "radistill_decode_steps_total") - steps0;
+  const double rows = metric(port, "radistill_decode_rows_total") - rows0;
+  EXPECT_EQ(rows, 4 * 199);
+  EXPECT_LT(steps, rows) << "no decode step held more than one sequence";
+  EXPECT_GE(metric(port, "radistill_decode_batch_max"), 2);
+  EXPECT_LE(metric(port, "radistill_decode_batch_max"), 4);
+}
+
 TEST(Serve, ALongPromptPrefillsInChunksBetweenTheOthersSteps) {
   serve::ServerOptions o = options(teacher_dir(), kLongCtx);
   o.scheduler.prefill_chunk = 8;  // the 2000-token prompt takes 250 iterations, the short request 9

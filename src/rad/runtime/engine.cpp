@@ -250,6 +250,76 @@ void matmul_jobs(ThreadPool& pool, const MatJob* jobs, int n_jobs, const float* 
 
 const float* or_null(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
 
+// One token through SSM head i (its index among the layer's SSM heads): the depthwise causal conv
+// on its x/B/C channels in place (when configured; `conv_state` is the layer's), the recurrence on
+// its state S [P, N], the D skip and the gate (z: its gate pre-activations [P], null without one).
+// y: the head's output [P]. Session (prefill and step) and BatchDecoder share it, so their numbers
+// are the same.
+void ssm_head_token(const LayerWeights& w, const SsmOptions& so, int64_t i, int64_t P, int64_t N, float* S,
+                    float* conv_state, float* xs, float* Bs, float* Cs, float a, const float* z, float* y) {
+  const int64_t hs = w.hs();
+  if (so.conv) {
+    const int64_t Wc = so.conv_width;
+    // Depthwise causal conv; channel order [x (Hs*P) | B (Hs*N) | C (Hs*N)] as the checkpoint.
+    auto conv_channel = [&](int64_t ch, float* v) {
+      const float* wc = w.conv.data() + ch * Wc;
+      float* hist = conv_state + ch * (Wc - 1);  // oldest first
+      float acc = Wc > 1 ? hist[0] * wc[0] : 0.0f;
+      for (int64_t k = 1; k < Wc - 1; ++k) acc = acc + hist[k] * wc[k];
+      acc = Wc > 1 ? acc + *v * wc[Wc - 1] : *v * wc[0];
+      for (int64_t k = 0; k + 1 < Wc - 1; ++k) hist[k] = hist[k + 1];
+      if (Wc > 1) hist[Wc - 2] = *v;
+      *v = acc;
+    };
+    for (int64_t p = 0; p < P; ++p) conv_channel(i * P + p, xs + p);
+    for (int64_t n = 0; n < N; ++n) conv_channel(hs * P + i * N + n, Bs + n);
+    for (int64_t n = 0; n < N; ++n) conv_channel(hs * P + hs * N + i * N + n, Cs + n);
+  }
+  const float alpha = std::exp(-softplus(a));
+  ssm_step(S, P, N, alpha, xs, Bs, Cs, y);
+  for (int64_t p = 0; p < P; ++p) y[p] = y[p] + w.D[i] * xs[p];
+  if (z != nullptr)
+    for (int64_t p = 0; p < P; ++p) y[p] *= silu(z[p]);
+}
+
+// A contiguous run of n keys/values, one every `ld` floats.
+struct KvRun {
+  int64_t n;
+  const float *k, *v;
+  int64_t ld;
+};
+
+// The cached positions [from, to) of KV group g (index among the layer's kept groups) as up to two
+// runs of the ring (before and after its wrap point), appended to `runs`; returns their number.
+template <typename State>
+int ring_runs(State& st, int64_t g, int64_t cap, int64_t Dh, int64_t from, int64_t to, KvRun* runs) {
+  int nr = 0;
+  for (int64_t s = from; s < to;) {
+    const int64_t slot = s % cap, len = std::min(to - s, cap - slot);
+    runs[nr++] = {len, st.k.data() + (g * cap + slot) * Dh, st.v.data() + (g * cap + slot) * Dh, Dh};
+    s += len;
+  }
+  return nr;
+}
+
+// One query against n_s keys/values in position order, split over `nr` runs: scaled scores,
+// softmax, weighted sum into out [Dh]. scores: n_s floats of scratch.
+void attend(const float* q, const KvRun* runs, int nr, int64_t n_s, int64_t Dh, float sqrt_d, float* scores,
+            float* out) {
+  int64_t off = 0;
+  for (int r = 0; r < nr; ++r) {
+    attn_scores(q, runs[r].k, runs[r].ld, runs[r].n, Dh, sqrt_d, scores + off);
+    off += runs[r].n;
+  }
+  softmax(scores, n_s);
+  std::fill(out, out + Dh, 0.0f);
+  off = 0;
+  for (int r = 0; r < nr; ++r) {
+    weighted_sum(scores + off, runs[r].v, runs[r].ld, runs[r].n, Dh, out);
+    off += runs[r].n;
+  }
+}
+
 }  // namespace
 
 Session::Session(std::shared_ptr<const Model> model, const SessionOptions& o)
@@ -399,71 +469,25 @@ void Session::layer_forward(int64_t l, int64_t T) {
       if (task < hs) {
         const int64_t i = task;
         float* S = st.ssm.data() + i * P * N;
-        const int64_t Wc = so.conv_width;
-        for (int64_t t = 0; t < T; ++t) {
-          float* xs = sx_.data() + t * hs * P + i * P;
-          float* Bs = sB_.data() + t * hs * N + i * N;
-          float* Cs = sC_.data() + t * hs * N + i * N;
-          if (so.conv) {
-            // Depthwise causal conv; channel order [x (Hs*P) | B (Hs*N) | C (Hs*N)] as the checkpoint.
-            auto conv_channel = [&](int64_t ch, float* v) {
-              const float* wc = w.conv.data() + ch * Wc;
-              float* hist = st.conv.data() + ch * (Wc - 1);  // oldest first
-              float acc = Wc > 1 ? hist[0] * wc[0] : 0.0f;
-              for (int64_t k = 1; k < Wc - 1; ++k) acc = acc + hist[k] * wc[k];
-              acc = Wc > 1 ? acc + *v * wc[Wc - 1] : *v * wc[0];
-              for (int64_t k = 0; k + 1 < Wc - 1; ++k) hist[k] = hist[k + 1];
-              if (Wc > 1) hist[Wc - 2] = *v;
-              *v = acc;
-            };
-            for (int64_t p = 0; p < P; ++p) conv_channel(i * P + p, xs + p);
-            for (int64_t n = 0; n < N; ++n) conv_channel(hs * P + i * N + n, Bs + n);
-            for (int64_t n = 0; n < N; ++n) conv_channel(hs * P + hs * N + i * N + n, Cs + n);
-          }
-          const float alpha = std::exp(-softplus(sa_[t * hs + i]));
-          float* y = heads_.data() + (t * H + w.ssm_heads[i]) * Dh;
-          ssm_step(S, P, N, alpha, xs, Bs, Cs, y);
-          for (int64_t p = 0; p < P; ++p) y[p] = y[p] + w.D[i] * xs[p];
-          if (so.gate) {
-            const float* z = sz_.data() + t * hs * P + i * P;
-            for (int64_t p = 0; p < P; ++p) y[p] *= silu(z[p]);
-          }
-        }
+        for (int64_t t = 0; t < T; ++t)
+          ssm_head_token(w, so, i, P, N, S, st.conv.data(), sx_.data() + t * hs * P + i * P,
+                         sB_.data() + t * hs * N + i * N, sC_.data() + t * hs * N + i * N, sa_[t * hs + i],
+                         so.gate ? sz_.data() + t * hs * P + i * P : nullptr,
+                         heads_.data() + (t * H + w.ssm_heads[i]) * Dh);
       } else {
         const int64_t t = (task - hs) / nk, i = (task - hs) % nk, g = w.head_group[i];
         const int64_t pos = past + t, lo = W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0, n_s = pos - lo + 1;
-        const float* q = q_.data() + (t * nk + i) * Dh;
         // Positions [lo, pos] in up to three contiguous runs: the cache ring before and after its
         // wrap point (positions before this chunk), then the chunk's own keys in the scratch.
-        struct Run {
-          int64_t n;
-          const float *k, *v;
-          int64_t ld;
-        } runs[3];
-        int nr = 0;
-        for (int64_t s = lo; s < std::min(pos + 1, past);) {
-          const int64_t slot = s % cap, len = std::min(std::min(pos + 1, past) - s, cap - slot);
-          runs[nr++] = {len, st.k.data() + (g * cap + slot) * Dh, st.v.data() + (g * cap + slot) * Dh, Dh};
-          s += len;
-        }
+        KvRun runs[3];
+        int nr = ring_runs(st, g, cap, Dh, lo, std::min(pos + 1, past), runs);
         if (pos >= past) {
           const int64_t s0 = std::max(lo, past);
           runs[nr++] = {pos - s0 + 1, k_.data() + ((s0 - past) * ng + g) * Dh, v_.data() + ((s0 - past) * ng + g) * Dh,
                         ng * Dh};
         }
-        int64_t off = 0;
-        for (int r = 0; r < nr; ++r) {
-          attn_scores(q, runs[r].k, runs[r].ld, runs[r].n, Dh, sqrt_d, scores + off);
-          off += runs[r].n;
-        }
-        softmax(scores, n_s);
-        float* out = heads_.data() + (t * H + w.kept_heads[i]) * Dh;
-        std::fill(out, out + Dh, 0.0f);
-        off = 0;
-        for (int r = 0; r < nr; ++r) {
-          weighted_sum(scores + off, runs[r].v, runs[r].ld, runs[r].n, Dh, out);
-          off += runs[r].n;
-        }
+        attend(q_.data() + (t * nk + i) * Dh, runs, nr, n_s, Dh, sqrt_d, scores,
+               heads_.data() + (t * H + w.kept_heads[i]) * Dh);
       }
     }
   };
@@ -488,6 +512,174 @@ void Session::layer_forward(int64_t l, int64_t T) {
   for (int64_t i = 0, n = T * c.d_ff; i < n; ++i) g_[i] = silu(g_[i]) * u_[i];
   MatJob down{&w.down, or_null(w.down_b), x_.data(), d};
   matmul_jobs(pool_, &down, 1, g_.data(), c.d_ff, T, true);
+}
+
+// ---------------------------------------------------------------- batched decode
+
+BatchDecoder::BatchDecoder(std::shared_ptr<const Model> model, const BatchDecoderOptions& o)
+    : model_(std::move(model)), pool_(o.threads) {
+  RAD_CHECK(model_ != nullptr, "runtime: BatchDecoder needs a model");
+}
+
+BatchDecoder::~BatchDecoder() = default;
+
+void BatchDecoder::reserve(int64_t max_batch, int64_t max_kv) {
+  const ModelConfig& c = model_->config();
+  if (max_batch > cap_b_) {
+    const int64_t d = c.d_model, Dh = c.d_head, P = Dh, N = model_->ssm().d_state;
+    int64_t nk = 0, ng = 0, hs = 0;
+    for (const auto& w : model_->layers()) {
+      nk = std::max(nk, w.nk());
+      ng = std::max(ng, w.ng());
+      hs = std::max(hs, w.hs());
+    }
+    const size_t B = static_cast<size_t>(max_batch);
+    x_.resize(B * d);
+    xn_.resize(B * d);
+    q_.resize(B * nk * Dh);
+    k_.resize(B * ng * Dh);
+    v_.resize(B * ng * Dh);
+    sx_.resize(B * hs * P);
+    sB_.resize(B * hs * N);
+    sC_.resize(B * hs * N);
+    sa_.resize(B * hs);
+    if (model_->ssm().gate) sz_.resize(B * hs * P);
+    heads_.resize(B * c.n_head * Dh);
+    g_.resize(B * c.d_ff);
+    u_.resize(B * c.d_ff);
+    logits_.resize(B * c.n_vocab);
+    cos_.resize(B * Dh / 2);
+    sin_.resize(B * Dh / 2);
+    cap_b_ = max_batch;
+  }
+  if (max_kv > cap_kv_) {
+    scores_.resize(static_cast<size_t>(pool_.size()) * max_kv);
+    cap_kv_ = max_kv;
+  }
+}
+
+const float* BatchDecoder::step(Session* const* sessions, const int64_t* tokens, int64_t B) {
+  const ModelConfig& c = model_->config();
+  RAD_CHECK(B >= 1, "runtime: a batched decode step needs at least one session, got {}", B);
+  // Every check before any state changes, so a refused batch leaves all its sessions as they were.
+  int64_t max_kv = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const Session* s = sessions[b];
+    RAD_CHECK(s != nullptr, "runtime: batch entry {} has no session", b);
+    RAD_CHECK(&s->model() == model_.get(),
+              "runtime: batch entry {} is a session of another model ({}); a BatchDecoder steps sessions of {} only",
+              b, s->model().dir(), model_->dir());
+    for (int64_t j = 0; j < b; ++j)
+      RAD_CHECK(sessions[j] != s, "runtime: batch entries {} and {} are the same session (one token per session and step)",
+                j, b);
+    RAD_CHECK(s->length_ + 1 <= s->n_ctx_,
+              "runtime: batch entry {}: 1 new token after {} cached ones exceeds the context of {} tokens", b,
+              s->length_, s->n_ctx_);
+    RAD_CHECK(tokens[b] >= 0 && tokens[b] < c.n_vocab,
+              "runtime: batch entry {}: token id {} is outside the vocabulary of {} tokens", b, tokens[b], c.n_vocab);
+    max_kv = std::max(max_kv, s->kv_cap_);
+  }
+  reserve(B, max_kv);
+  const int64_t d = c.d_model, half = c.d_head / 2, V = c.n_vocab;
+  for (int64_t b = 0; b < B; ++b) {
+    const Mat& E = model_->embed();
+    to_f32(E.data + static_cast<size_t>(tokens[b]) * d * dtype_size(E.dtype), E.dtype, x_.data() + b * d, d);
+    const float pos = static_cast<float>(sessions[b]->length_);
+    for (int64_t i = 0; i < half; ++i) {
+      const float f = pos * model_->inv_freq()[i];
+      cos_[b * half + i] = std::cos(f);
+      sin_[b * half + i] = std::sin(f);
+    }
+  }
+  for (int64_t l = 0; l < c.n_layer; ++l) layer(l, sessions, B);
+  for (int64_t b = 0; b < B; ++b) {
+    rms_norm(x_.data() + b * d, model_->final_norm().data(), xn_.data() + b * d, d, c.rms_norm_eps);
+    ++sessions[b]->length_;
+  }
+  MatJob job{&model_->lm_head(), nullptr, logits_.data(), V};  // [B, V]: the LM head read once for all rows
+  matmul_jobs(pool_, &job, 1, xn_.data(), d, B, false);
+  return logits_.data();
+}
+
+// Session::layer_forward with the batch's rows in place of a chunk's tokens: row b is one token of
+// sessions[b], at position sessions[b]->length_, against that session's caches.
+void BatchDecoder::layer(int64_t l, Session* const* sessions, int64_t B) {
+  const ModelConfig& c = model_->config();
+  const LayerWeights& w = model_->layers()[l];
+  const SsmOptions& so = model_->ssm();
+  const int64_t d = c.d_model, Dh = c.d_head, half = Dh / 2, H = c.n_head, P = Dh, N = so.d_state;
+  const int64_t nk = w.nk(), ng = w.ng(), hs = w.hs();
+
+  // 1. Norm and every projection, one matmul over the B rows.
+  for (int64_t b = 0; b < B; ++b)
+    rms_norm(x_.data() + b * d, w.input_norm.data(), xn_.data() + b * d, d, c.rms_norm_eps);
+  MatJob jobs[8];
+  int nj = 0;
+  if (nk > 0) {
+    jobs[nj++] = {&w.q, or_null(w.q_b), q_.data(), nk * Dh};  // [B, nk * Dh]
+    jobs[nj++] = {&w.k, or_null(w.k_b), k_.data(), ng * Dh};  // [B, ng * Dh]
+    jobs[nj++] = {&w.v, or_null(w.v_b), v_.data(), ng * Dh};
+  }
+  if (hs > 0) {
+    jobs[nj++] = {&w.x, or_null(w.x_b), sx_.data(), hs * P};  // [B, Hs * P]
+    jobs[nj++] = {&w.B, or_null(w.B_b), sB_.data(), hs * N};  // [B, Hs * N]
+    jobs[nj++] = {&w.C, or_null(w.C_b), sC_.data(), hs * N};
+    jobs[nj++] = {&w.a, or_null(w.a_b), sa_.data(), hs};      // [B, Hs]
+    if (so.gate) jobs[nj++] = {&w.z, or_null(w.z_b), sz_.data(), hs * P};
+  }
+  matmul_jobs(pool_, jobs, nj, xn_.data(), d, B, false);
+  // RoPE, then each row's K/V into its session's ring. Written before attention (unlike a prefill
+  // chunk, one token per session cannot overwrite a position it still needs): the slot it takes
+  // held position length - kv_cap, outside the window, or nothing.
+  for (int64_t b = 0; b < B; ++b) {
+    const float *cs = cos_.data() + b * half, *sn = sin_.data() + b * half;
+    for (int64_t i = 0; i < nk; ++i) rope(q_.data() + (b * nk + i) * Dh, cs, sn, half);
+    for (int64_t g = 0; g < ng; ++g) rope(k_.data() + (b * ng + g) * Dh, cs, sn, half);
+    Session::LayerState& st = sessions[b]->state_[l];
+    const int64_t cap = sessions[b]->kv_cap_, slot = sessions[b]->length_ % cap;
+    for (int64_t g = 0; g < ng; ++g) {
+      std::memcpy(st.k.data() + (g * cap + slot) * Dh, k_.data() + (b * ng + g) * Dh, Dh * sizeof(float));
+      std::memcpy(st.v.data() + (g * cap + slot) * Dh, v_.data() + (b * ng + g) * Dh, Dh * sizeof(float));
+    }
+  }
+
+  // 2. SSM heads (one task per session and head) and kept heads (one per session and head), each
+  // against its own session's state.
+  const int64_t W = c.sliding_window;
+  const float sqrt_d = static_cast<float>(std::sqrt(static_cast<double>(Dh)));
+  const int64_t n_ssm = B * hs, n_tasks = n_ssm + B * nk;
+  auto f = [&](int64_t task, int tid) {
+    if (task < n_ssm) {
+      const int64_t b = task / hs, i = task % hs;
+      Session::LayerState& st = sessions[b]->state_[l];
+      ssm_head_token(w, so, i, P, N, st.ssm.data() + i * P * N, st.conv.data(), sx_.data() + b * hs * P + i * P,
+                     sB_.data() + b * hs * N + i * N, sC_.data() + b * hs * N + i * N, sa_[b * hs + i],
+                     so.gate ? sz_.data() + b * hs * P + i * P : nullptr,
+                     heads_.data() + (b * H + w.ssm_heads[i]) * Dh);
+    } else {
+      const int64_t b = (task - n_ssm) / nk, i = (task - n_ssm) % nk, g = w.head_group[i];
+      const Session& s = *sessions[b];
+      const int64_t pos = s.length_, lo = W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0, n_s = pos - lo + 1;
+      KvRun runs[2];
+      const int nr = ring_runs(s.state_[l], g, s.kv_cap_, Dh, lo, pos + 1, runs);
+      attend(q_.data() + (b * nk + i) * Dh, runs, nr, n_s, Dh, sqrt_d, scores_.data() + tid * cap_kv_,
+             heads_.data() + (b * H + w.kept_heads[i]) * Dh);
+    }
+  };
+  pool_.for_blocks(n_tasks, f);
+
+  // 3. o_proj over all heads in the teacher's order, added to the residual.
+  MatJob o{&w.o, or_null(w.o_b), x_.data(), d};
+  matmul_jobs(pool_, &o, 1, heads_.data(), H * Dh, B, true);
+
+  // 4. MLP: x += down(silu(gate(n)) * up(n)).
+  for (int64_t b = 0; b < B; ++b)
+    rms_norm(x_.data() + b * d, w.post_norm.data(), xn_.data() + b * d, d, c.rms_norm_eps);
+  MatJob gu[2] = {{&w.gate, or_null(w.gate_b), g_.data(), c.d_ff}, {&w.up, or_null(w.up_b), u_.data(), c.d_ff}};
+  matmul_jobs(pool_, gu, 2, xn_.data(), d, B, false);
+  for (int64_t i = 0, n = B * c.d_ff; i < n; ++i) g_[i] = silu(g_[i]) * u_[i];
+  MatJob down{&w.down, or_null(w.down_b), x_.data(), d};
+  matmul_jobs(pool_, &down, 1, g_.data(), c.d_ff, B, true);
 }
 
 }  // namespace rad::runtime

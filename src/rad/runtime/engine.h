@@ -11,6 +11,11 @@
 // group's kept heads), a ring of the last `sliding_window` positions when the config has one;
 // the SSM state [P, N] of every SSM head and, with the conv option, its last conv_width - 1 inputs.
 // All float32. SSM heads run the step recurrence in prefill too: linear in the prompt length.
+//
+// Continuous batching: BatchDecoder::step advances several Sessions of one Model by one token each
+// in one pass - the projections, MLP and LM head as one matmul over the B rows (each weight row
+// read once per step for all sessions), attention and SSM steps per session against its own cache.
+// Its logits equal each session's own step() (same kernels, same order of operations; tested).
 #pragma once
 
 #include <cstdint>
@@ -96,6 +101,8 @@ struct CacheBytes {
   int64_t used() const { return kv_used + ssm; }
 };
 
+class BatchDecoder;
+
 class Session {
  public:
   Session(std::shared_ptr<const Model> model, const SessionOptions& options = {});
@@ -117,6 +124,7 @@ class Session {
   const Model& model() const { return *model_; }
 
  private:
+  friend class BatchDecoder;  // reads and advances the caches and length_ of the sessions it steps
   void run_chunk(const int64_t* tokens, int64_t T, float* all_logits);
   void layer_forward(int64_t l, int64_t T);
 
@@ -133,6 +141,49 @@ class Session {
   std::vector<float> x_, xn_, q_, k_, v_, sx_, sB_, sC_, sa_, sz_, heads_, g_, u_, logits_;
   std::vector<float> cos_, sin_;  // [T, Dh / 2]
   std::vector<float> scores_;     // [threads, kv_cap + chunk]
+};
+
+// One decode step for many sessions at once (the server's continuous batching).
+//
+//   runtime::BatchDecoder dec(model, {.threads = 1});
+//   Session* batch[] = {&a, &b, &c};  int64_t next[] = {ta, tb, tc};
+//   const float* logits = dec.step(batch, next, 3);   // [3, n_vocab]; row i: session batch[i]
+//
+// Each session may be at its own length and have its own context (n_ctx); all must be sessions of
+// the decoder's model, each at most once per step. The scratch (B rows of activations, B rows of
+// logits, per-thread attention scores) grows to the largest batch and context seen and is then
+// reused: no allocation per token once warm (reserve() sizes it up front). A session's own
+// forward() logits buffer is not touched by step().
+struct BatchDecoderOptions {
+  int threads = 0;  // 0: all cores this process may use
+};
+
+class BatchDecoder {
+ public:
+  explicit BatchDecoder(std::shared_ptr<const Model> model, const BatchDecoderOptions& options = {});
+  ~BatchDecoder();
+  BatchDecoder(const BatchDecoder&) = delete;
+  BatchDecoder& operator=(const BatchDecoder&) = delete;
+
+  // Appends tokens[i] to sessions[i] for i < B and returns the logits [B, n_vocab] after each
+  // (valid until the next call). Everything is checked before any cache changes: a session of
+  // another model, one listed twice, a full context or a token outside the vocabulary is a
+  // rad::Error and leaves every session as it was.
+  const float* step(Session* const* sessions, const int64_t* tokens, int64_t B);
+  // Sizes the scratch for batches of up to max_batch sessions of up to max_kv cached positions.
+  void reserve(int64_t max_batch, int64_t max_kv);
+  int64_t capacity() const { return cap_b_; }
+  int threads() const { return pool_.size(); }
+
+ private:
+  void layer(int64_t l, Session* const* sessions, int64_t B);
+
+  std::shared_ptr<const Model> model_;
+  ThreadPool pool_;
+  int64_t cap_b_ = 0, cap_kv_ = 0;
+  // [B, ...] rows, as Session's chunk scratch with the batch in place of the chunk's tokens.
+  std::vector<float> x_, xn_, q_, k_, v_, sx_, sB_, sC_, sa_, sz_, heads_, g_, u_, logits_, cos_, sin_;
+  std::vector<float> scores_;  // [threads, cap_kv_]
 };
 
 }  // namespace rad::runtime

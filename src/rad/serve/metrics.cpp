@@ -46,6 +46,9 @@ std::string Metrics::render(const SchedulerStats& s) const {
   sample("radistill_queue_length", "gauge", "Requests waiting for admission", s.queued);
   sample("radistill_rejected_total", "counter", "Requests refused with 503 (queue full or wait too long)", s.rejected);
   sample("radistill_cancelled_total", "counter", "Sequences dropped because the client disconnected", s.cancelled);
+  sample("radistill_decode_steps_total", "counter", "Batched decode steps (one pass over the weights for all decoding sessions)", s.decode_steps);
+  sample("radistill_decode_rows_total", "counter", "Tokens decoded in batched steps (divided by the steps: the mean batch size)", s.decode_rows);
+  sample("radistill_decode_batch_max", "gauge", "The most sessions decoded in one batched step", s.decode_batch_max);
   return out;
 }
 

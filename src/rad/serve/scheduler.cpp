@@ -54,6 +54,7 @@ struct Scheduler::Running {
   std::vector<int64_t> history;  // prompt + generated (the repetition penalty looks back on it)
   std::vector<float> logits;
   int64_t prefilled = 0, generated = 0, last = -1, allocated = 0;
+  bool alive = true;  // false: finished, failed or cancelled; removed at the end of the iteration
 };
 
 namespace {
@@ -183,6 +184,9 @@ SchedulerStats Scheduler::stats() const {
   st.prompt_tokens = prompt_tokens_.load();
   st.rejected = rejected_;
   st.cancelled = cancelled_;
+  st.decode_steps = decode_steps_.load();
+  st.decode_rows = decode_rows_.load();
+  st.decode_batch_max = decode_batch_max_.load();
   const int64_t now = now_seconds();
   int64_t n = 0;
   for (const auto& [sec, count] : rate_)
@@ -191,9 +195,8 @@ SchedulerStats Scheduler::stats() const {
   return st;
 }
 
-bool Scheduler::advance(Running& r) {
+bool Scheduler::check(Running& r) {
   Sequence& s = *r.seq;
-  const GenerationParams& p = s.params_;
   if (s.cancelled_) {
     s.publish("", true, "", "cancelled: the client disconnected");
     std::lock_guard<std::mutex> lk(mutex_);
@@ -205,17 +208,23 @@ bool Scheduler::advance(Running& r) {
     s.publish(r.text->finish(), true, "length");
     return false;
   }
+  return true;
+}
+
+bool Scheduler::prefill(Running& r) {
+  const GenerationParams& p = r.seq->params_;
   const int64_t n_prompt = static_cast<int64_t>(p.prompt.size());
-  const float* out;
-  if (r.prefilled < n_prompt) {
-    const int64_t n = std::min(o_.prefill_chunk, n_prompt - r.prefilled);
-    out = r.session->forward(p.prompt.data() + r.prefilled, n);
-    r.prefilled += n;
-    prompt_tokens_ += n;
-    if (r.prefilled < n_prompt) return true;
-  } else {
-    out = r.session->step(r.last);
-  }
+  const int64_t n = std::min(o_.prefill_chunk, n_prompt - r.prefilled);
+  const float* out = r.session->forward(p.prompt.data() + r.prefilled, n);
+  r.prefilled += n;
+  prompt_tokens_ += n;
+  if (r.prefilled < n_prompt) return true;
+  return emit(r, out);  // the prompt's last logits give the first new token
+}
+
+bool Scheduler::emit(Running& r, const float* out) {
+  Sequence& s = *r.seq;
+  const GenerationParams& p = s.params_;
   std::copy(out, out + r.logits.size(), r.logits.begin());
   const int64_t t = r.sampler->sample(r.logits.data(), r.history);
   r.history.push_back(t);
@@ -251,6 +260,17 @@ bool Scheduler::advance(Running& r) {
 
 void Scheduler::loop() {
   std::vector<std::unique_ptr<Running>> running;
+  // The batched decode step and its inputs, reused every iteration: the decoder's scratch grows to
+  // the largest batch and context seen (at most max_sessions rows), then stays.
+  runtime::BatchDecoderOptions bo;
+  bo.threads = o_.threads;
+  runtime::BatchDecoder decoder(model_, bo);
+  std::vector<Running*> batch;
+  std::vector<runtime::Session*> batch_sessions;
+  std::vector<int64_t> batch_tokens;
+  batch.reserve(static_cast<size_t>(o_.max_sessions));
+  batch_sessions.reserve(static_cast<size_t>(o_.max_sessions));
+  batch_tokens.reserve(static_cast<size_t>(o_.max_sessions));
   for (;;) {
     std::vector<std::shared_ptr<Sequence>> fresh;
     {
@@ -284,16 +304,65 @@ void Scheduler::loop() {
         release(*s);
       }
     }
-    for (auto it = running.begin(); it != running.end();) {
-      bool alive;
+    // One iteration: every sequence still prefilling runs one prompt chunk on its own Session;
+    // every sequence that has a token to feed back joins one batched decode step.
+    batch.clear();
+    for (auto& r : running) {
+      if (!r->alive) continue;
       try {
-        alive = advance(**it);
+        if (!check(*r)) {
+          r->alive = false;
+        } else if (r->prefilled < static_cast<int64_t>(r->seq->params_.prompt.size())) {
+          r->alive = prefill(*r);
+        } else if (r->session->length() >= r->session->n_ctx()) {
+          // Cannot happen (max_tokens is clamped so the last new token is never fed back); a
+          // clear end for this sequence alone rather than a refused batch for everyone.
+          fail("the sequence's context of {} tokens is full", r->session->n_ctx());
+        } else {
+          batch.push_back(r.get());
+        }
       } catch (const std::exception& e) {
         log_warn("serve: a sequence failed: {}", e.what());
-        (*it)->seq->publish("", true, "", e.what());
-        alive = false;
+        r->seq->publish("", true, "", e.what());
+        r->alive = false;
       }
-      if (alive) {
+    }
+    if (!batch.empty()) {
+      batch_sessions.clear();
+      batch_tokens.clear();
+      for (Running* r : batch) {
+        batch_sessions.push_back(r->session.get());
+        batch_tokens.push_back(r->last);
+      }
+      const float* logits = nullptr;
+      try {
+        logits = decoder.step(batch_sessions.data(), batch_tokens.data(), static_cast<int64_t>(batch.size()));
+      } catch (const std::exception& e) {  // checked above; a failure here ends the whole batch
+        log_warn("serve: a batched decode step of {} sequences failed: {}", batch.size(), e.what());
+        for (Running* r : batch) {
+          r->seq->publish("", true, "", e.what());
+          r->alive = false;
+        }
+      }
+      if (logits != nullptr) {
+        const int64_t n = static_cast<int64_t>(batch.size());
+        ++decode_steps_;
+        decode_rows_ += n;
+        if (n > decode_batch_max_.load()) decode_batch_max_ = n;  // written by this thread only
+        const int64_t V = model_->config().n_vocab;
+        for (size_t b = 0; b < batch.size(); ++b) {
+          try {
+            batch[b]->alive = emit(*batch[b], logits + static_cast<int64_t>(b) * V);
+          } catch (const std::exception& e) {
+            log_warn("serve: a sequence failed: {}", e.what());
+            batch[b]->seq->publish("", true, "", e.what());
+            batch[b]->alive = false;
+          }
+        }
+      }
+    }
+    for (auto it = running.begin(); it != running.end();) {
+      if ((*it)->alive) {
         ++it;
         continue;
       }

@@ -2,17 +2,20 @@
 // advances each of them by one unit of work - one prompt chunk (prefill) or one new token - so a
 // long prompt does not stall the other conversations and every sequence makes progress.
 //
-// What this is and is not: sequences are interleaved step by step on one thread, each with its own
-// runtime::Session (K/V of its kept groups + SSM state, sized for its prompt + max_tokens). The
-// steps are NOT batched at the matmul level: N sequences cost N matrix-vector passes over the
-// weights per iteration, not one matrix-matrix pass. Each Session still uses its `threads` for
-// its own matmuls.
+// Continuous batching: in each iteration, every sequence that has a token to feed back joins ONE
+// runtime::BatchDecoder step - the projections, MLP and LM head run as one matmul over all of them
+// (each weight row read once per iteration, not once per sequence), attention and SSM steps per
+// sequence against its own cache. Sequences join the batch as soon as their prompt is in and leave
+// it when they finish, iteration by iteration. Prompt chunks run on each sequence's own
+// runtime::Session (K/V of its kept groups + SSM state, sized for its prompt + max_tokens), one
+// sequence at a time. `threads` is the thread count of the decoder and of each Session.
 //
 // Admission: a sequence reserves Model::cache_bytes(its context) against the cache budget and one
 // of max_sessions slots before its Session is allocated, so the caches never exceed the budget.
 // When either is full, requests wait in a bounded FIFO queue; a full queue, or a wait longer than
 // queue_timeout, is refused with Overloaded (HTTP 503 + Retry-After). Scratch buffers of a Session
-// (one prefill chunk of activations, logits) are not counted in the budget.
+// (one prefill chunk of activations, logits) and of the BatchDecoder (one row of activations and
+// logits per sequence) are not counted in the budget.
 #pragma once
 
 #include <atomic>
@@ -108,6 +111,9 @@ struct SchedulerStats {
   double tokens_per_s = 0;          // generated over the last 10 s
   int64_t rejected = 0;             // refused with Overloaded
   int64_t cancelled = 0;            // dropped because the client went away
+  int64_t decode_steps = 0;         // batched decode steps run (since start)
+  int64_t decode_rows = 0;          // tokens decoded in them: rows / steps = the mean batch size
+  int64_t decode_batch_max = 0;     // the largest batch of one step
 };
 
 class Scheduler {
@@ -137,7 +143,10 @@ class Scheduler {
   bool fits(int64_t bytes) const;  // with mutex_ held
   void admit_queued();             // with mutex_ held
   void release(Sequence& s);       // with mutex_ held
-  bool advance(Running& r);        // one unit of work; false when the sequence is finished
+  // Each returns false when the sequence has ended (its reply published).
+  bool check(Running& r);                     // cancelled by the client, or past its time limit
+  bool prefill(Running& r);                   // one prompt chunk; after the last, the first new token
+  bool emit(Running& r, const float* logits); // samples, publishes and ends on EOS / stop / max_tokens
 
   std::shared_ptr<const runtime::Model> model_;
   std::shared_ptr<const Tokenizer> tok_;
@@ -149,6 +158,7 @@ class Scheduler {
   int64_t n_admitted_ = 0, reserved_ = 0, rejected_ = 0, cancelled_ = 0;
   bool stop_ = false;
   std::atomic<int64_t> allocated_{0}, tokens_generated_{0}, prompt_tokens_{0};
+  std::atomic<int64_t> decode_steps_{0}, decode_rows_{0}, decode_batch_max_{0};
   std::deque<std::pair<int64_t, int64_t>> rate_;  // (second, tokens generated in it), last 10 s
   std::mutex join_mutex_;  // shutdown() may be called from two threads
   std::thread thread_;
