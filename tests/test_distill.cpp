@@ -27,8 +27,8 @@ PretrainData fixture_data() {
   return d;
 }
 
-CausalLM perturbed_student(uint64_t seed) {
-  CausalLM s = io::load_causal_lm(fixture_model("llama_gqa"));
+CausalLM perturbed_student(uint64_t seed, const std::string& fixture = "llama_gqa") {
+  CausalLM s = io::load_causal_lm(fixture_model(fixture), at::kFloat);
   at::NoGradGuard no_grad;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   for (auto& item : s->named_parameters())
@@ -114,6 +114,49 @@ TEST(Distill, StagesReduceTheirLossesAndResumeExactly) {
     ASSERT_EQ(rb.size(), rec.size());
     for (size_t i = 0; i < rec.size(); ++i) EXPECT_EQ(rec[i]["loss"], rb[i]["loss"]) << stop << " " << i;
   }
+}
+
+// Both stages' per-step losses with the teacher's weights held in `weights`, computed in float32.
+std::vector<nlohmann::json> losses_with_teacher(const std::string& fixture, at::ScalarType weights,
+                                                const std::string& out) {
+  PretrainData d = fixture_data();
+  CausalLM teacher = io::load_causal_lm(fixture_model(fixture), weights);
+  EXPECT_EQ(teacher->dtype(), weights);
+  teacher->set_compute_dtype(at::kFloat);
+  CausalLM student = perturbed_student(5, fixture);
+  distill(teacher, student, tiny_options(out), d, [](CausalLM& m, const std::string& o) { io::save_causal_lm(m, o); });
+  return records(out + "/metrics.jsonl");
+}
+
+// A bf16 checkpoint held as stored (memory-mapped, no float32 copy) and computed in float32 is the
+// same teacher as its float32 copy: the converted weights are the same numbers.
+TEST(Distill, Bf16TeacherHeldAsStoredGivesTheFloat32CopysLosses) {
+  TempDir dir;
+  auto bf16 = losses_with_teacher("llama_bf16", at::kBFloat16, dir.file("bf16"));
+  auto fp32 = losses_with_teacher("llama_bf16", at::kFloat, dir.file("fp32"));
+  ASSERT_EQ(bf16.size(), 10u);
+  ASSERT_EQ(fp32.size(), bf16.size());
+  for (size_t i = 0; i < bf16.size(); ++i) {
+    const double a = bf16[i]["loss"].get<double>(), b = fp32[i]["loss"].get<double>();
+    EXPECT_NEAR(a, b, 1e-6 * std::abs(b)) << "step " << i + 1 << " (" << bf16[i]["stage"] << ")";
+  }
+}
+
+// A float32 checkpoint held in bf16 (rounded on load) distils within bf16's precision of the float32
+// teacher: bf16 keeps 8 significant bits (relative rounding up to 2^-9 per weight).
+TEST(Distill, Float32TeacherHeldInBf16StaysWithinBf16Tolerance) {
+  TempDir dir;
+  auto bf16 = losses_with_teacher("llama_gqa", at::kBFloat16, dir.file("bf16"));
+  auto fp32 = losses_with_teacher("llama_gqa", at::kFloat, dir.file("fp32"));
+  ASSERT_EQ(bf16.size(), 10u);
+  ASSERT_EQ(fp32.size(), bf16.size());
+  double max_rel = 0;
+  for (size_t i = 0; i < bf16.size(); ++i) {
+    const double a = bf16[i]["loss"].get<double>(), b = fp32[i]["loss"].get<double>();
+    max_rel = std::max(max_rel, std::abs(a - b) / std::abs(b));
+    EXPECT_NEAR(a, b, 1e-2 * std::abs(b)) << "step " << i + 1 << " (" << bf16[i]["stage"] << ")";
+  }
+  EXPECT_GT(max_rel, 0.0) << "the bf16 teacher's weights were rounded, so some loss must differ";
 }
 
 TEST(Distill, AlignmentOnlyTrainsTheSelectedParameters) {

@@ -220,6 +220,73 @@ void edit_config(const std::string& dir, const std::function<void(nlohmann::json
   std::ofstream(path) << j.dump();
 }
 
+// The address ranges /proc/self/maps shows mapped from `file`.
+std::vector<std::pair<uintptr_t, uintptr_t>> mappings_of(const std::string& file) {
+  std::vector<std::pair<uintptr_t, uintptr_t>> out;
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  const std::string path = std::filesystem::canonical(file).string();
+  while (std::getline(maps, line)) {
+    if (line.size() < path.size() || line.compare(line.size() - path.size(), path.size(), path) != 0) continue;
+    uintptr_t lo = 0, hi = 0;
+    std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi);
+    out.emplace_back(lo, hi);
+  }
+  return out;
+}
+
+TEST(Checkpoint, WeightsInTheStoredDtypeAreTheMappedFileNotACopy) {
+  const std::string dir = fixture_model("llama_bf16");
+  EXPECT_EQ(io::stored_dtype(dir), at::kBFloat16);
+  EXPECT_EQ(io::resolve_weights_dtype("auto", dir), at::kBFloat16);
+  EXPECT_EQ(io::resolve_weights_dtype("float32", dir), at::kFloat);
+  CausalLM held = io::load_causal_lm(dir, at::kBFloat16);
+  auto ranges = mappings_of(dir + "/model.safetensors");
+  ASSERT_FALSE(ranges.empty()) << "the checkpoint is not mapped while the model lives";
+  auto mapped = [&](const at::Tensor& t) {
+    auto p = reinterpret_cast<uintptr_t>(t.data_ptr());
+    for (const auto& [lo, hi] : ranges)
+      if (p >= lo && p + t.nbytes() <= hi) return true;
+    return false;
+  };
+  for (const auto& item : held->named_parameters()) {
+    EXPECT_EQ(item.value().scalar_type(), at::kBFloat16) << item.key();
+    EXPECT_TRUE(mapped(item.value())) << item.key() << " was copied";
+  }
+  // Converted on load: a float32 copy, in the process's own memory.
+  CausalLM copied = io::load_causal_lm(dir, at::kFloat);
+  for (const auto& item : copied->named_parameters()) EXPECT_FALSE(mapped(item.value())) << item.key();
+  // Training a mapped model in place writes private pages, never the file.
+  at::Tensor before = io::SafetensorsFile::open(dir + "/model.safetensors")->tensor("model.norm.weight").clone();
+  {
+    at::NoGradGuard no_grad;
+    held->model->norm->weight.add_(1.0);
+  }
+  EXPECT_TRUE(at::equal(io::SafetensorsFile::open(dir + "/model.safetensors")->tensor("model.norm.weight"), before));
+}
+
+TEST(Model, WeightsHeldInBf16ComputeInFloat32LikeTheirFloat32Copy) {
+  const std::string dir = fixture_model("llama_bf16");
+  CausalLM held = io::load_causal_lm(dir, at::kBFloat16);
+  held->set_compute_dtype(at::kFloat);
+  CausalLM copy = io::load_causal_lm(dir, at::kFloat);
+  at::Tensor ids = at::arange(3, 40, at::kLong).remainder(60).unsqueeze(0);
+  at::NoGradGuard no_grad;
+  at::Tensor a = held->forward(ids), b = copy->forward(ids);
+  EXPECT_EQ(a.scalar_type(), at::kFloat);
+  EXPECT_LT(max_abs_diff(a, b), 1e-5);
+  // The weights went back to bf16 after each layer.
+  for (const auto& item : held->named_parameters()) EXPECT_EQ(item.value().scalar_type(), at::kBFloat16) << item.key();
+}
+
+TEST(Model, WeightsConvertedPerLayerRefuseGradients) {
+  CausalLM held = io::load_causal_lm(fixture_model("llama_bf16"), at::kBFloat16);
+  held->set_compute_dtype(at::kFloat);
+  at::Tensor ids = at::arange(3, 10, at::kLong).unsqueeze(0);
+  EXPECT_RAD_ERROR(held->forward(ids), "run only without gradients");
+  for (const auto& item : held->named_parameters()) EXPECT_EQ(item.value().scalar_type(), at::kBFloat16) << item.key();
+}
+
 TEST(Checkpoint, UnsupportedArchitectureListsWhatIsSupported) {
   TempDir dir;
   copy_fixture("llama_gqa", dir.path() + "/m");

@@ -22,7 +22,7 @@ void register_distill(CLI::App& app) {
     d.mix.task_share = 0;
     return d;
   }();
-  static std::string teacher_dir, student_dir, corpus_path, tasks_list = "mqar,kv";
+  static std::string teacher_dir, student_dir, corpus_path, tasks_list = "mqar,kv", teacher_dtype = "auto";
   static double heldout = 0.02;
   static bool freeze_kept = false;
   cmd->add_option("--teacher", teacher_dir, "Teacher model directory")->required();
@@ -39,6 +39,12 @@ void register_distill(CLI::App& app) {
   cmd->add_option("--weight-decay", o.weight_decay, "AdamW weight decay")->capture_default_str();
   cmd->add_option("--clip", o.clip, "Gradient-norm clipping")->capture_default_str();
   cmd->add_flag("--bf16", o.bf16, "bf16 autocast (weights and optimizer stay float32)");
+  // Default "auto": a bf16 checkpoint stays bf16 and memory-mapped (half a float32 copy's memory)
+  // while the teacher still computes in float32, so the losses are those of a float32 copy.
+  cmd->add_option("--teacher-dtype", teacher_dtype,
+                  "Dtype the frozen teacher's weights are held in: auto (as stored, memory-mapped, no copy), "
+                  "float32 or bfloat16; it computes in float32 either way, converting one layer at a time")
+      ->capture_default_str();
   cmd->add_flag("--freeze-kept-heads", freeze_kept, "Keep the kept attention heads' q/k/v projections fixed");
   cmd->add_option("--seed", o.seed, "Data-order seed")->capture_default_str();
   cmd->add_option("--task-share", o.mix.task_share, "Fraction of sequences that are task sequences (training keys only; default 0: corpus only)")->capture_default_str();
@@ -64,7 +70,13 @@ void register_distill(CLI::App& app) {
     // Data-parallel when started with the torchrun environment (e.g. by `radistill launch`).
     dist::run_data_parallel(o.group, [] {
       TextCodec codec = load_text_codec(teacher_dir);
-      CausalLM teacher = io::load_causal_lm(teacher_dir, at::kFloat);
+      const at::ScalarType weights = io::resolve_weights_dtype(teacher_dtype, teacher_dir);
+      CausalLM teacher = io::load_causal_lm(teacher_dir, weights);
+      // Float32 activations whatever the weights' dtype (under --bf16, autocast still runs the
+      // matmuls in bf16, as for a float32 teacher).
+      teacher->set_compute_dtype(at::kFloat);
+      log_info("teacher weights held in {}{}, computed in float32", io::dtype_name(weights),
+               weights == io::stored_dtype(teacher_dir) ? " as stored (memory-mapped)" : " (converted on load)");
       io::HybridModel student = io::load_hybrid(student_dir, at::kFloat);
       o.mix.tasks = split_comma_list(tasks_list);
       o.align_trainable = align_trains;

@@ -12,7 +12,7 @@ namespace rad::cli {
 
 void register_heads(CLI::App& app) {
   auto* cmd = app.add_subcommand("heads", "Score every attention head by ablation on the KV probe; write a head plan");
-  static std::string dir, out, dtype = "float32";
+  static std::string dir, out, dtype = "float32", weights_dtype = "auto";
   static DiscoveryOptions o;
   static int64_t pairs = 0;
   static double threshold = 0;
@@ -31,7 +31,11 @@ void register_heads(CLI::App& app) {
   auto* t = cmd->add_option("--threshold", threshold, "Keep heads whose score (answer log-prob drop, nats) is >= T");
   b->excludes(f)->excludes(t);
   f->excludes(t);
-  cmd->add_option("--dtype", dtype, "float32 or bfloat16")->capture_default_str();
+  cmd->add_option("--dtype", dtype, "Dtype the forward passes compute in: float32 or bfloat16")->capture_default_str();
+  cmd->add_option("--weights-dtype", weights_dtype,
+                  "Dtype the weights are held in: auto (as stored, memory-mapped, no copy), float32 or bfloat16; "
+                  "converted to --dtype one layer at a time where they differ")
+      ->capture_default_str();
   cmd->callback([b, f, t] {
     if (t->count() > 0) o.selector.threshold = threshold;
     // Data-parallel when started with the torchrun environment: the ranks share the sweep's heads.
@@ -39,7 +43,8 @@ void register_heads(CLI::App& app) {
     dist::run_data_parallel(group, [b, f, t] {
       o.group = group.get();
       TextCodec codec = load_text_codec(dir);
-      CausalLM model = io::load_causal_lm(dir, io::parse_dtype(dtype));
+      CausalLM model = io::load_causal_lm(dir, io::resolve_weights_dtype(weights_dtype, dir));
+      model->set_compute_dtype(io::parse_dtype(dtype));
       const ModelConfig& c = model->config();
       if (b->count() == 0 && f->count() == 0 && t->count() == 0) {
         o.selector.budget = std::max<int64_t>(1, std::lround(0.03 * c.n_query_heads_total()));

@@ -155,6 +155,9 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
       at::Tensor loss, kl, ce;
       {
         AutocastBF16 autocast(o.bf16);
+        // The teacher's outputs exist for this batch only (never stored for the corpus): its
+        // residual streams for alignment, its logits for KD. Alignment does not need the logits,
+        // so their [batch, seq, vocab] tensor is not computed there.
         std::vector<at::Tensor> t_in, t_out;
         at::Tensor t_logits;
         {
@@ -162,7 +165,10 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
           ForwardHooks capture;
           capture.residual_in = &t_in;
           capture.residual_out = &t_out;
-          t_logits = teacher->forward(input, nullptr, is_align ? &capture : nullptr);
+          if (is_align)
+            teacher->run_layers(teacher->embed(input), 0, tc.n_layer, nullptr, &capture);
+          else
+            t_logits = teacher->forward(input);
         }
         if (is_align) {
           loss = hidden_alignment_loss(student, t_in, t_out, dp ? global_tokens : 0);

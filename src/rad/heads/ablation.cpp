@@ -98,7 +98,7 @@ HeadAblator::HeadAblator(CausalLM& model, std::vector<tasks::EncodedExample> pro
       model_->forward(b.ids, nullptr, &hooks);
       count += b.real.sum().item<int64_t>();
     }
-    head_means_ = (sums / static_cast<double>(count)).to(model_->dtype());
+    head_means_ = (sums / static_cast<double>(count)).to(model_->compute_dtype());
   }
 }
 

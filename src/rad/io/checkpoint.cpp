@@ -1,5 +1,8 @@
 #include "rad/io/checkpoint.h"
 
+#include <dlfcn.h>
+#include <malloc.h>
+
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -62,7 +65,7 @@ std::map<std::string, at::Tensor> read_model_tensors(const std::string& model_di
 }
 
 void load_parameters_strict(torch::nn::Module& module, const std::map<std::string, at::Tensor>& tensors,
-                            const std::string& where, const std::set<std::string>& ignore) {
+                            const std::string& where, const std::set<std::string>& ignore, bool share) {
   auto params = module.named_parameters(/*recurse=*/true);
   std::vector<std::string> missing, unexpected, mis_shaped;
   for (const auto& item : params) {
@@ -94,15 +97,75 @@ void load_parameters_strict(torch::nn::Module& module, const std::map<std::strin
     const at::Tensor& src = tensors.at(item.key());
     RAD_CHECK(at::isFloatingType(src.scalar_type()), "{}: tensor \"{}\" has non-float dtype {}", where, item.key(),
               c10::toString(src.scalar_type()));
-    item.value().copy_(src);
+    if (share && src.scalar_type() == item.value().scalar_type() && src.device() == item.value().device() &&
+        src.is_contiguous())
+      item.value().set_data(src);  // the parameter's old (initial) storage is freed here
+    else
+      item.value().copy_(src);
   }
+}
+
+namespace {
+
+// Modules built in this scope allocate their parameters in `type` (libtorch's modules take the
+// default dtype and initialise randomly; the values are overwritten by the checkpoint right after).
+class DefaultDtypeGuard {
+ public:
+  explicit DefaultDtypeGuard(at::ScalarType type) : saved_(c10::get_default_dtype()) {
+    c10::set_default_dtype(c10::scalarTypeToTypeMeta(type));
+  }
+  ~DefaultDtypeGuard() { c10::set_default_dtype(saved_); }
+  DefaultDtypeGuard(const DefaultDtypeGuard&) = delete;
+  DefaultDtypeGuard& operator=(const DefaultDtypeGuard&) = delete;
+
+ private:
+  caffe2::TypeMeta saved_;
+};
+
+// Hands memory the allocator holds free back to the system (the randomly initialised parameters a
+// load replaced), so it does not stay resident beside the mapped weights. tcmalloc (linked into
+// the binaries, DESIGN section 9) keeps freed spans otherwise; under glibc malloc, malloc_trim.
+void release_free_memory() {
+  using ReleaseFn = void (*)();
+  static ReleaseFn tcmalloc_release =
+      reinterpret_cast<ReleaseFn>(dlsym(RTLD_DEFAULT, "MallocExtension_ReleaseFreeMemory"));
+  if (tcmalloc_release != nullptr)
+    tcmalloc_release();
+  else
+    malloc_trim(0);
+}
+
+}  // namespace
+
+at::ScalarType stored_dtype(const std::string& model_dir) {
+  const std::string name = "model.embed_tokens.weight";
+  ShardIndex index = read_shard_index(model_dir);
+  std::string file = index.single_file;
+  for (const auto& [shard, names] : index.shards)
+    if (names.count(name)) file = shard;
+  RAD_CHECK(!file.empty(), "{}: no shard holds {} (needed to tell the stored dtype; pass float32 or bfloat16 "
+            "instead of auto)", model_dir, name);
+  auto st = SafetensorsFile::open(file);
+  RAD_CHECK(st->contains(name), "{}: no tensor {} (needed to tell the stored dtype; pass float32 or bfloat16 instead "
+            "of auto)", file, name);
+  at::ScalarType type = safetensors_dtype_to_scalar(st->entry(name).dtype, file);
+  RAD_CHECK(at::isFloatingType(type), "{}: {} is stored as {}, not a float type", file, name, st->entry(name).dtype);
+  return type;
+}
+
+at::ScalarType resolve_weights_dtype(const std::string& name, const std::string& model_dir) {
+  return name == "auto" ? stored_dtype(model_dir) : parse_dtype(name);
 }
 
 CausalLM load_causal_lm(const std::string& model_dir, at::ScalarType dtype) {
   if (is_hybrid_dir(model_dir)) return load_hybrid(model_dir, dtype).model;  // model_type "radistill_hybrid"
   ModelConfig config = load_hf_config((fs::path(model_dir) / "config.json").string());
-  CausalLM model(config);
-  model->to(dtype);
+  RAD_CHECK(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf,
+            "{}: cannot hold a model's weights in {} (float32, bfloat16 or float16)", model_dir, c10::toString(dtype));
+  CausalLM model = [&] {
+    DefaultDtypeGuard guard(dtype);
+    return CausalLM(config);
+  }();
   auto tensors = read_model_tensors(model_dir);
   std::set<std::string> ignore;
   // Older checkpoints store RoPE buffers; HF ignores them too.
@@ -110,7 +173,9 @@ CausalLM load_causal_lm(const std::string& model_dir, at::ScalarType dtype) {
     if (name.find("rotary_emb.inv_freq") != std::string::npos) ignore.insert(name);
   // Tied models sometimes also store lm_head.weight (a copy of the embeddings).
   if (config.tie_word_embeddings && tensors.count("lm_head.weight")) ignore.insert("lm_head.weight");
-  load_parameters_strict(*model, tensors, model_dir, ignore);
+  load_parameters_strict(*model, tensors, model_dir, ignore, /*share=*/true);
+  tensors.clear();  // the parameters hold what they use; unused mappings (e.g. a tied model's lm_head) go
+  release_free_memory();
   model->eval();
   return model;
 }

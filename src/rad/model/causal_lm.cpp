@@ -3,6 +3,8 @@
 #include <ATen/core/Generator.h>
 #include <torch/nn/init.h>
 
+#include <algorithm>
+
 #include "rad/core/error.h"
 
 namespace rad {
@@ -74,7 +76,24 @@ at::Tensor CausalLMImpl::embed(const at::Tensor& input_ids) {
     RAD_CHECK(lo >= 0 && hi < config_.n_vocab, "token id out of range: ids span [{}, {}] but the vocabulary has {} tokens",
               lo, hi, config_.n_vocab);
   }
-  return model->embed_tokens->forward(input_ids);
+  at::Tensor h = model->embed_tokens->forward(input_ids);
+  const at::ScalarType compute = compute_dtype();
+  return h.scalar_type() == compute ? h : h.to(compute);
+}
+
+ScopedParameterDtype::ScopedParameterDtype(torch::nn::Module& module, at::ScalarType type) {
+  for (auto& p : module.parameters()) {
+    if (p.scalar_type() == type) continue;
+    // A converted weight kept for backward would be swapped back under autograd's feet.
+    RAD_CHECK(!at::GradMode::is_enabled(), "weights held in {} but computed in {} run only without gradients "
+              "(a frozen teacher); train a model in its own dtype", c10::toString(p.scalar_type()), c10::toString(type));
+    saved_.emplace_back(p, p.data());
+    p.set_data(p.data().to(type));
+  }
+}
+
+ScopedParameterDtype::~ScopedParameterDtype() {
+  for (auto& [p, original] : saved_) p.set_data(original);
 }
 
 at::Tensor CausalLMImpl::run_layers(const at::Tensor& hidden, int64_t begin, int64_t end, DecodeCache* cache,
@@ -101,6 +120,8 @@ at::Tensor CausalLMImpl::run_layers(const at::Tensor& hidden, int64_t begin, int
     ctx.cache = cache != nullptr ? cache->layers[l].get() : nullptr;
     ctx.hooks = hooks;
     if (hooks != nullptr && hooks->residual_in) (*hooks->residual_in)[l] = h;
+    std::optional<ScopedParameterDtype> converted;  // this layer's weights in the compute dtype
+    if (compute_dtype_) converted.emplace(*model->layer_list[l], *compute_dtype_);
     h = model->layer_list[l]->forward(h, ctx);
     if (hooks != nullptr && hooks->residual_out) (*hooks->residual_out)[l] = h;
   }
@@ -108,9 +129,30 @@ at::Tensor CausalLMImpl::run_layers(const at::Tensor& hidden, int64_t begin, int
 }
 
 at::Tensor CausalLMImpl::final_logits(const at::Tensor& hidden) {
-  at::Tensor h = model->norm->forward(hidden);
-  if (lm_head) return lm_head->forward(h);
-  return at::linear(h, model->embed_tokens->weight);
+  at::Tensor h;
+  {
+    std::optional<ScopedParameterDtype> converted;
+    if (compute_dtype_) converted.emplace(*model->norm, *compute_dtype_);
+    h = model->norm->forward(hidden);
+  }
+  const at::Tensor& w = lm_head ? lm_head->weight : model->embed_tokens->weight;  // [n_vocab, d_model]
+  if (!compute_dtype_ || w.scalar_type() == h.scalar_type()) return lm_head ? lm_head->forward(h) : at::linear(h, w);
+  // Weights held in another dtype (set_compute_dtype): convert them a chunk of the vocabulary at a
+  // time, so the converted copy stays small next to the logits (an 8B model's head is 525M weights).
+  RAD_CHECK(!at::GradMode::is_enabled(), "LM head held in {} but computed in {} runs only without gradients",
+            c10::toString(w.scalar_type()), c10::toString(h.scalar_type()));
+  constexpr int64_t kChunk = 8192;
+  const int64_t V = w.size(0);
+  std::vector<int64_t> out_shape(h.sizes().begin(), h.sizes().end());
+  out_shape.back() = V;
+  at::Tensor logits = at::empty(out_shape, h.options());
+  at::Tensor h2 = h.reshape({-1, h.size(-1)});
+  at::Tensor out2 = logits.view({-1, V});
+  for (int64_t v0 = 0; v0 < V; v0 += kChunk) {
+    const int64_t n = std::min(kChunk, V - v0);
+    out2.narrow(1, v0, n).copy_(at::linear(h2, w.narrow(0, v0, n).to(h.scalar_type())));
+  }
+  return logits;
 }
 
 at::Tensor CausalLMImpl::forward(const at::Tensor& input_ids, DecodeCache* cache, const ForwardHooks* hooks) {

@@ -11,6 +11,7 @@
 #include <torch/nn/modules/embedding.h>
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "rad/model/config.h"
@@ -57,7 +58,17 @@ class CausalLMImpl : public torch::nn::Module {
 
   DecodeCache new_cache() const;
   const ModelConfig& config() const { return config_; }
-  at::ScalarType dtype() const;
+  at::ScalarType dtype() const;  // the parameters' (the embeddings') dtype
+
+  // Weights may be held in another dtype than the forward computes in. A frozen bf16 teacher keeps
+  // its memory-mapped bf16 weights (no float32 copy of the model) and computes in float32: on CPUs
+  // without native bf16 matmuls (AVX2) libtorch's bf16 kernels are far slower than float32, and the
+  // float32 result is exactly that of a float32 copy of the same weights. Each layer's weights are
+  // converted for the duration of that layer only (one layer's copy at a time), the embedding rows
+  // after the lookup, the LM head in vocabulary chunks. Only without gradients (at::NoGradGuard):
+  // the converted weights are not kept for a backward pass. nullopt: compute in dtype().
+  void set_compute_dtype(std::optional<at::ScalarType> dtype) { compute_dtype_ = dtype; }
+  at::ScalarType compute_dtype() const { return compute_dtype_.value_or(dtype()); }
   int64_t parameter_count() const;
 
   DecoderModel model{nullptr};
@@ -66,8 +77,23 @@ class CausalLMImpl : public torch::nn::Module {
  private:
   ModelConfig config_;
   at::Tensor inv_freq_;  // RoPE inverse frequencies (float32), not a parameter
+  std::optional<at::ScalarType> compute_dtype_;
 };
 TORCH_MODULE(CausalLM);
+
+// For its lifetime, the parameters of `module` that are not of dtype `type` hold converted copies;
+// the originals are put back on destruction. Refuses to run with gradients enabled (see
+// CausalLMImpl::set_compute_dtype).
+class ScopedParameterDtype {
+ public:
+  ScopedParameterDtype(torch::nn::Module& module, at::ScalarType type);
+  ~ScopedParameterDtype();
+  ScopedParameterDtype(const ScopedParameterDtype&) = delete;
+  ScopedParameterDtype& operator=(const ScopedParameterDtype&) = delete;
+
+ private:
+  std::vector<std::pair<at::Tensor, at::Tensor>> saved_;  // (parameter, its original data)
+};
 
 // Boolean mask [T, past + T]: query i (absolute position past + i) may see key j iff j <= past + i
 // and, with a sliding window W > 0, j > past + i - W.
