@@ -8,7 +8,7 @@ retried after its Retry-After (so no request is lost, only delayed); anything el
 complete stream counts as lost. While it runs, /metrics is polled to find how many sessions were
 active at once. Prints one JSON object: sessions that fit (observed and analytic), aggregate
 tokens/s, time per output token p50/p99 (between streamed chunks of one request), time to first
-token p50/p99, 503s, lost requests.
+token p50/p99, 503s, lost requests, and the largest and mean batch of the decode steps.
 
 usage: bench/serve_load.py RADISTILL MODEL --cache-budget 16MiB --ctx 1024 --gen 32 --clients 24 --requests 2
 """
@@ -150,4 +150,7 @@ print(json.dumps({
     "tpot_p50_ms": round(1000 * pct(tpot, 0.5), 2) if tpot else None,
     "tpot_p99_ms": round(1000 * pct(tpot, 0.99), 2) if tpot else None,
     "ttft_p50_s": round(pct(ttft, 0.5), 3) if ttft else None, "ttft_p99_s": round(pct(ttft, 0.99), 3) if ttft else None,
+    # Continuous batching: the most sequences in one decode step, and the mean over all steps.
+    "decode_batch_max": int(final.get("radistill_decode_batch_max", 0)),
+    "decode_batch_mean": round(final.get("radistill_decode_rows_total", 0) / max(1, final.get("radistill_decode_steps_total", 0)), 2),
 }))
