@@ -111,6 +111,18 @@ TEST(CliPipeline, PretrainEvalTasksAndHeads) {
   EXPECT_TRUE(heads.contains("ablate_random_k"));
   for (const char* f : {"plan.json", "heads.svg", "causal.svg", "heads.md"})
     EXPECT_TRUE(std::filesystem::exists(dir.file(std::string("h/") + f))) << f;
+  // Another probe task (for models that cannot solve kv): the files say which probe chose the heads.
+  r = run_cli("heads " + dir.file("m") + " --out " + dir.file("hn") +
+              " --task needle --context-words 12 --examples 4 --causal-examples 4 --budget 2 --random-draws 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream needle_file(dir.file("hn/heads.json"));
+  auto needle = nlohmann::json::parse(needle_file);
+  EXPECT_EQ(needle["probe"]["task"], "needle");
+  EXPECT_EQ(needle["causal_probe"]["description"], "needle in 12 filler words");
+  EXPECT_EQ(needle["heads"].size(), 8u);
+  r = run_cli("heads " + dir.file("m") + " --out " + dir.file("h3") + " --task sorting");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("sorting"), std::string::npos) << r.err;
   // Bad options are refused by name.
   r = run_cli("heads " + dir.file("m") + " --out " + dir.file("h2") + " --pairs 500");
   EXPECT_EQ(r.exit_code, 1);

@@ -11,14 +11,20 @@
 namespace rad::cli {
 
 void register_heads(CLI::App& app) {
-  auto* cmd = app.add_subcommand("heads", "Score every attention head by ablation on the KV probe; write a head plan");
+  auto* cmd = app.add_subcommand("heads", "Score every attention head by ablation on the KV probe (or --task); write a head plan");
   static std::string dir, out, dtype = "float32", weights_dtype = "auto";
   static DiscoveryOptions o;
   static int64_t pairs = 0;
   static double threshold = 0;
   cmd->add_option("MODEL_DIR", dir, "Teacher model directory (with tokenizer.json)")->required();
   cmd->add_option("--out", out, "Output directory for heads.json, plan.json, heads.svg, causal.svg, heads.md")->required();
+  cmd->add_option("--task", o.task,
+                  "Probe task: kv (the paper's), or another retrieval task for a model that cannot solve kv "
+                  "(mqar, needle, phonebook, copy)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"kv", "mqar", "needle", "phonebook", "copy"}));
   cmd->add_option("--pairs", pairs, "Probe dictionary size (default: 50, or the largest the context allows)");
+  cmd->add_option("--context-words", o.context_words, "Needle probe: filler words")->capture_default_str();
   cmd->add_option("--examples", o.examples, "Probe examples")->capture_default_str();
   cmd->add_option("--seed", o.seed, "Probe seed")->capture_default_str();
   cmd->add_option("--ablation", o.ablation, "zero or mean")->capture_default_str();
@@ -52,6 +58,8 @@ void register_heads(CLI::App& app) {
       }
       if (pairs > 0) {
         o.pairs = pairs;
+      } else if (o.task != "kv" && o.task != "mqar") {
+        o.pairs = 8;  // phonebook entries; unused by needle and copy
       } else {
         o.pairs = fitting_pairs(c, codec.encode, codec.bos, 50, o.seed);
         if (o.pairs < 50) log_info("50 pairs do not fit the context of {} tokens; using {} pairs", c.max_position_embeddings, o.pairs);

@@ -41,6 +41,14 @@ std::vector<int64_t> causal_k_values(int64_t budget, int64_t n_heads) {
   return out;
 }
 
+std::string describe_probe(const DiscoveryOptions& o) {
+  if (o.task == "kv") return fmt::format("KV retrieval, {} pairs", o.pairs);
+  if (o.task == "mqar") return fmt::format("multi-query KV retrieval, {} pairs", o.pairs);
+  if (o.task == "needle") return fmt::format("needle in {} filler words", o.context_words);
+  if (o.task == "phonebook") return fmt::format("phone book, {} entries", o.pairs);
+  return o.task;
+}
+
 DiscoveryResult discover_heads(CausalLM& model, const tasks::Encoder& encode, std::optional<int64_t> bos,
                                const DiscoveryOptions& o, const std::string& out_dir) {
   const ModelConfig& c = model->config();
@@ -51,17 +59,21 @@ DiscoveryResult discover_heads(CausalLM& model, const tasks::Encoder& encode, st
   auto make_probe = [&](tasks::KeySplit split, uint64_t seed, int64_t count) {
     tasks::TaskOptions probe_options;
     probe_options.pairs = o.pairs;
+    probe_options.context_words = o.context_words;
     probe_options.split = split;
     std::vector<tasks::EncodedExample> out;
-    for (const auto& e : tasks::make_examples("kv", probe_options, count, seed))
+    for (const auto& e : tasks::make_examples(o.task, probe_options, count, seed))
       out.push_back(tasks::encode_example(e, encode, bos));
     return out;
   };
   std::vector<tasks::EncodedExample> probe = make_probe(tasks::KeySplit::kSelect, o.seed, o.examples);
+  if (o.task == "kv" || o.task == "mqar")
+    RAD_CHECK(tasks::max_length(probe) <= c.max_position_embeddings,
+              "a {}-pair probe needs {} tokens but the model's context is {}; use --pairs {}", o.pairs,
+              tasks::max_length(probe), c.max_position_embeddings, fitting_pairs(c, encode, bos, o.pairs, o.seed));
   RAD_CHECK(tasks::max_length(probe) <= c.max_position_embeddings,
-            "a {}-pair probe needs {} tokens but the model's context is {}; use --pairs {}", o.pairs,
-            tasks::max_length(probe), c.max_position_embeddings,
-            fitting_pairs(c, encode, bos, o.pairs, o.seed));
+            "the {} probe needs {} tokens but the model's context is {}; make it shorter", describe_probe(o),
+            tasks::max_length(probe), c.max_position_embeddings);
   model->eval();
   HeadAblator ablator(model, probe, o.ablation, o.batch);
   const int64_t n_heads = c.n_layer * c.n_head;
@@ -131,9 +143,9 @@ DiscoveryResult discover_heads(CausalLM& model, const tasks::Encoder& encode, st
       {"teacher_accuracy", sweep.teacher_accuracy},
       {"teacher_answer_logprob", sweep.teacher_logprob},
       {"score", "mean drop of the answer's log-probability (nats) when the head is ablated; ties by (layer, head)"},
-      {"probe", {{"task", "kv"}, {"pairs", o.pairs}, {"examples", o.examples}, {"answers", sweep.answers},
+      {"probe", {{"task", o.task}, {"description", describe_probe(o)}, {"pairs", o.pairs}, {"examples", o.examples}, {"answers", sweep.answers},
                  {"seed", o.seed}, {"ablation", o.ablation}, {"key_split", "select"}}},
-      {"causal_probe", {{"task", "kv"}, {"pairs", o.pairs}, {"examples", o.causal_examples}, {"seed", causal_seed},
+      {"causal_probe", {{"task", o.task}, {"description", describe_probe(o)}, {"pairs", o.pairs}, {"examples", o.causal_examples}, {"seed", causal_seed},
                         {"key_split", "test"}, {"teacher_accuracy", causal_clean}}},
       {"model_hash", plan.model_hash},
       {"n_layer", c.n_layer},
@@ -151,7 +163,7 @@ DiscoveryResult discover_heads(CausalLM& model, const tasks::Encoder& encode, st
   std::vector<std::vector<double>> grid(c.n_layer, std::vector<double>(c.n_head, 0));
   for (const auto& s : sweep.ranked) grid[s.layer][s.head] = s.score;
   write_text_atomic((fs::path(out_dir) / "heads.svg").string(),
-                    svg::heat_map(grid, kept, fmt::format("Retrieval score (answer log-prob drop, nats), {} pairs", o.pairs),
+                    svg::heat_map(grid, kept, fmt::format("Retrieval score (answer log-prob drop, nats), {}", describe_probe(o)),
                                   "layer", "query head"));
   write_text_atomic(
       (fs::path(out_dir) / "causal.svg").string(),
@@ -159,12 +171,12 @@ DiscoveryResult discover_heads(CausalLM& model, const tasks::Encoder& encode, st
                        {"k random heads (mean, min-max)", "#2c3e50", rand_points, rand_band}},
                       "Probe accuracy with k heads ablated together", "k (heads ablated)", "probe accuracy", 0, 1));
 
-  std::string md = fmt::format("# Retrieval heads\n\nSelection probe: KV retrieval, {} pairs, {} examples on the \"select\" "
+  std::string md = fmt::format("# Retrieval heads\n\nSelection probe: {}, {} examples on the \"select\" "
                                "half of the held-out keys, seed {}, {} ablation. Model hash `{}`.\n\nTeacher probe accuracy: "
                                "**{:.3f}**. Sweep of {} heads took {:.1f} s.\n\nScore: the mean drop of the answer's "
                                "log-probability (nats) when the head is ablated (continuous; ties break by layer, then "
                                "head); the accuracy drop is shown beside it.\n\nSelected {} of {} heads ({:.1f}%) by {}.\n\n",
-                               o.pairs, o.examples, o.seed, o.ablation, plan.model_hash, sweep.teacher_accuracy, n_heads,
+                               describe_probe(o), o.examples, o.seed, o.ablation, plan.model_hash, sweep.teacher_accuracy, n_heads,
                                sweep.seconds, kept.size(), n_heads, 100.0 * kept.size() / n_heads, plan.selector.dump());
   md += "| rank | layer | head | KV group | score (nats) | accuracy drop | accuracy without |\n|---|---|---|---|---|---|---|\n";
   for (size_t i = 0; i < sweep.ranked.size() && i < std::max<size_t>(10, kept.size()); ++i) {

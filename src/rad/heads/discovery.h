@@ -11,7 +11,11 @@
 namespace rad {
 
 struct DiscoveryOptions {
-  int64_t pairs = 50;
+  // The probe: the paper's KV retrieval by default; a model too small to solve it (near chance at
+  // every size that matters) can be probed with another retrieval task it does solve (e.g. needle).
+  std::string task = "kv";    // kv | mqar | needle | phonebook | copy (rad/tasks/task.h)
+  int64_t context_words = 400;  // needle: filler words
+  int64_t pairs = 50;           // kv, mqar: dictionary size; phonebook: entries
   int64_t examples = 256;
   uint64_t seed = 0;
   std::string ablation = "zero";
@@ -26,6 +30,9 @@ struct DiscoveryOptions {
 
 // The seed of the causal check's probe: its own stream, so its examples are not the selection's.
 uint64_t causal_probe_seed(uint64_t seed);
+
+// "KV retrieval, 50 pairs", "needle in 400 filler words", ...: the probe in words, for reports.
+std::string describe_probe(const DiscoveryOptions& o);
 
 struct DiscoveryResult {
   SweepResult sweep;
