@@ -1,7 +1,11 @@
 // Distillation stages on a tiny teacher with a perturbed copy as the student.
 #include <ATen/ATen.h>
 
+#include <torch/csrc/autograd/function.h>
+
 #include <fstream>
+#include <map>
+#include <set>
 
 #include "rad/distill/distill.h"
 #include "rad/distill/init_from_attention.h"
@@ -171,6 +175,96 @@ TEST(Distill, AlignmentOnlyTrainsTheSelectedParameters) {
   distill(teacher, student, o, d, [](CausalLM& m, const std::string& out) { io::save_causal_lm(m, out); });
   EXPECT_TRUE(at::equal(mlp_before, student->model->layer_list[0]->mlp->up_proj->weight));
   EXPECT_FALSE(at::equal(attn_before, student->model->layer_list[0]->self_attn->named_parameters()["q_proj.weight"]));
+}
+
+// A hybrid (one kept head, SSM heads elsewhere) for the checkpointing tests.
+CausalLM small_hybrid() {
+  CausalLM teacher = io::load_causal_lm(fixture_model("llama_gqa"));
+  HybridConfig hc;
+  hc.base = teacher->config();
+  hc.plan.kept_heads = {{0, 1}};
+  hc.ssm.d_state = 4;
+  return convert_from_teacher(teacher, hc, SsmInit::kAttention);
+}
+
+// Autograd nodes of the graph behind `t` whose name contains `needle`.
+int64_t graph_nodes_named(const at::Tensor& t, const std::string& needle) {
+  std::vector<torch::autograd::Node*> stack = {t.grad_fn().get()};
+  std::set<torch::autograd::Node*> seen;
+  int64_t n = 0;
+  while (!stack.empty()) {
+    torch::autograd::Node* node = stack.back();
+    stack.pop_back();
+    if (node == nullptr || !seen.insert(node).second) continue;
+    n += node->name().find(needle) != std::string::npos;
+    for (const auto& e : node->next_edges()) stack.push_back(e.function.get());
+  }
+  return n;
+}
+
+struct LossAndGrads {
+  double loss;
+  std::map<std::string, at::Tensor> grads;
+  int64_t checkpointed_layers;  // checkpoint nodes in the graph
+};
+
+// Cross-entropy of the model on a fixed batch, backward; the loss and every gradient.
+LossAndGrads loss_and_grads(CausalLM& m) {
+  at::Tensor ids = at::arange(0, 2 * 20, at::kLong).remainder(61).add(2).view({2, 20});
+  for (auto& p : m->parameters()) p.mutable_grad() = at::Tensor();
+  at::Tensor logits = m->forward(ids.narrow(1, 0, 19));
+  at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), ids.narrow(1, 1, 19).reshape({-1}));
+  LossAndGrads r{loss.item<double>(), {}, graph_nodes_named(loss, "CheckpointedLayer")};
+  loss.backward();
+  for (const auto& item : m->named_parameters())
+    if (item.value().grad().defined()) r.grads[item.key()] = item.value().grad().clone();
+  return r;
+}
+
+TEST(Distill, ActivationCheckpointingGivesTheSameLossAndGradients) {
+  CausalLM m = small_hybrid();
+  m->train();
+  // Frozen embeddings, as in KD: the first layer's input needs no gradient, its weights still do.
+  m->model->embed_tokens->weight.set_requires_grad(false);
+  LossAndGrads a = loss_and_grads(m);
+  m->set_activation_checkpointing(true);
+  LossAndGrads b = loss_and_grads(m);
+  EXPECT_EQ(a.checkpointed_layers, 0);
+  EXPECT_EQ(b.checkpointed_layers, m->config().n_layer) << "every layer is recomputed in backward";
+  const auto& plain = a.grads;
+  const auto& ckpt = b.grads;
+  EXPECT_EQ(a.loss, b.loss);
+  ASSERT_EQ(plain.size(), ckpt.size());
+  EXPECT_EQ(plain.size(), m->parameters().size() - 1) << "every parameter but the frozen embeddings has a gradient";
+  for (const auto& [name, g] : plain) {
+    ASSERT_TRUE(ckpt.count(name)) << name;
+    const double scale = g.abs().max().item<double>();
+    EXPECT_GT(scale, 0.0) << name;
+    EXPECT_LE((g - ckpt.at(name)).abs().max().item<double>(), 1e-6 * scale) << name;
+  }
+}
+
+TEST(Distill, ActivationCheckpointingKeepsTheDistillationLosses) {
+  PretrainData d = fixture_data();
+  CausalLM teacher = io::load_causal_lm(fixture_model("llama_gqa"));
+  TempDir dir;
+  auto saver = [](CausalLM& m, const std::string& out) { io::save_causal_lm(m, out); };
+  std::vector<std::vector<nlohmann::json>> runs;
+  for (bool ckpt : {false, true}) {
+    CausalLM student = small_hybrid();
+    DistillOptions o = tiny_options(dir.file(ckpt ? "ckpt" : "plain"));
+    o.align_trainable = align_trains;
+    o.kd_trainable = [](const std::string& n) { return kd_trains(n, false); };
+    o.activation_checkpointing = ckpt;
+    distill(teacher, student, o, d, saver);
+    runs.push_back(records(o.out_dir + "/metrics.jsonl"));
+  }
+  ASSERT_EQ(runs[0].size(), 10u);
+  ASSERT_EQ(runs[1].size(), runs[0].size());
+  for (size_t i = 0; i < runs[0].size(); ++i) {
+    const double a = runs[0][i]["loss"].get<double>(), b = runs[1][i]["loss"].get<double>();
+    EXPECT_NEAR(a, b, 1e-6 * std::abs(a)) << "step " << i + 1 << " (" << runs[0][i]["stage"] << ")";
+  }
 }
 
 // Under HF rotate-half RoPE dim i pairs with i + d/2 at frequency theta^(-2i/d): B and C keep the

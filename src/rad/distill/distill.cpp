@@ -73,6 +73,7 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
   const std::string metrics_path = (fs::path(o.out_dir) / "metrics.jsonl").string();
   teacher->eval();
   for (auto& p : teacher->parameters()) p.set_requires_grad(false);
+  student->set_activation_checkpointing(o.activation_checkpointing);
 
   // Resume position: (stage index, step within stage).
   std::string resume_stage;

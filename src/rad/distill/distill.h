@@ -29,6 +29,7 @@ struct DistillOptions : TrainingLoopOptions {
   DistillStage align{0, 1e-3};
   DistillStage kd{0, 5e-4};
   double ce_weight = 0.0;  // kd: weight of the data cross-entropy added to the KL
+  bool activation_checkpointing = false;  // recompute each student layer in backward (less memory)
   double warmup_fraction = 0.05;
   double decay_fraction = 0.2;
   // Which student parameters each stage trains (null: all). Frozen ones get requires_grad(false).

@@ -1,6 +1,8 @@
 #include "rad/model/causal_lm.h"
 
 #include <ATen/core/Generator.h>
+#include <ATen/autocast_mode.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/init.h>
 
 #include <algorithm>
@@ -96,6 +98,71 @@ ScopedParameterDtype::~ScopedParameterDtype() {
   for (auto& [p, original] : saved_) p.set_data(original);
 }
 
+namespace {
+
+// One decoder layer as a reentrant checkpoint (what torch.utils.checkpoint does in Python; libtorch
+// has no C++ helper). The forward runs without recording a graph and saves the layer's input and
+// the tables it used; the backward recomputes the layer with gradients from that input, under the
+// same autocast state, and back-propagates the incoming gradient through the recomputation: the
+// layer's parameter gradients accumulate as in a plain backward, the input's gradient is returned.
+struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
+  static MixerContext context(int64_t index, const RopeTables& rope, const at::Tensor& mask) {
+    MixerContext ctx;
+    ctx.layer = index;
+    ctx.past_length = 0;
+    ctx.rope = &rope;
+    ctx.mask = &mask;
+    return ctx;
+  }
+
+  // `layer` is the DecoderLayerImpl's address: the model outlives its backward pass.
+  static at::Tensor forward(torch::autograd::AutogradContext* actx, const at::Tensor& x, const at::Tensor& cos,
+                            const at::Tensor& sin, const at::Tensor& mask, int64_t layer, int64_t index) {
+    actx->save_for_backward({x, cos, sin, mask});
+    actx->saved_data["layer"] = layer;
+    actx->saved_data["index"] = index;
+    actx->saved_data["autocast"] = at::autocast::is_cpu_enabled();
+    actx->saved_data["autocast_dtype"] = at::autocast::get_autocast_cpu_dtype();
+    RopeTables rope{cos, sin};
+    MixerContext ctx = context(index, rope, mask);
+    return reinterpret_cast<DecoderLayerImpl*>(layer)->forward(x, ctx);  // grad mode is off here
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* actx,
+                                                 torch::autograd::variable_list grad_out) {
+    if (!grad_out[0].defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    auto saved = actx->get_saved_variables();
+    at::Tensor x = saved[0].detach().requires_grad_(true);
+    RopeTables rope{saved[1], saved[2]};
+    const at::Tensor mask = saved[3];
+    auto* layer = reinterpret_cast<DecoderLayerImpl*>(actx->saved_data["layer"].toInt());
+    MixerContext ctx = context(actx->saved_data["index"].toInt(), rope, mask);
+    at::Tensor out;
+    {
+      at::AutoGradMode grad(true);
+      const bool autocast = actx->saved_data["autocast"].toBool();
+      const bool was = at::autocast::is_cpu_enabled();
+      const at::ScalarType was_dtype = at::autocast::get_autocast_cpu_dtype();
+      at::autocast::set_autocast_cpu_dtype(actx->saved_data["autocast_dtype"].toScalarType());
+      at::autocast::set_cpu_enabled(autocast);
+      try {
+        out = layer->forward(x, ctx);
+      } catch (...) {
+        at::autocast::set_cpu_enabled(was);
+        at::autocast::set_autocast_cpu_dtype(was_dtype);
+        throw;
+      }
+      at::autocast::set_cpu_enabled(was);
+      at::autocast::set_autocast_cpu_dtype(was_dtype);
+      if (autocast && !was) at::autocast::clear_cache();
+    }
+    torch::autograd::backward({out}, {grad_out[0]});
+    return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
 at::Tensor CausalLMImpl::run_layers(const at::Tensor& hidden, int64_t begin, int64_t end, DecodeCache* cache,
                                     const ForwardHooks* hooks) {
   RAD_CHECK(0 <= begin && begin <= end && end <= config_.n_layer, "layer range [{}, {}) invalid for {} layers", begin,
@@ -122,7 +189,21 @@ at::Tensor CausalLMImpl::run_layers(const at::Tensor& hidden, int64_t begin, int
     if (hooks != nullptr && hooks->residual_in) (*hooks->residual_in)[l] = h;
     std::optional<ScopedParameterDtype> converted;  // this layer's weights in the compute dtype
     if (compute_dtype_) converted.emplace(*model->layer_list[l], *compute_dtype_);
-    h = model->layer_list[l]->forward(h, ctx);
+    DecoderLayer& layer = model->layer_list[l];
+    bool checkpoint = checkpointing_ && at::GradMode::is_enabled() && cache == nullptr && hooks == nullptr;
+    if (checkpoint) {
+      bool params_train = false;
+      for (const auto& p : layer->parameters()) params_train = params_train || p.requires_grad();
+      checkpoint = params_train || h.requires_grad();  // else nothing to back-propagate here
+    }
+    if (checkpoint) {
+      // The custom function's output needs a gradient only if an input does: a layer whose input
+      // is constant (frozen embeddings, the teacher's residual) gets one, so its parameters train.
+      at::Tensor in = h.requires_grad() ? h : h.detach().requires_grad_(true);
+      h = CheckpointedLayer::apply(in, rope.cos, rope.sin, mask, reinterpret_cast<int64_t>(layer.get()), l);
+    } else {
+      h = layer->forward(h, ctx);
+    }
     if (hooks != nullptr && hooks->residual_out) (*hooks->residual_out)[l] = h;
   }
   return h;
