@@ -240,6 +240,8 @@ TEST(Checkpoint, WeightsInTheStoredDtypeAreTheMappedFileNotACopy) {
   EXPECT_EQ(io::stored_dtype(dir), at::kBFloat16);
   EXPECT_EQ(io::resolve_weights_dtype("auto", dir), at::kBFloat16);
   EXPECT_EQ(io::resolve_weights_dtype("float32", dir), at::kFloat);
+  EXPECT_RAD_ERROR(io::resolve_weights_dtype("int8", dir), "unknown weights dtype \"int8\"");
+  EXPECT_RAD_ERROR(io::stored_dtype(fixture_model("no_such_model")), "no_such_model");
   CausalLM held = io::load_causal_lm(dir, at::kBFloat16);
   auto ranges = mappings_of(dir + "/model.safetensors");
   ASSERT_FALSE(ranges.empty()) << "the checkpoint is not mapped while the model lives";

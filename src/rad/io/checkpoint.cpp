@@ -154,7 +154,10 @@ at::ScalarType stored_dtype(const std::string& model_dir) {
 }
 
 at::ScalarType resolve_weights_dtype(const std::string& name, const std::string& model_dir) {
-  return name == "auto" ? stored_dtype(model_dir) : parse_dtype(name);
+  if (name == "auto") return stored_dtype(model_dir);
+  RAD_CHECK(name == "float32" || name == "bfloat16" || name == "float16",
+            "unknown weights dtype \"{}\" for {} (expected auto, float32, bfloat16 or float16)", name, model_dir);
+  return parse_dtype(name);
 }
 
 CausalLM load_causal_lm(const std::string& model_dir, at::ScalarType dtype) {
