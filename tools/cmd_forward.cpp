@@ -1,9 +1,11 @@
 #include <ATen/ATen.h>
 
+#include <chrono>
 #include <sstream>
 
 #include "commands.h"
 #include "rad/core/error.h"
+#include "rad/core/log.h"
 #include "rad/io/checkpoint.h"
 #include "rad/io/npy.h"
 
@@ -37,18 +39,28 @@ std::vector<int64_t> parse_token_ids(const std::string& text) {
 
 void register_forward(CLI::App& app) {
   auto* cmd = app.add_subcommand("forward", "Full forward pass; print the top-5 next tokens as JSON");
-  static std::string dir, ids_text, text, dump, dtype = "float32";
+  static std::string dir, ids_text, text, dump, dtype = "float32", weights_dtype;
   cmd->add_option("MODEL_DIR", dir, "Hugging Face model directory")->required();
   auto* ids_opt = cmd->add_option("--token-ids", ids_text, "Comma-separated input token ids, e.g. 1,5,9");
   auto* text_opt = cmd->add_option("--text", text, "Input text, tokenized with MODEL_DIR's tokenizer (BOS as its post-processor says)");
   ids_opt->excludes(text_opt);
   cmd->add_option("--dump-logits", dump, "Write float32 logits of every position, shape [T, n_vocab], to this .npy");
   cmd->add_option("--dtype", dtype, "Compute dtype: float32 or bfloat16")->capture_default_str();
+  cmd->add_option("--weights-dtype", weights_dtype,
+                  "Dtype the weights are held in, when not --dtype: auto (as stored, memory-mapped), float32 or "
+                  "bfloat16; converted to --dtype one layer at a time");
   cmd->callback([ids_opt, text_opt] {
     std::vector<int64_t> ids = prompt_ids(dir, ids_text, ids_opt, text, text_opt);
-    CausalLM model = io::load_causal_lm(dir, io::parse_dtype(dtype));
+    const at::ScalarType compute = io::parse_dtype(dtype);
+    CausalLM model =
+        io::load_causal_lm(dir, weights_dtype.empty() ? compute : io::resolve_weights_dtype(weights_dtype, dir));
+    if (!weights_dtype.empty()) model->set_compute_dtype(compute);
     at::NoGradGuard no_grad;
+    auto t0 = std::chrono::steady_clock::now();
     at::Tensor logits = model->forward(at::tensor(ids, at::kLong).unsqueeze(0)).squeeze(0).to(at::kFloat);  // [T, V]
+    log_info("forward of {} tokens, weights {}, compute {}: {:.1f} ms", ids.size(), io::dtype_name(model->dtype()),
+             io::dtype_name(model->compute_dtype()),
+             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     if (!dump.empty()) io::save_npy(dump, logits);
     at::Tensor last = logits[logits.size(0) - 1];
     at::Tensor probs = at::softmax(last, -1);
