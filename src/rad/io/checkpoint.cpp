@@ -109,6 +109,8 @@ namespace {
 
 // Modules built in this scope allocate their parameters in `type` (libtorch's modules take the
 // default dtype and initialise randomly; the values are overwritten by the checkpoint right after).
+// The default dtype is process-wide: loads must not run beside threads that create tensors without
+// a dtype (none do today; the server's runtime does not use libtorch).
 class DefaultDtypeGuard {
  public:
   explicit DefaultDtypeGuard(at::ScalarType type) : saved_(c10::get_default_dtype()) {
