@@ -215,9 +215,12 @@ TEST(CliRun, PipelineReportResumeAndSigkill) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::string args = "run --teacher " + dir.file("teacher") + " --corpus " + dir.file("corpus.txt") +
                      " --pairs 2 --head-examples 4 --align-steps 4 --kd-steps 4 --shrink-align-steps 2 --shrink-kd-steps 2 --batch 2 --seq 32"
-                     " --eval-examples 2 --eval-kv-pairs 2 --save-every 1 --fp32";
+                     " --eval-examples 2 --eval-kv-pairs 2 --eval-needle-words 20 --save-every 1 --fp32";
   r = run_cli(args + " --out " + dir.file("a"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string eval_text = slurp_file(dir.file("a/eval/eval.json"));
+  EXPECT_NE(eval_text.find("needle_20w_d0.50"), std::string::npos) << "--eval-needle-words reaches eval";
+  EXPECT_EQ(eval_text.find("needle_600w"), std::string::npos);
   auto report = nlohmann::json::parse(slurp_file(dir.file("a/report.json")));
   EXPECT_EQ(report["n_heads_total"], 8);
   std::map<std::string, nlohmann::json> by_kind;

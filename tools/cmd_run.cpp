@@ -46,6 +46,7 @@ struct RunOptions {
   uint64_t seed = 0;
   int64_t eval_examples = 100, save_every = 100;
   std::vector<int64_t> eval_kv_pairs = {10, 25, 50, 100};
+  std::vector<int64_t> eval_needle_words = {200, 600};
   double task_share = 0.0;  // distillation data: the corpus only by default (the paper distils on text)
   int nproc = 1;  // data-parallel processes for the head sweep and the distillations (radistill launch)
 };
@@ -193,9 +194,11 @@ class Pipeline {
     for (const auto& s : students) eval_args.push_back(path("models/" + s.name));
     std::string kv;
     for (int64_t p : o_.eval_kv_pairs) kv += (kv.empty() ? "" : ",") + std::to_string(p);
+    std::string needle;
+    for (int64_t w : o_.eval_needle_words) needle += (needle.empty() ? "" : ",") + std::to_string(w);
     eval_args.insert(eval_args.end(), {"--out", path("eval"), "--corpus", o_.corpus, "--examples",
-                                       std::to_string(o_.eval_examples), "--kv-pairs", kv, "--seed",
-                                       std::to_string(o_.seed)});
+                                       std::to_string(o_.eval_examples), "--kv-pairs", kv, "--needle-words", needle,
+                                       "--seed", std::to_string(o_.seed)});
     stage("eval", progress, eval_args);
 
     // Report (in this process).
@@ -303,6 +306,7 @@ class Pipeline {
             {"seed", o_.seed},
             {"eval_examples", o_.eval_examples},
             {"eval_kv_pairs", o_.eval_kv_pairs},
+            {"eval_needle_words", o_.eval_needle_words},
             {"task_share", o_.task_share}};
   }
 
@@ -381,6 +385,9 @@ void register_run(CLI::App& app) {
   cmd->add_option("--save-every", o.save_every, "Distillation checkpoint interval (steps)")->capture_default_str();
   cmd->add_option("--eval-examples", o.eval_examples, "Examples per evaluation task")->capture_default_str();
   cmd->add_option("--eval-kv-pairs", o.eval_kv_pairs, "KV probe sizes in the evaluation")->delimiter(',')->capture_default_str();
+  cmd->add_option("--eval-needle-words", o.eval_needle_words, "Needle filler lengths (words) in the evaluation")
+      ->delimiter(',')
+      ->capture_default_str();
   cmd->callback([] {
     RAD_CHECK(o.shrink_factor >= 1, "--shrink-factor must be >= 1, got {}", o.shrink_factor);
     Pipeline(o).run();
