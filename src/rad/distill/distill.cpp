@@ -14,6 +14,7 @@
 #include "rad/dist/process_group.h"
 #include "rad/dist/shard.h"
 #include "rad/train/optim.h"
+#include "rad/train/schedule.h"
 #include "rad/train/settings.h"
 
 namespace rad {

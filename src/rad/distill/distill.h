@@ -15,7 +15,7 @@
 #include "rad/model/causal_lm.h"
 #include "rad/train/checkpoint.h"
 #include "rad/train/data.h"
-#include "rad/train/pretrain.h"
+#include "rad/train/loop.h"
 
 namespace rad {
 

@@ -20,7 +20,7 @@
 #include "rad/tasks/scorer.h"
 #include "rad/tokenizer/tokenizer.h"
 #include "rad/train/data.h"
-#include "rad/train/pretrain.h"
+#include "rad/train/loop.h"
 
 namespace rad {
 namespace fs = std::filesystem;

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "rad/train/data.h"
-#include "rad/train/pretrain.h"
+#include "rad/train/loop.h"
 
 namespace rad {
 
