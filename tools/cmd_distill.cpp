@@ -4,12 +4,12 @@
 #include "rad/core/atomic_file.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
-#include "rad/core/torch_setup.h"
 #include "rad/dist/process_group.h"
 #include "rad/distill/distill.h"
 #include "rad/io/checkpoint.h"
 #include "rad/io/hybrid_checkpoint.h"
 #include "text_codec.h"
+#include "training_flags.h"
 
 namespace rad::cli {
 
@@ -34,11 +34,9 @@ void register_distill(CLI::App& app) {
   cmd->add_option("--kd-steps", o.kd.steps, "Logit-distillation steps (0 skips)")->capture_default_str();
   cmd->add_option("--kd-lr", o.kd.lr, "KD peak learning rate")->capture_default_str();
   cmd->add_option("--ce-weight", o.ce_weight, "Weight of the data cross-entropy added to the KL")->capture_default_str();
-  cmd->add_option("--batch", o.batch, "Sequences per step")->capture_default_str();
-  cmd->add_option("--seq", o.seq, "Tokens per sequence")->capture_default_str();
+  add_training_loop_flags(cmd, o, {"--batch", "--seq"});
   cmd->add_option("--weight-decay", o.weight_decay, "AdamW weight decay")->capture_default_str();
-  cmd->add_option("--clip", o.clip, "Gradient-norm clipping")->capture_default_str();
-  cmd->add_flag("--bf16", o.bf16, "bf16 autocast (weights and optimizer stay float32)");
+  add_training_loop_flags(cmd, o, {"--clip", "--bf16"});
   // Default "auto": a bf16 checkpoint stays bf16 and memory-mapped (half a float32 copy's memory)
   // while the teacher still computes in float32, so the losses are those of a float32 copy.
   cmd->add_option("--teacher-dtype", teacher_dtype,
@@ -52,22 +50,13 @@ void register_distill(CLI::App& app) {
   cmd->add_option("--seed", o.seed, "Data-order seed")->capture_default_str();
   cmd->add_option("--task-share", o.mix.task_share, "Fraction of sequences that are task sequences (training keys only; default 0: corpus only)")->capture_default_str();
   cmd->add_option("--tasks", tasks_list, "Comma-separated training tasks")->capture_default_str();
-  cmd->add_option("--min-pairs", o.mix.min_pairs, "Smallest training dictionary")->capture_default_str();
-  cmd->add_option("--max-pairs", o.mix.max_pairs, "Largest training dictionary")->capture_default_str();
-  cmd->add_option("--queries", o.mix.queries, "Queries per dictionary (mqar)")->capture_default_str();
+  add_training_loop_flags(cmd, o, {"--min-pairs", "--max-pairs", "--queries"});
   cmd->add_option("--answer-weight", o.mix.answer_weight, "CE weight of task answers (with --ce-weight)")->capture_default_str();
   cmd->add_option("--heldout-fraction", heldout, "Fraction of corpus lines held out")->capture_default_str();
-  cmd->add_option("--save-every", o.save_every, "Checkpoint every N steps")->capture_default_str();
-  cmd->add_option("--log-every", o.log_every, "Metrics line every N steps")->capture_default_str();
-  cmd->add_option("--eval-every", o.eval_every, "Probe and perplexity every N steps")->capture_default_str();
-  cmd->add_option("--probe-pairs", o.probe_pairs, "KV probe size for the periodic evaluation")->capture_default_str();
-  cmd->add_option("--probe-examples", o.probe_examples, "KV probe examples")->capture_default_str();
-  cmd->add_flag("--resume", o.resume, "Continue the run in --out from its latest checkpoint");
-  cmd->add_option("--stop-after", o.stop_after, "Stop (with a checkpoint) after this many steps; resume later");
+  add_training_loop_flags(cmd, o, {"--save-every", "--log-every", "--eval-every", "--probe-pairs", "--probe-examples",
+                                   "--resume", "--stop-after"});
   cmd->callback([] {
-    if (o.bf16 && !cpu_has_native_bf16())
-      log_warn("--bf16 on a CPU without native bf16 matmuls (no avx512_bf16/amx_bf16): libtorch's fallback is much "
-               "slower than float32 here (a distillation step measured 19x slower); consider dropping --bf16");
+    warn_if_bf16_is_slow(o);
     RAD_CHECK(io::is_hybrid_dir(student_dir), "{}: not a hybrid (config.json model_type is not radistill_hybrid); "
               "make one with `radistill convert`", student_dir);
     // Data-parallel when started with the torchrun environment (e.g. by `radistill launch`).

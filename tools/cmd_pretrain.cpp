@@ -5,11 +5,11 @@
 #include "rad/core/atomic_file.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
-#include "rad/core/torch_setup.h"
 #include "rad/dist/process_group.h"
 #include "rad/io/hf_config.h"
 #include "rad/train/pretrain.h"
 #include "text_codec.h"
+#include "training_flags.h"
 
 namespace rad::cli {
 namespace fs = std::filesystem;
@@ -32,8 +32,7 @@ void register_pretrain(CLI::App& app) {
   cmd->add_option("--d-ff", d_ff, "MLP size (default: about 8/3 d_model, a multiple of 32)");
   cmd->add_option("--max-position", max_pos, "max_position_embeddings")->capture_default_str();
   cmd->add_option("--steps", o.schedule.total, "Optimizer steps")->capture_default_str();
-  cmd->add_option("--batch", o.batch, "Sequences per step")->capture_default_str();
-  cmd->add_option("--seq", o.seq, "Tokens per sequence")->capture_default_str();
+  add_training_loop_flags(cmd, o, {"--batch", "--seq"});
   cmd->add_option("--lr", o.schedule.peak, "Peak learning rate")->capture_default_str();
   cmd->add_option("--warmup", o.schedule.warmup, "Warm-up steps")->capture_default_str();
   cmd->add_option("--schedule", o.schedule.kind, "wsd (warmup-stable-decay) or cosine")->capture_default_str();
@@ -42,21 +41,15 @@ void register_pretrain(CLI::App& app) {
   cmd->add_option("--weight-decay", o.weight_decay, "AdamW weight decay (matrices, and embeddings unless --embedding-weight-decay)")->capture_default_str();
   auto* emb_decay = cmd->add_option("--embedding-weight-decay", embedding_decay,
                                     "Weight decay of embed_tokens and lm_head, in a group of their own (default: --weight-decay; the recipe uses 0)");
-  cmd->add_option("--clip", o.clip, "Gradient-norm clipping")->capture_default_str();
+  add_training_loop_flags(cmd, o, {"--clip"});
   cmd->add_option("--init-std", o.init_std, "Std of the normal initialisation")->capture_default_str();
-  cmd->add_flag("--bf16", o.bf16, "bf16 autocast for forward/backward (weights and optimizer stay float32)");
+  add_training_loop_flags(cmd, o, {"--bf16"});
   cmd->add_option("--seed", o.seed, "Seed for initialisation and data order")->capture_default_str();
-  cmd->add_option("--save-every", o.save_every, "Checkpoint every N steps")->capture_default_str();
-  cmd->add_option("--log-every", o.log_every, "Metrics line every N steps")->capture_default_str();
-  cmd->add_option("--eval-every", o.eval_every, "Probe accuracy and held-out perplexity every N steps")->capture_default_str();
-  cmd->add_option("--probe-pairs", o.probe_pairs, "KV probe size for the periodic evaluation")->capture_default_str();
-  cmd->add_option("--probe-examples", o.probe_examples, "KV probe examples for the periodic evaluation")->capture_default_str();
+  add_training_loop_flags(cmd, o, {"--save-every", "--log-every", "--eval-every", "--probe-pairs", "--probe-examples"});
   auto* task_share = cmd->add_option("--task-share", o.mix.task_share, "Fraction of sequences that are task sequences")->capture_default_str();
   auto* corpus_share_opt = cmd->add_option("--corpus-share", corpus_share, "Fraction of sequences that are corpus windows (1 - --task-share; give one of the two)");
   cmd->add_option("--tasks", tasks_list, "Comma-separated tasks to train on (kv, mqar, needle, phonebook, copy)")->capture_default_str();
-  cmd->add_option("--min-pairs", o.mix.min_pairs, "Smallest dictionary in training tasks")->capture_default_str();
-  cmd->add_option("--max-pairs", o.mix.max_pairs, "Largest dictionary in training tasks")->capture_default_str();
-  cmd->add_option("--queries", o.mix.queries, "Queries per dictionary (mqar)")->capture_default_str();
+  add_training_loop_flags(cmd, o, {"--min-pairs", "--max-pairs", "--queries"});
   cmd->add_option("--answer-weight", o.mix.answer_weight, "Loss weight of task answer tokens")->capture_default_str();
   cmd->add_option("--copy-share", o.mix.copy_share, "Recipe: share of task rows that are copy rows (BOS span SEP span)");
   cmd->add_option("--compact-share", o.mix.compact_share, "Recipe: share of task rows that are compact MQAR rows (K V ... SEP K V)");
@@ -71,13 +64,11 @@ void register_pretrain(CLI::App& app) {
   cmd->add_option("--advance-at", o.advance_at, "Curriculum: move to the next stage early once the training-key probe at the stage's size reaches this accuracy (0: off)")->capture_default_str();
   cmd->add_flag("--untied", untied, "Untied input and output embeddings (a separate lm_head)");
   cmd->add_option("--heldout-fraction", heldout, "Fraction of corpus lines held out for perplexity")->capture_default_str();
-  cmd->add_flag("--resume", o.resume, "Continue the run in --out from its latest checkpoint");
+  add_training_loop_flags(cmd, o, {"--resume"});
   cmd->add_flag("--skip-nonfinite", o.skip_nonfinite, "Skip batches whose loss is NaN/Inf instead of stopping");
-  cmd->add_option("--stop-after", o.stop_after, "Stop (with a checkpoint) after this many steps; resume later");
+  add_training_loop_flags(cmd, o, {"--stop-after"});
   cmd->callback([task_share, corpus_share_opt, emb_decay] {
-    if (o.bf16 && !cpu_has_native_bf16())
-      log_warn("--bf16 on a CPU without native bf16 matmuls (no avx512_bf16/amx_bf16): libtorch's fallback is much "
-               "slower than float32 here (a distillation step measured 19x slower); consider dropping --bf16");
+    warn_if_bf16_is_slow(o);
     RAD_CHECK(task_share->count() == 0 || corpus_share_opt->count() == 0,
               "give --task-share or --corpus-share (= 1 - task share), not both");
     if (corpus_share_opt->count() > 0) {
