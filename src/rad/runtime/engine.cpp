@@ -250,6 +250,53 @@ void matmul_jobs(ThreadPool& pool, const MatJob* jobs, int n_jobs, const float* 
 
 const float* or_null(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
 
+// Where the mixer's input projections of `rows` rows go (row-major, one row per token or session).
+struct ProjectionOut {
+  float *q, *k, *v;             // kept heads: [rows, nk * Dh], [rows, ng * Dh] x 2
+  float *x, *B, *C, *a, *z;     // SSM heads: [rows, Hs * P], [rows, Hs * N] x 2, [rows, Hs], gate [rows, Hs * P]
+};
+
+// Step 1 of a layer, shared by Session (a prefill chunk: rows = tokens) and BatchDecoder (rows =
+// sessions): the input RMSNorm of x into xn, then every projection of the mixer in one parallel pass
+// (each weight row read once for all rows).
+void mixer_input_projections(ThreadPool& pool, const ModelConfig& c, const LayerWeights& w, const SsmOptions& so,
+                             const float* x, float* xn, int64_t rows, const ProjectionOut& out) {
+  const int64_t d = c.d_model, Dh = c.d_head, P = Dh, N = so.d_state;
+  const int64_t nk = w.nk(), ng = w.ng(), hs = w.hs();
+  for (int64_t r = 0; r < rows; ++r) rms_norm(x + r * d, w.input_norm.data(), xn + r * d, d, c.rms_norm_eps);
+  MatJob jobs[8];
+  int nj = 0;
+  if (nk > 0) {
+    jobs[nj++] = {&w.q, or_null(w.q_b), out.q, nk * Dh};
+    jobs[nj++] = {&w.k, or_null(w.k_b), out.k, ng * Dh};
+    jobs[nj++] = {&w.v, or_null(w.v_b), out.v, ng * Dh};
+  }
+  if (hs > 0) {
+    jobs[nj++] = {&w.x, or_null(w.x_b), out.x, hs * P};
+    jobs[nj++] = {&w.B, or_null(w.B_b), out.B, hs * N};
+    jobs[nj++] = {&w.C, or_null(w.C_b), out.C, hs * N};
+    jobs[nj++] = {&w.a, or_null(w.a_b), out.a, hs};
+    if (so.gate) jobs[nj++] = {&w.z, or_null(w.z_b), out.z, hs * P};
+  }
+  matmul_jobs(pool, jobs, nj, xn, d, rows, false);
+}
+
+// Steps 3-4 of a layer, shared the same way: o_proj over all heads' outputs `heads` [rows, H * Dh]
+// (the teacher's head order) added to the residual x, then x += down(silu(gate(n)) * up(n)) with
+// n = RMSNorm(x) in xn; g and u are [rows, d_ff] scratch.
+void output_and_mlp(ThreadPool& pool, const ModelConfig& c, const LayerWeights& w, const float* heads, float* x,
+                    float* xn, float* g, float* u, int64_t rows) {
+  const int64_t d = c.d_model;
+  MatJob o{&w.o, or_null(w.o_b), x, d};
+  matmul_jobs(pool, &o, 1, heads, c.n_head * c.d_head, rows, true);
+  for (int64_t r = 0; r < rows; ++r) rms_norm(x + r * d, w.post_norm.data(), xn + r * d, d, c.rms_norm_eps);
+  MatJob gu[2] = {{&w.gate, or_null(w.gate_b), g, c.d_ff}, {&w.up, or_null(w.up_b), u, c.d_ff}};
+  matmul_jobs(pool, gu, 2, xn, d, rows, false);
+  for (int64_t i = 0, n = rows * c.d_ff; i < n; ++i) g[i] = silu(g[i]) * u[i];
+  MatJob down{&w.down, or_null(w.down_b), x, d};
+  matmul_jobs(pool, &down, 1, g, c.d_ff, rows, true);
+}
+
 // One token through SSM head i (its index among the layer's SSM heads): the depthwise causal conv
 // on its x/B/C channels in place (when configured; `conv_state` is the layer's), the recurrence on
 // its state S [P, N], the D skip and the gate (z: its gate pre-activations [P], null without one).
@@ -431,27 +478,12 @@ void Session::layer_forward(int64_t l, int64_t T) {
   const LayerWeights& w = model_->layers()[l];
   LayerState& st = state_[l];
   const SsmOptions& so = model_->ssm();
-  const int64_t d = c.d_model, Dh = c.d_head, half = Dh / 2, H = c.n_head, P = Dh, N = so.d_state;
+  const int64_t Dh = c.d_head, half = Dh / 2, H = c.n_head, P = Dh, N = so.d_state;
   const int64_t nk = w.nk(), ng = w.ng(), hs = w.hs(), past = length_;
 
   // 1. Norm and every projection of the mixer input, in one parallel pass.
-  for (int64_t t = 0; t < T; ++t)
-    rms_norm(x_.data() + t * d, w.input_norm.data(), xn_.data() + t * d, d, c.rms_norm_eps);
-  MatJob jobs[8];
-  int nj = 0;
-  if (nk > 0) {
-    jobs[nj++] = {&w.q, or_null(w.q_b), q_.data(), nk * Dh};  // [T, nk * Dh]
-    jobs[nj++] = {&w.k, or_null(w.k_b), k_.data(), ng * Dh};  // [T, ng * Dh]
-    jobs[nj++] = {&w.v, or_null(w.v_b), v_.data(), ng * Dh};
-  }
-  if (hs > 0) {
-    jobs[nj++] = {&w.x, or_null(w.x_b), sx_.data(), hs * P};  // [T, Hs * P]
-    jobs[nj++] = {&w.B, or_null(w.B_b), sB_.data(), hs * N};  // [T, Hs * N]
-    jobs[nj++] = {&w.C, or_null(w.C_b), sC_.data(), hs * N};
-    jobs[nj++] = {&w.a, or_null(w.a_b), sa_.data(), hs};      // [T, Hs]
-    if (so.gate) jobs[nj++] = {&w.z, or_null(w.z_b), sz_.data(), hs * P};
-  }
-  matmul_jobs(pool_, jobs, nj, xn_.data(), d, T, false);
+  mixer_input_projections(pool_, c, w, so, x_.data(), xn_.data(), T,
+                          {q_.data(), k_.data(), v_.data(), sx_.data(), sB_.data(), sC_.data(), sa_.data(), sz_.data()});
   for (int64_t t = 0; t < T; ++t) {
     const float *cs = cos_.data() + t * half, *sn = sin_.data() + t * half;
     for (int64_t i = 0; i < nk; ++i) rope(q_.data() + (t * nk + i) * Dh, cs, sn, half);
@@ -501,17 +533,8 @@ void Session::layer_forward(int64_t l, int64_t T) {
     }
   }
 
-  // 3. o_proj over all heads in the teacher's order, added to the residual.
-  MatJob o{&w.o, or_null(w.o_b), x_.data(), d};
-  matmul_jobs(pool_, &o, 1, heads_.data(), H * Dh, T, true);
-
-  // 4. MLP: x += down(silu(gate(n)) * up(n)).
-  for (int64_t t = 0; t < T; ++t) rms_norm(x_.data() + t * d, w.post_norm.data(), xn_.data() + t * d, d, c.rms_norm_eps);
-  MatJob gu[2] = {{&w.gate, or_null(w.gate_b), g_.data(), c.d_ff}, {&w.up, or_null(w.up_b), u_.data(), c.d_ff}};
-  matmul_jobs(pool_, gu, 2, xn_.data(), d, T, false);
-  for (int64_t i = 0, n = T * c.d_ff; i < n; ++i) g_[i] = silu(g_[i]) * u_[i];
-  MatJob down{&w.down, or_null(w.down_b), x_.data(), d};
-  matmul_jobs(pool_, &down, 1, g_.data(), c.d_ff, T, true);
+  // 3-4. o_proj over all heads in the teacher's order, added to the residual; then the MLP.
+  output_and_mlp(pool_, c, w, heads_.data(), x_.data(), xn_.data(), g_.data(), u_.data(), T);
 }
 
 // ---------------------------------------------------------------- batched decode
@@ -607,27 +630,12 @@ void BatchDecoder::layer(int64_t l, Session* const* sessions, int64_t B) {
   const ModelConfig& c = model_->config();
   const LayerWeights& w = model_->layers()[l];
   const SsmOptions& so = model_->ssm();
-  const int64_t d = c.d_model, Dh = c.d_head, half = Dh / 2, H = c.n_head, P = Dh, N = so.d_state;
+  const int64_t Dh = c.d_head, half = Dh / 2, H = c.n_head, P = Dh, N = so.d_state;
   const int64_t nk = w.nk(), ng = w.ng(), hs = w.hs();
 
   // 1. Norm and every projection, one matmul over the B rows.
-  for (int64_t b = 0; b < B; ++b)
-    rms_norm(x_.data() + b * d, w.input_norm.data(), xn_.data() + b * d, d, c.rms_norm_eps);
-  MatJob jobs[8];
-  int nj = 0;
-  if (nk > 0) {
-    jobs[nj++] = {&w.q, or_null(w.q_b), q_.data(), nk * Dh};  // [B, nk * Dh]
-    jobs[nj++] = {&w.k, or_null(w.k_b), k_.data(), ng * Dh};  // [B, ng * Dh]
-    jobs[nj++] = {&w.v, or_null(w.v_b), v_.data(), ng * Dh};
-  }
-  if (hs > 0) {
-    jobs[nj++] = {&w.x, or_null(w.x_b), sx_.data(), hs * P};  // [B, Hs * P]
-    jobs[nj++] = {&w.B, or_null(w.B_b), sB_.data(), hs * N};  // [B, Hs * N]
-    jobs[nj++] = {&w.C, or_null(w.C_b), sC_.data(), hs * N};
-    jobs[nj++] = {&w.a, or_null(w.a_b), sa_.data(), hs};      // [B, Hs]
-    if (so.gate) jobs[nj++] = {&w.z, or_null(w.z_b), sz_.data(), hs * P};
-  }
-  matmul_jobs(pool_, jobs, nj, xn_.data(), d, B, false);
+  mixer_input_projections(pool_, c, w, so, x_.data(), xn_.data(), B,
+                          {q_.data(), k_.data(), v_.data(), sx_.data(), sB_.data(), sC_.data(), sa_.data(), sz_.data()});
   // RoPE, then each row's K/V into its session's ring. Written before attention (unlike a prefill
   // chunk, one token per session cannot overwrite a position it still needs): the slot it takes
   // held position length - kv_cap, outside the window, or nothing.
@@ -668,18 +676,8 @@ void BatchDecoder::layer(int64_t l, Session* const* sessions, int64_t B) {
   };
   pool_.for_blocks(n_tasks, f);
 
-  // 3. o_proj over all heads in the teacher's order, added to the residual.
-  MatJob o{&w.o, or_null(w.o_b), x_.data(), d};
-  matmul_jobs(pool_, &o, 1, heads_.data(), H * Dh, B, true);
-
-  // 4. MLP: x += down(silu(gate(n)) * up(n)).
-  for (int64_t b = 0; b < B; ++b)
-    rms_norm(x_.data() + b * d, w.post_norm.data(), xn_.data() + b * d, d, c.rms_norm_eps);
-  MatJob gu[2] = {{&w.gate, or_null(w.gate_b), g_.data(), c.d_ff}, {&w.up, or_null(w.up_b), u_.data(), c.d_ff}};
-  matmul_jobs(pool_, gu, 2, xn_.data(), d, B, false);
-  for (int64_t i = 0, n = B * c.d_ff; i < n; ++i) g_[i] = silu(g_[i]) * u_[i];
-  MatJob down{&w.down, or_null(w.down_b), x_.data(), d};
-  matmul_jobs(pool_, &down, 1, g_.data(), c.d_ff, B, true);
+  // 3-4. o_proj over all heads in the teacher's order, added to the residual; then the MLP.
+  output_and_mlp(pool_, c, w, heads_.data(), x_.data(), xn_.data(), g_.data(), u_.data(), B);
 }
 
 }  // namespace rad::runtime
