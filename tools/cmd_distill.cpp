@@ -8,6 +8,7 @@
 #include "rad/distill/distill.h"
 #include "rad/io/checkpoint.h"
 #include "rad/io/hybrid_checkpoint.h"
+#include "rad/train/token_shards.h"
 #include "text_codec.h"
 #include "training_flags.h"
 
@@ -27,7 +28,9 @@ void register_distill(CLI::App& app) {
   static bool freeze_kept = false;
   cmd->add_option("--teacher", teacher_dir, "Teacher model directory")->required();
   cmd->add_option("--student", student_dir, "Hybrid directory from `radistill convert` (or an earlier distill/shrink)")->required();
-  cmd->add_option("--corpus", corpus_path, "UTF-8 text; the last --heldout-fraction of its lines is held out")->required();
+  cmd->add_option("--corpus", corpus_path,
+                  "UTF-8 text (the last --heldout-fraction of its lines is held out), or a token directory from "
+                  "`radistill tokenize-corpus` (memory-mapped)")->required();
   cmd->add_option("--out", o.out_dir, "Output directory: distilled hybrid, metrics.jsonl, checkpoints/")->required();
   cmd->add_option("--align-steps", o.align.steps, "Hidden-state alignment steps (0 skips)")->capture_default_str();
   cmd->add_option("--align-lr", o.align.lr, "Alignment peak learning rate")->capture_default_str();
@@ -52,7 +55,8 @@ void register_distill(CLI::App& app) {
   cmd->add_option("--tasks", tasks_list, "Comma-separated training tasks")->capture_default_str();
   add_training_loop_flags(cmd, o, {"--min-pairs", "--max-pairs", "--queries"});
   cmd->add_option("--answer-weight", o.mix.answer_weight, "CE weight of task answers (with --ce-weight)")->capture_default_str();
-  cmd->add_option("--heldout-fraction", heldout, "Fraction of corpus lines held out")->capture_default_str();
+  static CLI::Option* heldout_opt =
+      cmd->add_option("--heldout-fraction", heldout, "Fraction of corpus lines held out")->capture_default_str();
   add_training_loop_flags(cmd, o, {"--save-every", "--log-every", "--eval-every", "--probe-pairs", "--probe-examples",
                                    "--resume", "--stop-after"});
   cmd->callback([] {
@@ -74,8 +78,8 @@ void register_distill(CLI::App& app) {
       o.align_trainable = align_trains;
       o.kd_trainable = [](const std::string& n) { return kd_trains(n, freeze_kept); };
       PretrainData data;
-      log_info("tokenizing {} ...", corpus_path);
-      data.corpus = TokenCorpus::from_text(read_text_file(corpus_path), codec.encode, heldout);
+      data.corpus = load_corpus(corpus_path, teacher_dir, codec.encode, codec.tokenizer.vocab_size(), heldout,
+                                heldout_opt->count() > 0);
       data.encode = codec.encode;
       data.bos = codec.bos;
       data.write_tokenizer = [](const std::string& out) { io::copy_tokenizer_files(teacher_dir, out); };

@@ -3,6 +3,10 @@
 // (scripts/train_teacher_torch.py trains the default teacher from it on a GPU when one is lent).
 // Task rows come from the same make_batch as pretrain (training key pool only); probe examples use
 // the evaluation key pool, so a model trained on the export is scored on keys it never saw.
+//
+// `radistill tokenize-corpus` (registered here too: both write training data files): streams text
+// and JSONL corpora of any size through a model's tokenizer into a sharded token directory that
+// pretrain and distill memory-map as --corpus (format: src/rad/train/token_shards.h).
 #include <filesystem>
 #include <sstream>
 
@@ -14,6 +18,7 @@
 #include "rad/io/npy.h"
 #include "rad/tasks/words.h"
 #include "rad/train/data.h"
+#include "rad/train/token_shards.h"
 #include "text_codec.h"
 
 namespace rad::cli {
@@ -36,9 +41,42 @@ std::pair<at::Tensor, at::Tensor> pack_examples(const std::vector<tasks::Encoded
   }
   return {ids, answers};
 }
+
+void register_tokenize_corpus(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "tokenize-corpus",
+      "Tokenize text/JSONL files of any size once into sharded token files (a --corpus for pretrain and distill)");
+  static TokenizeCorpusOptions o;
+  static std::string tokenizer_dir;
+  cmd->add_option("inputs", o.inputs,
+                  "Input files, read in order: *.jsonl / *.ndjson are JSONL (the text field of each line), anything "
+                  "else UTF-8 text")
+      ->required();
+  cmd->add_option("--tokenizer", tokenizer_dir, "Model directory with tokenizer.json (the model you will train)")
+      ->required();
+  cmd->add_option("--out", o.out_dir,
+                  "Output directory: train-NNNNN.npy, heldout-NNNNN.npy and radistill-tokens.json; re-running with "
+                  "the same arguments keeps finished shards and continues")
+      ->required();
+  cmd->add_option("--shard-tokens", o.shard_tokens, "Tokens per shard file")->capture_default_str();
+  cmd->add_option("--heldout-fraction", o.heldout_fraction,
+                  "Fraction of lines (the last ones) held out for perplexity, as pretrain/distill split text")
+      ->capture_default_str();
+  cmd->add_option("--text-field", o.text_field, "JSONL field holding the text")->capture_default_str();
+  cmd->add_option("--max-line-bytes", o.max_line_bytes, "Longest input line accepted (bounds memory)")
+      ->capture_default_str();
+  cmd->callback([] {
+    TextCodec codec = load_text_codec(tokenizer_dir);
+    CorpusTokenizer tok{codec.encode, tokenizer_hash(tokenizer_dir), codec.tokenizer.vocab_size(), tokenizer_dir};
+    TokenizeCorpusResult r = tokenize_corpus(o, tok);
+    log_info("{}: {} training and {} held-out tokens ({} shards written, {} kept from an earlier run)", o.out_dir,
+             r.train_tokens, r.heldout_tokens, r.shards_written, r.shards_kept);
+  });
+}
 }  // namespace
 
 void register_export_data(CLI::App& app) {
+  register_tokenize_corpus(app);
   auto* cmd = app.add_subcommand(
       "export-data", "Write pretrain's task rows, corpus tokens and KV probes as .npy (to train elsewhere)");
   static std::string tokenizer_dir, corpus_path, out_dir, tasks_list = "mqar,kv", probe_pairs = "20,50";
@@ -72,7 +110,8 @@ void register_export_data(CLI::App& app) {
     ensure_directory(out_dir);
     log_info("tokenizing {} ...", corpus_path);
     TokenCorpus corpus = TokenCorpus::from_text(read_text_file(corpus_path), codec.encode, heldout);
-    auto as_tensor = [](const std::vector<int32_t>& v) {
+    auto as_tensor = [](const TokenSeq& seq) {
+      const std::vector<int32_t> v = seq.to_vector();
       return at::tensor(at::ArrayRef<int32_t>(v.data(), v.size()), at::kInt);
     };
     io::save_npy((fs::path(out_dir) / "corpus_train.npy").string(), as_tensor(corpus.train));

@@ -8,6 +8,7 @@
 #include "rad/dist/process_group.h"
 #include "rad/io/hf_config.h"
 #include "rad/train/pretrain.h"
+#include "rad/train/token_shards.h"
 #include "text_codec.h"
 #include "training_flags.h"
 
@@ -22,7 +23,9 @@ void register_pretrain(CLI::App& app) {
   static bool untied = false;
   static int64_t d_model = 256, n_layer = 6, n_head = 8, n_head_kv = 4, d_ff = 0, max_pos = 1024;
   cmd->add_option("--tokenizer", tokenizer_dir, "Directory with tokenizer.json (its vocabulary sizes the model)")->required();
-  cmd->add_option("--corpus", corpus_path, "UTF-8 text file; the last --heldout-fraction of its lines is held out")->required();
+  cmd->add_option("--corpus", corpus_path,
+                  "UTF-8 text file (the last --heldout-fraction of its lines is held out), or a token directory from "
+                  "`radistill tokenize-corpus` (memory-mapped)")->required();
   cmd->add_option("--out", o.out_dir, "Output directory: final HF model, metrics.jsonl, checkpoints/")->required();
   cmd->add_option("--config", config_path, "HF config.json to take the architecture from (vocab_size is set from the tokenizer)");
   cmd->add_option("--d-model", d_model, "Hidden size")->capture_default_str();
@@ -63,11 +66,12 @@ void register_pretrain(CLI::App& app) {
   cmd->add_option("--stage-corpus", o.mix.stage_corpus_share, "Curriculum: corpus share per stage, e.g. 0,0.1,0.2 (overrides --corpus-share)")->delimiter(',');
   cmd->add_option("--advance-at", o.advance_at, "Curriculum: move to the next stage early once the training-key probe at the stage's size reaches this accuracy (0: off)")->capture_default_str();
   cmd->add_flag("--untied", untied, "Untied input and output embeddings (a separate lm_head)");
-  cmd->add_option("--heldout-fraction", heldout, "Fraction of corpus lines held out for perplexity")->capture_default_str();
+  auto* heldout_opt =
+      cmd->add_option("--heldout-fraction", heldout, "Fraction of corpus lines held out for perplexity")->capture_default_str();
   add_training_loop_flags(cmd, o, {"--resume"});
   cmd->add_flag("--skip-nonfinite", o.skip_nonfinite, "Skip batches whose loss is NaN/Inf instead of stopping");
   add_training_loop_flags(cmd, o, {"--stop-after"});
-  cmd->callback([task_share, corpus_share_opt, emb_decay] {
+  cmd->callback([task_share, corpus_share_opt, emb_decay, heldout_opt] {
     warn_if_bf16_is_slow(o);
     RAD_CHECK(task_share->count() == 0 || corpus_share_opt->count() == 0,
               "give --task-share or --corpus-share (= 1 - task share), not both");
@@ -99,9 +103,9 @@ void register_pretrain(CLI::App& app) {
       if (codec.bos) o.model.bos_token_id = codec.bos;
       if (auto eos = codec.tokenizer.eos_id()) o.model.eos_token_ids = {*eos};
       o.mix.tasks = split_comma_list(tasks_list);
-      log_info("tokenizing {} ...", corpus_path);
       PretrainData data;
-      data.corpus = TokenCorpus::from_text(read_text_file(corpus_path), codec.encode, heldout);
+      data.corpus = load_corpus(corpus_path, tokenizer_dir, codec.encode, codec.tokenizer.vocab_size(), heldout,
+                                heldout_opt->count() > 0);
       data.encode = codec.encode;
       data.bos = codec.bos;
       data.write_tokenizer = [](const std::string& out) {

@@ -145,7 +145,9 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
                                save_model);
     };
     for (int64_t step = start; step < st.steps; ++step) {
-      Batch b = make_batch(data.corpus.train, o.mix, data.encode, data.bos, o.batch, o.seq, o.seed + run.seed_offset, step);
+      // A data-parallel rank reads the corpus windows of its own rows only (the same rows as one process).
+      Batch b = make_batch(data.corpus.train, o.mix, data.encode, data.bos, o.batch, o.seq, o.seed + run.seed_offset,
+                           step, group.distributed() ? &shard : nullptr);
       double lr = sched.at(step);
       set_learning_rate(*optimizer, lr);
       // Data-parallel: this rank's rows, and loss shares normalised by the global batch so that the

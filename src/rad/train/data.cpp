@@ -19,7 +19,7 @@ TokenCorpus TokenCorpus::from_text(const std::string& text, const tasks::Encoder
   while (std::getline(in, line)) lines.push_back(line + "\n");
   RAD_CHECK(!lines.empty(), "the corpus is empty");
   size_t split = lines.size() - static_cast<size_t>(heldout_fraction * lines.size());
-  TokenCorpus corpus;
+  std::vector<int32_t> train, heldout;
   // Encode in blocks of lines: long enough to amortise, short enough to bound memory.
   auto encode_range = [&](size_t from, size_t to, std::vector<int32_t>* out) {
     std::string block;
@@ -31,9 +31,9 @@ TokenCorpus TokenCorpus::from_text(const std::string& text, const tasks::Encoder
       }
     }
   };
-  encode_range(0, split, &corpus.train);
-  encode_range(split, lines.size(), &corpus.heldout);
-  return corpus;
+  encode_range(0, split, &train);
+  encode_range(split, lines.size(), &heldout);
+  return TokenCorpus{TokenSeq(std::move(train)), TokenSeq(std::move(heldout))};
 }
 
 void TaskMix::validate() const {
@@ -129,9 +129,9 @@ TaskTokens text_example(const TaskMix& mix, const tasks::Encoder& encode, std::o
 
 }  // namespace
 
-Batch make_batch(const std::vector<int32_t>& tokens, const TaskMix& mix, const tasks::Encoder& encode,
+Batch make_batch(const TokenSeq& tokens, const TaskMix& mix, const tasks::Encoder& encode,
                  std::optional<int64_t> bos, int64_t batch, int64_t seq, uint64_t seed, int64_t step, int64_t stage,
-                 const RecipeTokens* recipe) {
+                 const RecipeTokens* recipe, const dist::RowShard* read_rows) {
   const double task_share = mix.task_share_at(stage);
   RAD_CHECK(static_cast<int64_t>(tokens.size()) > seq + 1 || task_share >= 1.0,
             "the corpus has {} tokens, fewer than one sequence of {}", tokens.size(), seq + 1);
@@ -169,9 +169,11 @@ Batch make_batch(const std::vector<int32_t>& tokens, const TaskMix& mix, const t
       }
     } else {
       int64_t start = std::uniform_int_distribution<int64_t>(0, tokens.size() - seq - 2)(rng);
+      if (read_rows && (r < read_rows->begin || r >= read_rows->begin + read_rows->count)) continue;
       int64_t t = 0;
       if (bos) ia[r][t++] = *bos;
-      for (; t < seq + 1; ++t) ia[r][t] = tokens[start + t];
+      // Window ids [start + t, start + seq + 1) land at columns [t, seq + 1).
+      tokens.copy(start + t, seq + 1 - t, &ia[r][t]);
     }
   }
   // Weight i of the target sequence belongs to token i + 1.
@@ -179,15 +181,16 @@ Batch make_batch(const std::vector<int32_t>& tokens, const TaskMix& mix, const t
           weights.narrow(1, 1, seq).contiguous()};
 }
 
-Batch make_batch(const std::vector<int32_t>& tokens, const TaskMix& mix, const tasks::Encoder& encode,
-                 std::optional<int64_t> bos, int64_t batch, int64_t seq, uint64_t seed, int64_t step) {
+Batch make_batch(const TokenSeq& tokens, const TaskMix& mix, const tasks::Encoder& encode,
+                 std::optional<int64_t> bos, int64_t batch, int64_t seq, uint64_t seed, int64_t step,
+                 const dist::RowShard* read_rows) {
   std::optional<RecipeTokens> recipe;
   if (mix.recipe()) recipe = RecipeTokens::build(encode, bos);
   return make_batch(tokens, mix, encode, bos, batch, seq, seed, step, mix.stage_at(step),
-                    recipe ? &*recipe : nullptr);
+                    recipe ? &*recipe : nullptr, read_rows);
 }
 
-std::vector<at::Tensor> heldout_windows(const std::vector<int32_t>& tokens, int64_t seq, int64_t max_windows,
+std::vector<at::Tensor> heldout_windows(const TokenSeq& tokens, int64_t seq, int64_t max_windows,
                                         std::optional<int64_t> bos) {
   std::vector<at::Tensor> out;
   int64_t body = bos ? seq - 1 : seq;
@@ -196,7 +199,8 @@ std::vector<at::Tensor> heldout_windows(const std::vector<int32_t>& tokens, int6
        start += body) {
     std::vector<int64_t> w;
     if (bos) w.push_back(*bos);
-    for (int64_t i = 0; i < body + 1; ++i) w.push_back(tokens[start + i]);
+    w.resize(w.size() + body + 1);
+    tokens.copy(start, body + 1, w.data() + (bos ? 1 : 0));
     out.push_back(at::tensor(w, at::kLong));
   }
   return out;

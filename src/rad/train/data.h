@@ -9,13 +9,16 @@
 #include <string>
 #include <vector>
 
+#include "rad/dist/shard.h"
 #include "rad/tasks/scorer.h"
+#include "rad/train/token_seq.h"
 
 namespace rad {
 
+// Token ids in memory (from_text) or memory-mapped from a token directory (token_shards.h).
 struct TokenCorpus {
-  std::vector<int32_t> train;
-  std::vector<int32_t> heldout;
+  TokenSeq train;
+  TokenSeq heldout;
   // Splits `text` into lines, holds out the last `heldout_fraction` of lines, encodes both parts.
   static TokenCorpus from_text(const std::string& text, const tasks::Encoder& encode, double heldout_fraction);
 };
@@ -61,17 +64,20 @@ struct Batch {
 // Rows of length seq: corpus windows (from `tokens`, random start) or task examples (training key
 // pool only), packed or one per row. Deterministic in (seed, step, stage). `stage` is the curriculum
 // stage (mix.stage_at(step) unless an adaptive advance moved it further); `recipe` holds the
-// recipe's token tables and is required when mix.recipe().
-Batch make_batch(const std::vector<int32_t>& tokens, const TaskMix& mix, const tasks::Encoder& encode,
+// recipe's token tables and is required when mix.recipe(). With `read_rows`, corpus rows outside
+// those rows are drawn (the same random stream) but not read and stay zero: a data-parallel rank
+// reads only the windows of its own rows, and its rows are those of the single-process batch.
+Batch make_batch(const TokenSeq& tokens, const TaskMix& mix, const tasks::Encoder& encode,
                  std::optional<int64_t> bos, int64_t batch, int64_t seq, uint64_t seed, int64_t step, int64_t stage,
-                 const RecipeTokens* recipe);
+                 const RecipeTokens* recipe, const dist::RowShard* read_rows = nullptr);
 
 // The same at stage mix.stage_at(step), building the recipe's tables when needed.
-Batch make_batch(const std::vector<int32_t>& tokens, const TaskMix& mix, const tasks::Encoder& encode,
-                 std::optional<int64_t> bos, int64_t batch, int64_t seq, uint64_t seed, int64_t step);
+Batch make_batch(const TokenSeq& tokens, const TaskMix& mix, const tasks::Encoder& encode,
+                 std::optional<int64_t> bos, int64_t batch, int64_t seq, uint64_t seed, int64_t step,
+                 const dist::RowShard* read_rows = nullptr);
 
 // Consecutive non-overlapping windows of the held-out split for perplexity (at most max_windows).
-std::vector<at::Tensor> heldout_windows(const std::vector<int32_t>& tokens, int64_t seq, int64_t max_windows,
+std::vector<at::Tensor> heldout_windows(const TokenSeq& tokens, int64_t seq, int64_t max_windows,
                                         std::optional<int64_t> bos);
 
 }  // namespace rad

@@ -161,8 +161,9 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
   auto stage_at = [&](int64_t step) { return std::max(opt.mix.stage_at(step), adaptive_stage); };
   for (int64_t step = start_step; step < total; ++step) {
     const int64_t stage = stage_at(step);
+    // A data-parallel rank reads the corpus windows of its own rows only (the same rows as one process).
     Batch b = make_batch(data.corpus.train, opt.mix, data.encode, data.bos, opt.batch, opt.seq, opt.seed, step, stage,
-                         recipe ? &*recipe : nullptr);
+                         recipe ? &*recipe : nullptr, group.distributed() ? &shard : nullptr);
     double lr = opt.schedule.at(step);
     set_learning_rate(optimizer, lr);
     // This rank's rows of the global batch; its loss is its share of the global mean (normalised by
