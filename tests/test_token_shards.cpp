@@ -309,5 +309,52 @@ TEST(TokenShards, DistillOnATokenDirectoryEqualsTheTextPath) {
   EXPECT_EQ(la, losses(dir.file("dir/metrics.jsonl")));
 }
 
+// The command line: tokenize-corpus, then pretrain on the token directory on one process (the text
+// file's run, byte for byte) and on two (the same within float32 summation order); a directory of
+// another tokenizer or another held-out split is refused.
+TEST(TokenShardsCli, PretrainOnATokenDirectoryEqualsTheTextOnOneAndTwoProcesses) {
+  TempDir dir;
+  {
+    std::ofstream corpus(dir.file("corpus.txt"));
+    for (int i = 0; i < 300; ++i) corpus << "And God said, Let there be light: and there was light " << i << ".\n";
+  }
+  const std::string kjv = source_dir() + "/tests/fixtures/tokenizers/trained_kjv";
+  CliResult r = run_cli("tokenize-corpus " + dir.file("corpus.txt") + " --tokenizer " + kjv + " --out " +
+                        dir.file("tok") + " --shard-tokens 700");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("shards written"), std::string::npos) << r.err;
+  auto args = [&](const std::string& corpus, const std::string& out) {
+    return "pretrain --tokenizer " + kjv + " --corpus " + corpus +
+           " --d-model 32 --n-layer 2 --n-head 4 --n-head-kv 2 --seq 64 --probe-pairs 2 --probe-examples 4"
+           " --max-pairs 3 --warmup 2 --lr 3e-3 --log-every 1 --eval-every 1000 --steps 4 --batch 4 --out " +
+           dir.file(out);
+  };
+  r = run_cli(args(dir.file("corpus.txt"), "text"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli(args(dir.file("tok"), "one"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("memory-mapped the token directory"), std::string::npos) << r.err;
+  EXPECT_EQ(read_bytes(dir.file("text/model.safetensors")), read_bytes(dir.file("one/model.safetensors")));
+  r = run_cli("launch -n 2 -- " + args(dir.file("tok"), "two"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto a = io::SafetensorsFile::open(dir.file("one/model.safetensors"));
+  auto b = io::SafetensorsFile::open(dir.file("two/model.safetensors"));
+  for (const auto& e : a->entries()) {
+    at::Tensor ta = a->tensor(e.name).to(at::kDouble), tb = b->tensor(e.name).to(at::kDouble);
+    EXPECT_LE((ta - tb).norm().item<double>() / std::max(ta.norm().item<double>(), 1e-12), 1e-5) << e.name;
+  }
+
+  r = run_cli(args(dir.file("tok"), "other") + " --heldout-fraction 0.1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--heldout-fraction 0.1: the token directory " + dir.file("tok") + " was split with 0.02"),
+            std::string::npos)
+      << r.err;
+  const std::string llama2 = source_dir() + "/tests/fixtures/tokenizers/llama2";
+  r = run_cli("pretrain --tokenizer " + llama2 + " --corpus " + dir.file("tok") + " --steps 1 --out " +
+              dir.file("wrong"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("was tokenized with another tokenizer"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace rad::test
