@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include "rad/io/npy.h"
@@ -282,6 +283,67 @@ TEST(CliRun, PipelineReportResumeAndSigkill) {
   for (size_t i = 0; i < report["models"].size(); ++i)
     for (const char* field : {"probe_accuracy", "perplexity", "tasks", "cache_bytes"})
       EXPECT_EQ(resumed["models"][i][field], report["models"][i][field]) << i << " " << field;
+}
+
+// `radistill run --probe-task needle --heads-dir DIR`: a teacher that cannot do the KV probe (like
+// SmolLM2-135M) is scored on the needle; an earlier sweep is reused when its probe and selection
+// match the run's and refused with the differing field when not; the report's probe accuracy is the
+// needle's (mean over the evaluated depths at the probe's length); --no-layerwise skips those baselines.
+TEST(CliRun, NeedleProbeReusesAnEarlierHeadSweep) {
+  TempDir dir;
+  write_tiny_corpus(dir, 2000);
+  CliResult r = pretrain_tiny_teacher(dir.file("corpus.txt"), dir.file("teacher"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli("heads " + dir.file("teacher") + " --out " + dir.file("sweep") +
+              " --task needle --context-words 20 --examples 4 --causal-examples 4 --random-draws 1 --budget 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto sweep = nlohmann::json::parse(slurp_file(dir.file("sweep/heads.json")));
+  EXPECT_EQ(sweep["probe"]["context_words"], 20);
+  std::string args = "run --teacher " + dir.file("teacher") + " --corpus " + dir.file("corpus.txt") +
+                     " --probe-task needle --context-words 20 --heads-dir " + dir.file("sweep") +
+                     " --budget 2 --random-draws 1 --no-layerwise --align-steps 2 --kd-steps 2 --shrink-align-steps 1"
+                     " --shrink-kd-steps 1 --batch 2 --seq 32 --eval-examples 2 --eval-kv-pairs 2"
+                     " --eval-needle-words 30 --fp32";
+  // Another selection than the sweep's is refused before any work, naming both.
+  std::string other = args;
+  other.replace(other.find("--budget 2"), 10, "--budget 3");
+  r = run_cli(other + " --out " + dir.file("refused"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("its heads were selected by {\"budget\":2,\"kind\":\"budget\"}"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("refused/models")));
+  r = run_cli("run --teacher " + dir.file("teacher") + " --corpus " + dir.file("corpus.txt") + " --heads-dir " +
+              dir.file("sweep") + " --budget 2 --out " + dir.file("refused_kv"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("its probe task is needle, this run's --probe-task is kv"), std::string::npos) << r.err;
+
+  r = run_cli(args + " --out " + dir.file("a"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("heads: the sweep in " + dir.file("sweep") + " (not run again)"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("a/heads")));
+  auto report = nlohmann::json::parse(slurp_file(dir.file("a/report.json")));
+  EXPECT_EQ(report["probe_task"], "needle");
+  EXPECT_EQ(report["probe_label"], "needle probe (20 filler words)");
+  std::set<std::string> kinds;
+  for (const auto& m : report["models"]) kinds.insert(m["kind"].get<std::string>());
+  EXPECT_EQ(kinds, (std::set<std::string>{"teacher", "hybrid", "shrunk", "pure_ssm", "random_heads"}));
+  // The probe's length joins the evaluation (next to --eval-needle-words), and each model's probe
+  // accuracy is the mean of its needle_20w tasks.
+  auto eval = nlohmann::json::parse(slurp_file(dir.file("a/eval/eval.json")));
+  ASSERT_EQ(eval["models"].size(), report["models"].size());
+  for (size_t i = 0; i < report["models"].size(); ++i) {
+    const auto& tasks = eval["models"][i]["tasks"];
+    double sum = 0;
+    int n = 0;
+    for (auto it = tasks.begin(); it != tasks.end(); ++it)
+      if (it.key().rfind("needle_20w_d", 0) == 0) {
+        sum += it.value()["accuracy"].get<double>();
+        ++n;
+      }
+    EXPECT_TRUE(tasks.contains("needle_30w_d0.50"));
+    ASSERT_GT(n, 0) << i;
+    EXPECT_DOUBLE_EQ(report["models"][i]["probe_accuracy"].get<double>(), sum / n) << i;
+  }
+  EXPECT_NE(slurp_file(dir.file("a/report.md")).find("--no-layerwise: layer-wise baselines not run"), std::string::npos);
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include "rad/core/log.h"
 #include "rad/core/progress.h"
 #include "rad/core/torch_setup.h"
+#include "rad/heads/ablation.h"
 #include "rad/heads/baselines.h"
 #include "rad/heads/head_plan.h"
 #include "rad/io/hf_config.h"
@@ -49,6 +50,12 @@ struct RunOptions {
   std::vector<int64_t> eval_needle_words = {200, 600};
   double task_share = 0.0;  // distillation data: the corpus only by default (the paper distils on text)
   int nproc = 1;  // data-parallel processes for the head sweep and the distillations (radistill launch)
+  // The probe that scores heads and reports "probe accuracy": the paper's KV lookup, or the needle
+  // for a teacher that cannot do the KV probe (SmolLM2-135M: bench/RESULTS.md).
+  std::string probe_task = "kv";
+  int64_t context_words = 40;  // needle probe: filler words
+  std::string heads_dir;       // an earlier `radistill heads` output to use instead of a new sweep
+  bool layerwise = true;       // the layer-wise baselines (25% and 50% of layers)
 };
 
 std::string default_teacher() {
@@ -128,8 +135,10 @@ class Pipeline {
       for (int64_t d = 1; d <= o_.random_draws; ++d)
         students.push_back({fmt::format("random_heads_{}", d), "random_heads",
                             plans + fmt::format("/random_heads_{}.json", d), "", d_state});
-      students.push_back({"layerwise_25", "layerwise_25", plans + "/layerwise_25.json", "", d_state});
-      students.push_back({"layerwise_50", "layerwise_50", plans + "/layerwise_50.json", "", d_state});
+      if (o_.layerwise) {
+        students.push_back({"layerwise_25", "layerwise_25", plans + "/layerwise_25.json", "", d_state});
+        students.push_back({"layerwise_50", "layerwise_50", plans + "/layerwise_50.json", "", d_state});
+      }
     }
     for (int64_t k : o_.heads_sweep)
       students.push_back({fmt::format("top_{}", k), "heads_sweep", plans + fmt::format("/top_{}.json", k), "", d_state});
@@ -141,12 +150,20 @@ class Pipeline {
     total_ = 1 + 1 + 2 * static_cast<int64_t>(students.size()) + 1 + 1;
     Progress progress("run", total_, "stages");
 
-    std::string heads_dir = path("heads");
-    stage("heads", progress,
-          data_parallel({"heads", o_.teacher, "--out", heads_dir, "--pairs", std::to_string(o_.pairs), "--examples",
-                         std::to_string(o_.head_examples), "--seed", std::to_string(o_.seed),
-                         o_.budget > 0 ? "--budget" : "--fraction",
-                         o_.budget > 0 ? std::to_string(o_.budget) : std::to_string(o_.fraction)}));
+    std::string heads_dir = o_.heads_dir.empty() ? path("heads") : o_.heads_dir;
+    if (o_.heads_dir.empty()) {
+      std::vector<std::string> heads_args = {"heads", o_.teacher, "--out", heads_dir, "--pairs", std::to_string(o_.pairs),
+                                             "--examples", std::to_string(o_.head_examples), "--seed",
+                                             std::to_string(o_.seed), o_.budget > 0 ? "--budget" : "--fraction",
+                                             o_.budget > 0 ? std::to_string(o_.budget) : std::to_string(o_.fraction)};
+      if (o_.probe_task != "kv")
+        heads_args.insert(heads_args.end(), {"--task", o_.probe_task, "--context-words", std::to_string(o_.context_words)});
+      stage("heads", progress, data_parallel(heads_args));
+    } else {
+      check_heads_dir(config);
+      log_info("[run] heads: the sweep in {} (not run again)", heads_dir);
+      progress.update(++finished_);
+    }
     HeadPlan plan = HeadPlan::load(heads_dir + "/plan.json", config);
 
     // Plans: discovered, none, the baselines' (same budget at random, whole layers), the sweep's.
@@ -205,7 +222,7 @@ class Pipeline {
     RunReportInput in;
     in.eval = json::parse(read_text_file(path("eval/eval.json")));
     in.heads = json::parse(read_text_file(heads_dir + "/heads.json"));
-    in.settings = settings_json();
+    in.settings = extended_settings();
     json kept = json::array();
     for (const auto& [l, h] : plan.kept_heads) kept.push_back({l, h});
     in.settings["kept_heads"] = kept;
@@ -213,12 +230,17 @@ class Pipeline {
     in.settings["d_state_shrunk"] = small_state;
     in.settings["nproc"] = o_.nproc;
     in.probe_pairs = in.heads.value("probe", json::object()).value("pairs", o_.pairs);
-    if (std::find(o_.eval_kv_pairs.begin(), o_.eval_kv_pairs.end(), in.probe_pairs) == o_.eval_kv_pairs.end())
+    in.probe_task = o_.probe_task;
+    in.probe_context_words = o_.context_words;
+    if (o_.probe_task == "kv" &&
+        std::find(o_.eval_kv_pairs.begin(), o_.eval_kv_pairs.end(), in.probe_pairs) == o_.eval_kv_pairs.end())
       log_warn("the head probe's {} pairs are not among --eval-kv-pairs; report.json's probe_accuracy will be null",
                in.probe_pairs);
     in.kinds[fs::path(o_.teacher).filename().string()] = "teacher";
     for (const auto& s : students) in.kinds[s.name] = s.kind;
-    in.settings["trimmed"] = o_.quick ? json("--quick: random-heads and layer-wise baselines not run") : json(nullptr);
+    in.settings["trimmed"] = o_.quick        ? json("--quick: random-heads and layer-wise baselines not run")
+                             : !o_.layerwise ? json("--no-layerwise: layer-wise baselines not run")
+                                             : json(nullptr);
     fs::path rel_heads = fs::relative(fs::path(heads_dir) / "heads.svg", out_);
     write_run_report(in, out_, rel_heads.string());
     mark("report", "report written");
@@ -310,6 +332,46 @@ class Pipeline {
             {"task_share", o_.task_share}};
   }
 
+  // Settings added after runs were already on disk: recorded only when not at their defaults, so an
+  // older run.json still resumes.
+  json extended_settings() const {
+    json s = settings_json();
+    if (o_.probe_task != "kv") {
+      s["probe_task"] = o_.probe_task;
+      s["context_words"] = o_.context_words;
+    }
+    if (!o_.heads_dir.empty()) s["heads_dir"] = fs::absolute(o_.heads_dir).lexically_normal().string();
+    if (!o_.layerwise) s["layerwise"] = false;
+    return s;
+  }
+
+  // An earlier `radistill heads` output used as this run's sweep must be of this teacher, with this
+  // run's probe and head selection; otherwise its plan is not the one the settings describe.
+  void check_heads_dir(const ModelConfig& config) const {
+    std::string heads_json = (fs::path(o_.heads_dir) / "heads.json").string();
+    json h = json::parse(read_text_file(heads_json), nullptr, false);
+    RAD_CHECK(!h.is_discarded() && h.contains("probe") && h.contains("selector"),
+              "{}: not a heads.json of `radistill heads` (expected JSON with \"probe\" and \"selector\")", heads_json);
+    std::string task = h["probe"].value("task", std::string("kv"));
+    RAD_CHECK(task == o_.probe_task, "{}: its probe task is {}, this run's --probe-task is {}", heads_json, task,
+              o_.probe_task);
+    if (task == "kv")
+      RAD_CHECK(h["probe"].value("pairs", int64_t{0}) == o_.pairs, "{}: its probe has {} pairs, this run's --pairs is {}",
+                heads_json, h["probe"].value("pairs", int64_t{0}), o_.pairs);
+    else if (h["probe"].contains("context_words"))
+      RAD_CHECK(h["probe"]["context_words"].get<int64_t>() == o_.context_words,
+                "{}: its needle probe has {} filler words, this run's --context-words is {}", heads_json,
+                h["probe"]["context_words"].get<int64_t>(), o_.context_words);
+    HeadSelector mine;
+    mine.budget = o_.budget;
+    mine.fraction = o_.budget > 0 ? 0.0 : o_.fraction;
+    RAD_CHECK(h["selector"] == mine.to_json(),
+              "{}: its heads were selected by {}, this run's selection is {} (pass the same --budget or --fraction)",
+              heads_json, h["selector"].dump(), mine.to_json().dump());
+    // The plan is validated against the teacher's shape (layers, heads, model hash when stated).
+    HeadPlan::load((fs::path(o_.heads_dir) / "plan.json").string(), config);
+  }
+
   // OUT/run.json holds the settings of the run that owns OUT. The same settings resume it; other
   // settings are refused before any work, naming the first field that differs.
   void check_settings() {
@@ -318,10 +380,16 @@ class Pipeline {
     RAD_CHECK(fs::is_regular_file(o_.corpus), "corpus {}: no such file (expected UTF-8 text, e.g. the KJV from "
               "scripts/get_corpus.sh)", o_.corpus);
     RAD_CHECK(o_.nproc >= 1, "--nproc must be >= 1, got {}", o_.nproc);
+    RAD_CHECK(o_.probe_task == "kv" || o_.probe_task == "needle",
+              "--probe-task {}: expected kv or needle (the tasks the evaluation reports a probe accuracy for)",
+              o_.probe_task);
+    RAD_CHECK(o_.context_words >= 1, "--context-words must be >= 1, got {}", o_.context_words);
+    RAD_CHECK(o_.heads_dir.empty() || fs::is_regular_file(fs::path(o_.heads_dir) / "heads.json"),
+              "--heads-dir {}: no heads.json (expected the --out directory of `radistill heads`)", o_.heads_dir);
     RAD_CHECK(o_.batch % o_.nproc == 0,
               "--batch {} is not divisible by --nproc {}: every process takes an equal share of the global batch",
               o_.batch, o_.nproc);
-    json mine = settings_json();
+    json mine = extended_settings();
     std::string run_json = path("run.json");
     if (fs::exists(run_json)) {
       json theirs = json::parse(read_text_file(run_json), nullptr, false);
@@ -388,7 +456,19 @@ void register_run(CLI::App& app) {
   cmd->add_option("--eval-needle-words", o.eval_needle_words, "Needle filler lengths (words) in the evaluation")
       ->delimiter(',')
       ->capture_default_str();
+  cmd->add_option("--probe-task", o.probe_task, "Probe that scores heads and gives the report's probe accuracy: kv (the "
+                  "paper's) or needle (for a teacher that cannot do kv)")->capture_default_str();
+  cmd->add_option("--context-words", o.context_words, "Needle probe: filler words (also added to the evaluation)")
+      ->capture_default_str();
+  cmd->add_option("--heads-dir", o.heads_dir, "Use this earlier `radistill heads` output (same teacher, probe and "
+                  "--budget/--fraction) instead of running the head sweep again");
+  cmd->add_flag("--layerwise,!--no-layerwise", o.layerwise, "Distil the layer-wise baselines (25% and 50% of layers; "
+                "--no-layerwise skips them)");
   cmd->callback([] {
+    // The needle probe's length is always among the evaluation's, so every model has a probe accuracy.
+    if (o.probe_task == "needle" &&
+        std::find(o.eval_needle_words.begin(), o.eval_needle_words.end(), o.context_words) == o.eval_needle_words.end())
+      o.eval_needle_words.insert(o.eval_needle_words.begin(), o.context_words);
     RAD_CHECK(o.shrink_factor >= 1, "--shrink-factor must be >= 1, got {}", o.shrink_factor);
     Pipeline(o).run();
   });

@@ -45,19 +45,40 @@ std::string verdict(bool holds) { return holds ? "**holds**" : "**does not hold*
 
 }  // namespace
 
+std::string probe_label(const RunReportInput& in) {
+  if (in.probe_task == "needle") return fmt::format("needle probe ({} filler words)", in.probe_context_words);
+  return fmt::format("KV probe ({} pairs)", in.probe_pairs);
+}
+
+std::optional<double> probe_accuracy(const RunReportInput& in, const json& m) {
+  if (in.probe_task != "needle") return accuracy(m, fmt::format("kv_{}", in.probe_pairs));
+  // The heads' needle probe puts the needle at a random depth; the eval runs fixed depths, so the
+  // probe accuracy is their mean at the probe's length.
+  std::string prefix = fmt::format("needle_{}w_d", in.probe_context_words);
+  if (!m.contains("tasks")) return std::nullopt;
+  double sum = 0;
+  int n = 0;
+  for (auto it = m["tasks"].begin(); it != m["tasks"].end(); ++it)
+    if (it.key().rfind(prefix, 0) == 0 && it.value().contains("accuracy")) {
+      sum += it.value()["accuracy"].get<double>();
+      ++n;
+    }
+  if (n == 0) return std::nullopt;
+  return sum / n;
+}
+
 json build_run_report(const RunReportInput& in) {
   RAD_CHECK(in.eval.contains("models") && in.eval["models"].is_array() && !in.eval["models"].empty(),
             "eval.json has no models");
   int64_t n_heads_total = 0;
   json models = json::array();
-  std::string probe_task = fmt::format("kv_{}", in.probe_pairs);
   for (const auto& m : in.eval["models"]) {
     std::string name = m["name"];
     std::string kind = kind_of(in, name);
     if (kind == "teacher") n_heads_total = m["heads_kept"].get<int64_t>();
     json cache = json::object();
     for (auto it = m["cache"]["analytic"].begin(); it != m["cache"]["analytic"].end(); ++it) cache[it.key()] = it.value();
-    auto probe = accuracy(m, probe_task);
+    auto probe = probe_accuracy(in, m);
     json tasks = json::object();
     for (auto it = m["tasks"].begin(); it != m["tasks"].end(); ++it)
       tasks[it.key()] = it.value().contains("accuracy") ? it.value()["accuracy"] : json(nullptr);
@@ -85,6 +106,8 @@ json build_run_report(const RunReportInput& in) {
     m["heads_kept_fraction"] = m["heads_kept"].get<double>() / static_cast<double>(n_heads_total);
   json out = {{"n_heads_total", n_heads_total},
               {"probe_pairs", in.probe_pairs},
+              {"probe_task", in.probe_task},
+              {"probe_label", probe_label(in)},
               {"teacher_probe_accuracy", in.heads.value("teacher_accuracy", json(nullptr))},
               {"settings", in.settings},
               {"eval_settings", in.eval.value("settings", json::object())},
@@ -151,17 +174,18 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
                                     "context length (tokens)", "cache MB", 0, std::max(1e-3, max_mb * 1.05), true));
   write_text_atomic((fs::path(out_dir) / "accuracy_vs_heads.svg").string(),
                     svg::line_chart(accuracy_series,
-                                    fmt::format("KV-probe accuracy ({} pairs) against attention heads kept",
-                                                report["probe_pairs"].get<int64_t>()),
+                                    fmt::format("Accuracy on the {} against attention heads kept",
+                                                report["probe_label"].get<std::string>()),
                                     "attention heads kept", "probe accuracy", 0, 1, false));
 
   // report.md
   std::string md = "# radistill run report\n\n";
   const json* teacher = find_kind(report, "teacher");
   int64_t total = report["n_heads_total"];
-  md += fmt::format("Teacher `{}`: {} query heads, {} parameters. KV probe ({} pairs, held-out keys): {}.\n\n",
+  const std::string label = report["probe_label"].get<std::string>();
+  md += fmt::format("Teacher `{}`: {} query heads, {} parameters. {} on held-out keys: {}.\n\n",
                     teacher ? (*teacher)["dir"].get<std::string>() : "?", total,
-                    teacher ? (*teacher)["parameters"].get<int64_t>() : 0, report["probe_pairs"].get<int64_t>(),
+                    teacher ? (*teacher)["parameters"].get<int64_t>() : 0, label,
                     teacher ? pct((*teacher)["probe_accuracy"].is_number()
                                       ? std::optional<double>((*teacher)["probe_accuracy"].get<double>())
                                       : std::nullopt)
@@ -171,8 +195,9 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
   const json& es = report["eval_settings"];
   md += "## How these numbers were obtained\n\n";
   if (report.contains("selection_probe"))
-    md += fmt::format("- Heads were chosen on {} KV-probe examples ({} pairs) over the \"{}\" half of the held-out keys, "
-                      "seed {}.\n", report["selection_probe"].value("examples", 0), report["selection_probe"].value("pairs", 0),
+    md += fmt::format("- Heads were chosen on {} probe examples ({}) over the \"{}\" half of the held-out keys, "
+                      "seed {}.\n", report["selection_probe"].value("examples", 0),
+                      report["selection_probe"].value("description", label),
                       report["selection_probe"].value("key_split", std::string("?")),
                       report["selection_probe"].value("seed", json(0)).dump());
   if (report.contains("causal_probe"))
@@ -198,7 +223,8 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
       md += fmt::format(" `{}` ({});", it.key(), it.value().get<std::string>());
     md += "\n";
   }
-  md += "\n## Models\n\n| model | kind | heads kept | d_state | parameters | KV probe | coverage (retrieval) | "
+  const std::string probe_col = in.probe_task == "needle" ? "needle probe" : "KV probe";
+  md += "\n## Models\n\n| model | kind | heads kept | d_state | parameters | " + probe_col + " | coverage (retrieval) | "
         "coverage (language) | perplexity | cache MB @128 | @2k | @4k | @32k |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& m : report["models"]) {
     auto probe = m["probe_accuracy"].is_number() ? std::optional<double>(m["probe_accuracy"].get<double>()) : std::nullopt;
@@ -255,7 +281,7 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
     return verdict(at_least ? v >= bound : v <= bound);
   };
   if (!teacher_retrieves)
-    md += "**The teacher does not retrieve** (KV probe below 50%), so the ratios below compare models that are all "
+    md += "**The teacher does not retrieve** (" + probe_col + " below 50%), so the ratios below compare models that are all "
           "near chance and say nothing about the method. A teacher with real retrieval heads is needed.\n\n";
   md += fmt::format("- Few heads recover retrieval: the retrieval-aware hybrid keeps {} of {} heads and reaches {} of "
                     "the teacher's probe accuracy (target >= 95%): {}.\n",
@@ -318,7 +344,7 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
     std::sort(rows.begin(), rows.end(), [](const json* a, const json* b) {
       return (*a)["heads_kept"].get<int64_t>() < (*b)["heads_kept"].get<int64_t>();
     });
-    md += "\n## Heads sweep (top-k heads kept, same budget)\n\n| model | heads kept | KV probe | coverage (retrieval) | "
+    md += "\n## Heads sweep (top-k heads kept, same budget)\n\n| model | heads kept | " + probe_col + " | coverage (retrieval) | "
           "perplexity |\n|---|---|---|---|---|\n";
     for (const json* m : rows)
       md += fmt::format("| {} | {} | {} | {} | {} |\n", (*m)["name"].get<std::string>(), (*m)["heads_kept"].get<int64_t>(),
@@ -331,7 +357,7 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
     std::sort(rows.begin(), rows.end(), [](const json* a, const json* b) {
       return (*a)["d_state"].get<int64_t>() > (*b)["d_state"].get<int64_t>();
     });
-    md += "\n## d_state sweep of the retrieval-aware hybrid\n\n| model | d_state | KV probe | coverage (retrieval) | "
+    md += "\n## d_state sweep of the retrieval-aware hybrid\n\n| model | d_state | " + probe_col + " | coverage (retrieval) | "
           "perplexity | cache MB @4k |\n|---|---|---|---|---|---|\n";
     for (const json* m : rows)
       md += fmt::format("| {} | {} | {} | {} | {} | {} |\n", (*m)["name"].get<std::string>(), (*m)["d_state"].get<int64_t>(),

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <map>
+#include <optional>
 #include <string>
 
 namespace rad {
@@ -18,7 +19,17 @@ struct RunReportInput {
   // layerwise_50)
   std::map<std::string, std::string> kinds;
   int64_t probe_pairs = 50;  // the default probe size (report.json's probe_accuracy)
+  // The probe behind probe_accuracy: "kv" (eval task kv_{probe_pairs}) or "needle" (the mean over
+  // the eval's depths of needle_{probe_context_words}w_d*).
+  std::string probe_task = "kv";
+  int64_t probe_context_words = 0;
 };
+
+// "KV probe (50 pairs)" or "needle probe (40 filler words)": the probe in the report's words.
+std::string probe_label(const RunReportInput& input);
+
+// A model's probe accuracy from its eval.json entry (null when the eval did not run that task).
+std::optional<double> probe_accuracy(const RunReportInput& input, const nlohmann::json& eval_model);
 
 // Builds report.json's document.
 nlohmann::json build_run_report(const RunReportInput& input);
