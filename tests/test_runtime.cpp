@@ -4,7 +4,9 @@
 // and the CLI (generate --engine, bench).
 #include <ATen/ATen.h>
 
+#include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -462,6 +464,306 @@ TEST(Runtime, CacheBytesAreExactAndOnlyForKeptGroups) {
   EXPECT_EQ(sw.cache_bytes().used(), 5 * per_token);
 }
 
+// ---- f16 K/V cache ----
+
+// The portable float -> half conversion is IEEE round-to-nearest-even: the same bits as F16C's
+// _mm256_cvtps_ph on a sweep of float bit patterns (normals, subnormals, overflow, ties), exact
+// on every value a half represents, and the ties by hand.
+TEST(RuntimeKernels, F16ConversionRoundsToNearestEvenOnBothPaths) {
+  IsaGuard guard;
+  using runtime::f16_to_f32;
+  using runtime::f32_to_f16;
+  int64_t nan = 0;
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float f = f16_to_f32(static_cast<uint16_t>(h));
+    if (std::isnan(f)) {
+      EXPECT_TRUE(std::isnan(f16_to_f32(f32_to_f16(f))));
+      ++nan;
+      continue;
+    }
+    ASSERT_EQ(f32_to_f16(f), h) << "half " << h << " = " << f;  // exact for every half
+  }
+  EXPECT_EQ(nan, 2 * 1023);
+  auto bits = [](uint32_t b) {
+    float f;
+    std::memcpy(&f, &b, 4);
+    return f;
+  };
+  const float tiny = std::ldexp(1.0f, -25);  // half of the smallest subnormal half
+  EXPECT_EQ(f32_to_f16(1.0f + std::ldexp(1.0f, -11)), 0x3c00);      // tie: down to the even 1.0
+  EXPECT_EQ(f32_to_f16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);  // tie: up to the even mantissa
+  EXPECT_EQ(f32_to_f16(1.0f + std::ldexp(1.0f, -11) + std::ldexp(1.0f, -20)), 0x3c01);  // above the tie
+  EXPECT_EQ(f32_to_f16(65504.0f), 0x7bff);
+  EXPECT_EQ(f32_to_f16(65519.0f), 0x7bff);
+  EXPECT_EQ(f32_to_f16(65520.0f), 0x7c00);  // the tie above the largest half goes to infinity
+  EXPECT_EQ(f32_to_f16(-1e9f), 0xfc00);
+  EXPECT_EQ(f32_to_f16(tiny), 0x0000);                      // tie: to even zero
+  EXPECT_EQ(f32_to_f16(std::nextafter(tiny, 1.0f)), 0x0001);
+  EXPECT_EQ(f32_to_f16(3 * tiny), 0x0002);                  // tie between 1 and 2 units: even 2
+  EXPECT_EQ(f32_to_f16(-std::ldexp(1.0f, -14)), 0x8400);    // smallest normal
+  EXPECT_EQ(f32_to_f16(std::ldexp(1023.5f, -24)), 0x0400);  // tie at the top subnormal: carries to normal
+  // A sweep of bit patterns (every 1021st; all signs and exponents): row conversions on both kernel
+  // sets equal the scalar one (the AVX2 row is the hardware's cvtps_ph); NaN stays NaN.
+  std::vector<float> src;
+  for (uint64_t b = 0; b <= 0xffffffffull; b += 1021) src.push_back(bits(static_cast<uint32_t>(b)));
+  for (float f : {65520.0f, 65519.996f, tiny, 3 * tiny, std::ldexp(1023.5f, -24), 1.0f + std::ldexp(1.0f, -11)})
+    for (float sgn : {1.0f, -1.0f}) src.push_back(sgn * f);
+  const int64_t n = static_cast<int64_t>(src.size());
+  std::vector<uint16_t> scalar(n), row(n);
+  for (int64_t i = 0; i < n; ++i) scalar[i] = f32_to_f16(src[i]);
+  for (Isa isa : isas()) {
+    runtime::set_isa(isa);
+    runtime::f32_to_f16(src.data(), row.data(), n);
+    std::vector<float> rounded = src;
+    runtime::round_to_f16(rounded.data(), n);
+    int64_t mismatches = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (std::isnan(src[i])) {
+        mismatches += !std::isnan(f16_to_f32(row[i])) || !std::isnan(rounded[i]);
+        continue;
+      }
+      const float back = f16_to_f32(scalar[i]);
+      if (row[i] != scalar[i] || std::memcmp(&rounded[i], &back, 4) != 0) {
+        if (mismatches < 5) ADD_FAILURE() << runtime::isa_name(isa) << ": " << src[i] << " -> " << row[i] << " vs " << scalar[i];
+        ++mismatches;
+      }
+    }
+    EXPECT_EQ(mismatches, 0) << runtime::isa_name(isa) << " over " << n << " floats";
+  }
+}
+
+// Attention over an f16 K/V run gives bitwise the results of the float kernels on the same
+// values as floats (one order of operations), on both kernel sets; the two sets agree within
+// float rounding.
+TEST(RuntimeKernels, F16AttentionEqualsFloatAttentionOnTheRoundedValues) {
+  IsaGuard guard;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 1.5f);
+  for (int64_t Dh : {8, 12, 16, 64, 72}) {
+    for (int64_t n : {1, 3, 4, 9, 33}) {
+      const int64_t ld = Dh + 8;
+      std::vector<float> q(Dh), Kr(n * ld), Vr(n * ld), p(n), init(Dh);
+      std::vector<uint16_t> Kh(n * ld), Vh(n * ld);
+      for (auto& x : q) x = nd(rng);
+      for (auto& x : p) x = std::abs(nd(rng));
+      for (auto& x : init) x = nd(rng);
+      for (int64_t i = 0; i < n * ld; ++i) {
+        Kh[i] = runtime::f32_to_f16(nd(rng));
+        Vh[i] = runtime::f32_to_f16(nd(rng));
+        Kr[i] = runtime::f16_to_f32(Kh[i]);
+        Vr[i] = runtime::f16_to_f32(Vh[i]);
+      }
+      std::vector<std::vector<float>> per_isa;
+      for (Isa isa : isas()) {
+        runtime::set_isa(isa);
+        std::vector<float> s16(n), s32(n), o16 = init, o32 = init;
+        runtime::attn_scores_f16(q.data(), Kh.data(), ld, n, Dh, 3.0f, s16.data());
+        runtime::attn_scores(q.data(), Kr.data(), ld, n, Dh, 3.0f, s32.data());
+        runtime::weighted_sum_f16(p.data(), Vh.data(), ld, n, Dh, o16.data());
+        runtime::weighted_sum(p.data(), Vr.data(), ld, n, Dh, o32.data());
+        EXPECT_EQ(s16, s32) << runtime::isa_name(isa) << " Dh " << Dh << " n " << n;
+        EXPECT_EQ(o16, o32) << runtime::isa_name(isa) << " Dh " << Dh << " n " << n;
+        // And against a double reference on the half values.
+        for (int64_t j = 0; j < n; ++j) {
+          double ref = 0;
+          for (int64_t i = 0; i < Dh; ++i) ref += static_cast<double>(q[i]) * Kr[j * ld + i];
+          EXPECT_NEAR(s16[j], ref / 3.0, 1e-4 * (1 + std::abs(ref)));
+        }
+        s16.insert(s16.end(), o16.begin(), o16.end());
+        per_isa.push_back(s16);
+      }
+      if (per_isa.size() == 2) {
+        for (size_t i = 0; i < per_isa[0].size(); ++i)
+          EXPECT_NEAR(per_isa[0][i], per_isa[1][i], 1e-5 * (1 + std::abs(per_isa[0][i]))) << "Dh " << Dh << " n " << n;
+      }
+    }
+  }
+}
+
+struct KvRunResult {
+  std::vector<float> logits;  // [T, V]: a chunked prefill, then step decode
+  runtime::CacheBytes bytes;
+};
+
+// Prefill of the first `n_prefill` ids in chunks of 3, then step decode of the rest.
+KvRunResult run_with_cache(const std::shared_ptr<const runtime::Model>& m, const std::vector<int64_t>& ids,
+                           int64_t n_prefill, runtime::CacheType ct, int64_t chunk = 3) {
+  const int64_t V = m->config().n_vocab, T = static_cast<int64_t>(ids.size());
+  runtime::SessionOptions o;
+  o.n_ctx = T;
+  o.prefill_chunk = chunk;
+  o.threads = 1;
+  o.cache_type = ct;
+  runtime::Session s(m, o);
+  EXPECT_EQ(s.cache_type(), ct);
+  KvRunResult r;
+  r.logits.resize(T * V);
+  s.forward(ids.data(), n_prefill, r.logits.data());
+  for (int64_t t = n_prefill; t < T; ++t) {
+    const float* l = s.step(ids[t]);
+    std::copy(l, l + V, r.logits.begin() + t * V);
+  }
+  r.bytes = s.cache_bytes();
+  return r;
+}
+
+double max_abs(const std::vector<float>& a) {
+  double m = 0;
+  for (float x : a) m = std::max(m, static_cast<double>(std::abs(x)));
+  return m;
+}
+
+// An f16 K/V cache (llama.cpp's default): K/V rounded to half once, attention reading halves.
+// Half has an 11-bit significand, so each key/value carries a relative error of at most
+// 2^-11 = 4.9e-4; attention is a convex combination of values and a softmax over q.k/sqrt(Dh),
+// so a layer's output moves by about that relative amount, and a few layers of residual stream
+// keep it of that order relative to the logits' scale. The bound allowed: 4 * 2^-11 of the largest
+// |logit| (measured: see the recorded property). Everything else holds exactly as for f32:
+// chunked prefill + steps = one-pass prefill, batched = solo steps, and the K/V bytes halve.
+TEST(Runtime, AnF16KvCacheStaysWithinHalfPrecisionOfF32AndHalvesTheKvBytes) {
+  IsaGuard guard;
+  struct Case {
+    std::string what, dir;
+  };
+  std::vector<std::unique_ptr<TempDir>> dirs;
+  std::vector<Case> models = {{"default-teacher", source_dir() + "/models/default-teacher"},
+                               {"teacher llama_gqa", fixture_model("llama_gqa")},
+                               {"teacher mistral_headdim (window 5)", fixture_model("mistral_headdim")},
+                               {"teacher qwen2_bias", fixture_model("qwen2_bias")},
+                               {"teacher llama_bf16", fixture_model("llama_bf16")}};
+  for (int i : {1, 2, 4}) {  // pure SSM (no K/V at all), uneven KV groups, sliding window
+    dirs.push_back(std::make_unique<TempDir>());
+    HybridConfig hc;
+    make_hybrid(hybrid_cases()[i], dirs.back()->path(), &hc);
+    models.push_back({hybrid_cases()[i].what, dirs.back()->path()});
+  }
+  const double f16_eps = std::ldexp(1.0, -11);
+  double worst_rel = 0;
+  for (const auto& model : models) {
+    auto m = runtime::Model::load(model.dir);
+    const int64_t V = m->config().n_vocab, T = 16;
+    std::vector<int64_t> ids = test_ids(V, T);
+    std::vector<std::vector<float>> f16_by_isa;
+    for (Isa isa : isas()) {
+      runtime::set_isa(isa);
+      KvRunResult a = run_with_cache(m, ids, 9, runtime::CacheType::kF32);
+      KvRunResult h = run_with_cache(m, ids, 9, runtime::CacheType::kF16);
+      const double scale = max_abs(a.logits), diff = max_abs_diff(h.logits, a.logits);
+      const bool has_kv = a.bytes.kv_allocated > 0;
+      if (has_kv) {
+        EXPECT_GT(diff, 0.0) << model.what << ": the f16 cache changed nothing";
+        worst_rel = std::max(worst_rel, diff / scale);
+      } else {
+        EXPECT_EQ(diff, 0.0) << model.what;  // no K/V: the cache type changes nothing
+      }
+      EXPECT_LT(diff, 4 * f16_eps * scale) << model.what << " " << runtime::isa_name(isa) << " scale " << scale;
+      // Chunked prefill + steps equals one pass over the prompt with the f16 cache too (the
+      // chunk's own K/V are rounded before attention, as the ring holds them).
+      KvRunResult one = run_with_cache(m, ids, T, runtime::CacheType::kF16, 64);
+      EXPECT_LT(max_abs_diff(h.logits, one.logits), 1e-5) << model.what << " " << runtime::isa_name(isa);
+      // Bytes: the K/V part exactly half, the SSM/conv state unchanged; Model::cache_bytes agrees.
+      EXPECT_EQ(h.bytes.kv_allocated * 2, a.bytes.kv_allocated) << model.what;
+      EXPECT_EQ(h.bytes.kv_used * 2, a.bytes.kv_used) << model.what;
+      EXPECT_EQ(h.bytes.ssm, a.bytes.ssm) << model.what;
+      EXPECT_EQ(m->cache_bytes(T, runtime::CacheType::kF16), h.bytes.used()) << model.what;
+      EXPECT_EQ(m->cache_bytes(T, runtime::CacheType::kF32), a.bytes.used()) << model.what;
+      f16_by_isa.push_back(h.logits);
+    }
+    if (f16_by_isa.size() == 2)  // portable and AVX2 kernels on the f16 cache: float rounding only
+      EXPECT_LT(max_abs_diff(f16_by_isa[0], f16_by_isa[1]), 1e-5 * max_abs(f16_by_isa[0])) << model.what;
+  }
+  EXPECT_GT(worst_rel, 0.0);
+  RecordProperty("worst_logit_diff_over_scale", std::to_string(worst_rel));
+  std::printf("f16 K/V cache: worst max|dlogit| / max|logit| = %.3g (2^-11 = %.3g)\n", worst_rel, f16_eps);
+}
+
+// Greedy generation on the default teacher: the f16 cache gives the f32 cache's tokens for as long
+// as each step's top-1 margin (f32) exceeds twice the logit change the f16 cache causes there
+// (measured on the f32 tokens, teacher-forced), and that holds for a short generation here.
+// (On this repetitive continuation the margin later drops below the change and the two part.)
+TEST(Runtime, AnF16KvCacheKeepsTheGreedyTokensOfTheDefaultTeacher) {
+  auto m = runtime::Model::load(source_dir() + "/models/default-teacher");
+  const int64_t V = m->config().n_vocab, n_new = 40;
+  std::vector<int64_t> prompt = {4094, 17, 230, 1021, 88, 9, 512, 33};
+  auto session = [&](runtime::CacheType ct) {
+    runtime::SessionOptions o;
+    o.n_ctx = 64;
+    o.threads = 1;
+    o.cache_type = ct;
+    return std::make_unique<runtime::Session>(m, o);
+  };
+  // Free-running greedy with either cache; the f16 cache also teacher-forced on the f32 tokens.
+  auto s32 = session(runtime::CacheType::kF32), s16 = session(runtime::CacheType::kF16),
+       forced = session(runtime::CacheType::kF16);
+  const int64_t P = static_cast<int64_t>(prompt.size());
+  const float* l32 = s32->forward(prompt.data(), P);
+  const float* l16 = s16->forward(prompt.data(), P);
+  const float* lf = forced->forward(prompt.data(), P);
+  std::vector<int64_t> t32, t16;
+  int64_t agree_until = n_new;  // the first step whose margin does not allow comparing tokens
+  for (int64_t i = 0; i < n_new; ++i) {
+    std::vector<float> a(l32, l32 + V), f(lf, lf + V);
+    const double diff = max_abs_diff(a, f);
+    t32.push_back(std::max_element(a.begin(), a.end()) - a.begin());
+    t16.push_back(std::max_element(l16, l16 + V) - l16);
+    std::nth_element(a.begin(), a.begin() + 1, a.end(), std::greater<float>());
+    if (agree_until == n_new && a[0] - a[1] <= 2 * diff) agree_until = i;
+    EXPECT_LT(diff, 4 * std::ldexp(1.0, -11) * max_abs(std::vector<float>(l32, l32 + V))) << "step " << i;
+    if (i + 1 < n_new) {
+      l32 = s32->step(t32.back());
+      l16 = s16->step(t16.back());
+      lf = forced->step(t32.back());
+    }
+  }
+  std::printf("greedy f32 vs f16 K/V: the margin allows comparing the first %lld of %lld tokens\n",
+              static_cast<long long>(agree_until), static_cast<long long>(n_new));
+  ASSERT_GE(agree_until, 12);  // a short generation is comparable
+  EXPECT_EQ(std::vector<int64_t>(t16.begin(), t16.begin() + agree_until),
+            std::vector<int64_t>(t32.begin(), t32.begin() + agree_until));
+}
+
+// BatchDecoder steps f16 sessions (alone or mixed with f32 ones) exactly as their own step().
+TEST(Runtime, BatchedDecodeWithF16CachesEqualsEachSessionsOwnStep) {
+  IsaGuard guard;
+  TempDir dir;
+  HybridConfig hc;
+  make_hybrid(hybrid_cases()[4], dir.path(), &hc);  // hybrid with a sliding window of 5
+  for (const std::string& model_dir : {fixture_model("llama_gqa"), dir.path()}) {
+    auto m = runtime::Model::load(model_dir);
+    const int64_t V = m->config().n_vocab;
+    for (Isa isa : isas()) {
+      runtime::set_isa(isa);
+      std::vector<std::unique_ptr<runtime::Session>> solo, batched;
+      const std::vector<runtime::CacheType> types = {runtime::CacheType::kF16, runtime::CacheType::kF32,
+                                                     runtime::CacheType::kF16};
+      for (size_t i = 0; i < types.size(); ++i) {
+        runtime::SessionOptions so;
+        so.n_ctx = 20;
+        so.threads = 1;
+        so.cache_type = types[i];
+        solo.push_back(std::make_unique<runtime::Session>(m, so));
+        batched.push_back(std::make_unique<runtime::Session>(m, so));
+        std::vector<int64_t> ids = test_ids(V, 3 + 4 * i);
+        solo.back()->forward(ids.data(), static_cast<int64_t>(ids.size()));
+        batched.back()->forward(ids.data(), static_cast<int64_t>(ids.size()));
+      }
+      runtime::BatchDecoder dec(m, {1});
+      for (int64_t k = 0; k < 6; ++k) {
+        std::vector<runtime::Session*> ss = {batched[0].get(), batched[1].get(), batched[2].get()};
+        std::vector<int64_t> tok = {(k * 5 + 1) % V, (k * 3 + 2) % V, (k * 7 + 4) % V};
+        const float* logits = dec.step(ss.data(), tok.data(), 3);
+        for (int64_t b = 0; b < 3; ++b) {
+          const float* ref = solo[b]->step(tok[b]);
+          EXPECT_LT(max_abs_diff(std::vector<float>(logits + b * V, logits + (b + 1) * V), std::vector<float>(ref, ref + V)),
+                    1e-5)
+              << model_dir << " " << runtime::isa_name(isa) << " step " << k << " session " << b;
+        }
+      }
+      EXPECT_EQ(batched[0]->cache_bytes().kv_allocated * 2, batched[1]->cache_bytes().kv_allocated);
+    }
+  }
+}
+
 // ---- sampling ----
 
 TEST(RuntimeSampler, GreedyTopKTopPSeedAndRepetitionPenalty) {
@@ -677,6 +979,46 @@ TEST(RuntimeCli, GenerateEnginesAgreeAndBenchReports) {
   r = run_cli("bench " + dir.file("hyb") + " --prompt 4 --gen 2");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("| tg2 @ 4 |"), std::string::npos) << r.out;
+}
+
+TEST(RuntimeCli, CacheTypeF16HalvesTheReportedKvBytesAndBadValuesAreNamed) {
+  TempDir dir;
+  HybridConfig hc;
+  make_hybrid(hybrid_cases()[2], dir.file("hyb"), &hc);
+  CliResult r = run_cli("bench " + dir.file("hyb") + " --prompt 16 --gen 4 --cache-type f16 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0]["cache_type"], "f16");
+  EXPECT_EQ(j[0]["cache_bytes_used"], (16 + 4) * hc.kv_bytes_per_token(2) + hc.ssm_state_bytes());
+  EXPECT_EQ(j[0]["cache_bytes_allocated"], (16 + 4) * hc.kv_bytes_per_token(2) + hc.ssm_state_bytes());
+  r = run_cli("bench " + dir.file("hyb") + " --prompt 16 --gen 4 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)[0]["cache_type"], "f32");
+  // generate: f16 runs and reports its bytes; greedy tokens of the default teacher are the f32 ones.
+  const std::string teacher = source_dir() + "/models/default-teacher";
+  CliResult a = run_cli("generate " + teacher + " --token-ids 4094,17,230,1021 --max-new-tokens 12 --ignore-eos --stats");
+  CliResult b = run_cli("generate " + teacher + " --token-ids 4094,17,230,1021 --max-new-tokens 12 --ignore-eos --stats "
+                        "--cache-type f16");
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_EQ(a.out, b.out);
+  auto bytes = [](const std::string& err) {
+    const size_t at = err.find("cache_bytes=");
+    return at == std::string::npos ? int64_t{-1} : std::stoll(err.substr(at + 12));
+  };
+  EXPECT_GT(bytes(a.err), 0) << a.err;
+  EXPECT_EQ(bytes(b.err) * 2, bytes(a.err)) << b.err;  // a teacher: all K/V
+  for (const std::string& cmd : {"bench " + dir.file("hyb") + " --prompt 4 --gen 1", "generate " + teacher +
+                                     " --token-ids 1,2", "chat " + teacher + " < /dev/null", "serve " + teacher}) {
+    CliResult bad = run_cli(cmd + " --cache-type bf16");
+    EXPECT_EQ(bad.exit_code, 1) << cmd;
+    EXPECT_NE(bad.err.find("--cache-type: unknown K/V cache type 'bf16' (allowed: f32, f16"), std::string::npos)
+        << cmd << ": " << bad.err;
+  }
+  CliResult torch = run_cli("generate " + teacher + " --token-ids 1,2 --engine torch --cache-type f16");
+  EXPECT_EQ(torch.exit_code, 1);
+  EXPECT_NE(torch.err.find("--cache-type f16 needs --engine runtime"), std::string::npos) << torch.err;
 }
 
 TEST(RuntimeCli, ChatKeepsTheCacheBetweenTurnsAndResets) {

@@ -674,6 +674,50 @@ TEST(Serve, TheCacheBudgetAdmitsQueuesThenRefusesWith503) {
   EXPECT_EQ(metric(port, "radistill_rejected_total"), 2);
 }
 
+// --cache-type f16 (llama.cpp's default K/V type): reservations, the budget check and /metrics
+// count the real bytes, half the f32 ones for a teacher's K/V; a budget too small for one f32
+// session holds one f16 session, which generates.
+TEST(Serve, AnF16KvCacheHalvesTheBytesTheBudgetAndMetricsCount) {
+  const int64_t ctx = kLongCtx;
+  auto model = runtime::Model::load(teacher_dir());
+  const int64_t full32 = model->cache_bytes(ctx), full16 = model->cache_bytes(ctx, runtime::CacheType::kF16);
+  EXPECT_EQ(2 * full16, full32);  // a teacher's cache is all K/V
+  {
+    serve::ServerOptions o = options(teacher_dir(), ctx);
+    o.scheduler.cache_budget = full16;
+    EXPECT_RAD_ERROR(serve::Server s(o), "holds no session of --ctx 2048 tokens");  // f32: too small
+  }
+  serve::ServerOptions o = options(teacher_dir(), ctx);
+  o.scheduler.cache_budget = full16;
+  o.scheduler.cache_type = runtime::CacheType::kF16;
+  TestServer server(o);
+  const int port = server.port();
+  Http models = get(port, "/v1/models");
+  ASSERT_EQ(models.status, 200) << models.body;
+  EXPECT_EQ(models.parsed()["data"][0]["meta"]["cache_bytes_per_full_context"], full16);
+  EXPECT_EQ(models.parsed()["data"][0]["meta"]["cache_type"], "f16");
+  TempDir dir;
+  Child a = stream_with_curl(port, "/v1/completions",
+                             {{"prompt", "And God said"}, {"max_tokens", kLongGen}, {"ignore_eos", true}, {"stream", true},
+                              {"temperature", 0}},
+                             dir);
+  std::string a_out;
+  read_until(a, a_out, "data: ", 60);
+  ASSERT_NE(a_out.find("data: "), std::string::npos) << a_out;
+  EXPECT_EQ(metric(port, "radistill_active_sessions"), 1);
+  const double reserved = metric(port, "radistill_cache_bytes_reserved");
+  EXPECT_EQ(metric(port, "radistill_cache_bytes_allocated"), reserved);
+  EXPECT_GT(reserved, full16 * 9 / 10);  // the prompt + 2000 tokens: most of the 2048
+  EXPECT_LE(reserved, full16);
+  read_until(a, a_out, "[DONE]", 120);
+  int status = 0;
+  waitpid(a.pid, &status, 0);
+  close(a.out);
+  EXPECT_NE(a_out.find("[DONE]"), std::string::npos);
+  EXPECT_TRUE(wait_for([&] { return metric(port, "radistill_active_sessions") == 0; }, 30));
+  EXPECT_EQ(metric(port, "radistill_cache_bytes_allocated"), 0);
+}
+
 TEST(Serve, ConcurrentSequencesInterleavedGiveTheirSoloOutputsAmidMalformedRequests) {
   serve::ServerOptions o = options(teacher_dir(), 256);
   o.scheduler.max_sessions = 6;  // fewer than the requests: some wait in the queue

@@ -40,11 +40,13 @@ struct Row {
   int64_t cache_allocated = 0, cache_used = 0, peak_rss = 0;
 };
 
-Row bench_runtime(const std::shared_ptr<const runtime::Model>& model, int64_t p, int64_t gen, int threads) {
+Row bench_runtime(const std::shared_ptr<const runtime::Model>& model, int64_t p, int64_t gen, int threads,
+                  runtime::CacheType kv_type) {
   const ModelConfig& c = model->config();
   runtime::SessionOptions so;
   so.n_ctx = p + gen;
   so.threads = threads;
+  so.cache_type = kv_type;
   runtime::Session s(model, so);
   std::vector<int64_t> ids = bench_tokens(p, c.n_vocab);
   Row r{p, gen};
@@ -89,7 +91,7 @@ void register_bench(CLI::App& app) {
   auto* cmd = app.add_subcommand("bench",
                                  "Prompt-processing (pp) and generation (tg) tokens/s of a teacher or hybrid, cache bytes and peak "
                                  "RSS (like llama-bench)");
-  static std::string dir, prompts = "128", engine = "runtime", isa = "auto";
+  static std::string dir, prompts = "128", engine = "runtime", isa = "auto", cache_type = "f32";
   static int64_t gen = 128, reps = 1;
   static bool json_out = false;
   cmd->add_option("MODEL_DIR", dir, "Model directory (teacher or hybrid)")->required();
@@ -100,8 +102,13 @@ void register_bench(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"runtime", "torch"}));
   cmd->add_option("--isa", isa, "Runtime kernels: auto, avx2 or portable")->capture_default_str()->check(CLI::IsMember({"auto", "avx2", "portable"}));
+  cmd->add_option("--cache-type", cache_type, "K/V cache element type: f32 or f16 (IEEE half: half the K/V bytes; as llama.cpp's -ctk f16 -ctv f16, its default); runtime)")
+      ->capture_default_str();
   cmd->add_flag("--json", json_out, "Print JSON instead of a table");
   cmd->callback([] {
+    const runtime::CacheType kv_type = runtime::parse_cache_type(cache_type);
+    RAD_CHECK(engine == "runtime" || kv_type == runtime::CacheType::kF32,
+              "bench: --cache-type {} needs --engine runtime (the libtorch model's cache is float32)", cache_type);
     std::vector<int64_t> lengths = parse_token_ids(prompts);
     RAD_CHECK(!lengths.empty(), "bench: --prompt needs at least one length");
     for (int64_t p : lengths) RAD_CHECK(p >= 1, "bench: prompt length {} must be >= 1", p);
@@ -134,7 +141,7 @@ void register_bench(CLI::App& app) {
                  c.max_position_embeddings);
       Row best{p, gen};
       for (int64_t rep = 0; rep < reps; ++rep) {
-        Row r = engine == "runtime" ? bench_runtime(rt, p, gen, threads) : bench_torch(tm, p, gen);
+        Row r = engine == "runtime" ? bench_runtime(rt, p, gen, threads, kv_type) : bench_torch(tm, p, gen);
         if (rep == 0 || r.pp_s < best.pp_s) best.pp_s = r.pp_s;
         if (rep == 0 || r.tg_s < best.tg_s) best.tg_s = r.tg_s;
         best.cache_allocated = r.cache_allocated;
@@ -143,7 +150,7 @@ void register_bench(CLI::App& app) {
       }
       const double pp = p / best.pp_s, tg = gen > 0 ? gen / best.tg_s : 0;
       nlohmann::json j = {{"model", dir}, {"params", params}, {"weights", weights}, {"engine", engine},
-                          {"kernels", isa_used}, {"threads", engine == "runtime" ? threads : global_options().threads},
+                          {"kernels", isa_used}, {"cache_type", engine == "runtime" ? cache_type : "f32"}, {"threads", engine == "runtime" ? threads : global_options().threads},
                           {"n_prompt", p}, {"n_gen", gen}, {"pp_tokens_per_s", pp}, {"pp_seconds", best.pp_s},
                           {"tg_tokens_per_s", tg}, {"tg_seconds", best.tg_s},
                           {"cache_bytes_allocated", best.cache_allocated}, {"cache_bytes_used", best.cache_used},

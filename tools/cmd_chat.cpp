@@ -18,7 +18,7 @@ void register_chat(CLI::App& app) {
   auto* cmd = app.add_subcommand("chat",
                                  "Interactive generation on the runtime: each input line continues the conversation, the reply "
                                  "streams as it is generated, the cache is kept between turns (/reset starts over, /quit or EOF ends)");
-  static std::string dir;
+  static std::string dir, cache_type = "f32";
   static int64_t max_new = 128, n_ctx = 0;
   static runtime::SamplingOptions sampling;
   static std::vector<std::string> stops;
@@ -26,6 +26,7 @@ void register_chat(CLI::App& app) {
   cmd->add_option("MODEL_DIR", dir, "Model directory (teacher or hybrid) with tokenizer.json")->required();
   cmd->add_option("--max-new-tokens", max_new, "Most tokens per reply")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--ctx", n_ctx, "Context length of the session (default: max_position_embeddings)");
+  cmd->add_option("--cache-type", cache_type, "K/V cache element type: f32 or f16 (IEEE half: half the K/V bytes; as llama.cpp's -ctk f16 -ctv f16, its default))")->capture_default_str();
   cmd->add_option("--temperature", sampling.temperature, "Sampling temperature; 0 = greedy")->capture_default_str();
   cmd->add_option("--top-k", sampling.top_k, "Keep the k most likely tokens; 0 = all")->capture_default_str();
   cmd->add_option("--top-p", sampling.top_p, "Nucleus sampling threshold")->capture_default_str();
@@ -35,11 +36,13 @@ void register_chat(CLI::App& app) {
   cmd->add_flag("--stats", stats, "Print tokens/s and cache bytes after each reply on stderr");
   cmd->callback([] {
     sampling.validate();
+    const runtime::CacheType kv_type = runtime::parse_cache_type(cache_type);
     auto model = runtime::Model::load(dir);
     Tokenizer tok = Tokenizer::load(dir);
     runtime::SessionOptions so;
     so.n_ctx = n_ctx > 0 ? n_ctx : model->config().max_position_embeddings;
     so.threads = global_options().threads;
+    so.cache_type = kv_type;
     runtime::Session session(model, so);
     std::vector<int64_t> history;  // every token of the conversation (varies the seed per turn)
     int64_t pending = -1;          // the last reply token, not yet fed to the session

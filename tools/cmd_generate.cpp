@@ -15,7 +15,7 @@ void register_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate",
                                  "Generation with a decode cache (teacher or hybrid); prints the new token ids as JSON (--token-ids) or the "
                                  "decoded continuation (--text)");
-  static std::string dir, ids_text, text, dtype = "float32", engine = "runtime";
+  static std::string dir, ids_text, text, dtype = "float32", engine = "runtime", cache_type = "f32";
   static int64_t max_new = 32, n_ctx = 0;
   static bool ignore_eos = false, stats = false;
   static runtime::SamplingOptions sampling;
@@ -33,6 +33,8 @@ void register_generate(CLI::App& app) {
       ->check(CLI::IsMember({"runtime", "torch"}));
   cmd->add_option("--dtype", dtype, "Compute dtype of --engine torch: float32 or bfloat16")->capture_default_str();
   cmd->add_option("--ctx", n_ctx, "Runtime context length in tokens (default: the config's max_position_embeddings)");
+  cmd->add_option("--cache-type", cache_type, "K/V cache element type: f32 or f16 (IEEE half: half the K/V bytes; as llama.cpp's -ctk f16 -ctv f16, its default); runtime)")
+      ->capture_default_str();
   cmd->add_option("--temperature", sampling.temperature, "Sampling temperature; 0 = greedy (runtime)")->capture_default_str();
   cmd->add_option("--top-k", sampling.top_k, "Keep the k most likely tokens; 0 = all (runtime)")->capture_default_str();
   cmd->add_option("--top-p", sampling.top_p, "Nucleus sampling threshold (runtime)")->capture_default_str();
@@ -43,6 +45,9 @@ void register_generate(CLI::App& app) {
   cmd->add_flag("--ignore-eos", ignore_eos, "Keep generating past the end-of-sequence token");
   cmd->add_flag("--stats", stats, "Print cache bytes and decode tokens/s on stderr");
   cmd->callback([ids_opt, text_opt] {
+    const runtime::CacheType kv_type = runtime::parse_cache_type(cache_type);
+    RAD_CHECK(engine == "runtime" || kv_type == runtime::CacheType::kF32,
+              "generate: --cache-type {} needs --engine runtime (the libtorch path keeps its cache in --dtype)", cache_type);
     std::vector<int64_t> ids = prompt_ids(dir, ids_text, ids_opt, text, text_opt);
     std::vector<int64_t> tokens;
     std::string stop_reason;
@@ -76,6 +81,7 @@ void register_generate(CLI::App& app) {
       runtime::SessionOptions so;
       so.n_ctx = std::min<int64_t>(limit, n_prompt + max_new);
       so.threads = global_options().threads;
+      so.cache_type = kv_type;
       runtime::Session session(model, so);
       runtime::GenerateOptions options;
       // The last new token is never fed back, so prompt + max_new - 1 tokens must fit.

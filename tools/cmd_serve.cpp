@@ -16,7 +16,7 @@ void register_serve(CLI::App& app) {
                                  "OpenAI-compatible HTTP server on the runtime: /v1/completions, /v1/chat/completions "
                                  "(streaming or not), /v1/models, /health, /metrics; admission by cache budget");
   static serve::ServerOptions o;
-  static std::string budget = "2GiB", max_body = "8MiB";
+  static std::string budget = "2GiB", max_body = "8MiB", cache_type = "f32";
   cmd->add_option("MODEL_DIR", o.model_dir, "Model directory (teacher or hybrid) with tokenizer.json")->required();
   cmd->add_option("--host", o.host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", o.port, "Port to listen on (0: any free port, printed at start)")->capture_default_str();
@@ -40,8 +40,11 @@ void register_serve(CLI::App& app) {
                   "Prompt tokens a sequence prefills per scheduler iteration (smaller: less stall for the others)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--cache-type", cache_type, "K/V cache element type: f32 or f16 (IEEE half: half the K/V bytes; as llama.cpp's -ctk f16 -ctv f16, its default); budget, admission and /metrics count its real bytes)")
+      ->capture_default_str();
   cmd->add_option("--max-body", max_body, "Largest request body; larger ones get 413")->capture_default_str();
   cmd->callback([] {
+    o.scheduler.cache_type = runtime::parse_cache_type(cache_type);
     o.scheduler.cache_budget = serve::parse_byte_size(budget);
     o.max_body_bytes = static_cast<size_t>(serve::parse_byte_size(max_body));
     // --threads (global): threads of each session's matmuls; default 1, since sessions interleave.

@@ -188,12 +188,22 @@ std::string Model::weight_dtypes() const {
   return s;
 }
 
-int64_t Model::cache_bytes(int64_t length) const {
+int64_t cache_type_bytes(CacheType t) { return t == CacheType::kF16 ? 2 : 4; }
+const char* cache_type_name(CacheType t) { return t == CacheType::kF16 ? "f16" : "f32"; }
+
+CacheType parse_cache_type(const std::string& value, const std::string& flag) {
+  if (value == "f32") return CacheType::kF32;
+  if (value == "f16") return CacheType::kF16;
+  fail("{}: unknown K/V cache type '{}' (allowed: f32, f16; f16 is llama.cpp's default, its -ctk/-ctv f16)", flag,
+       value);
+}
+
+int64_t Model::cache_bytes(int64_t length, CacheType kv) const {
   const int64_t kv_len = config_.sliding_window > 0 ? std::min(length, config_.sliding_window) : length;
   const int64_t P = config_.d_head, N = ssm_.d_state;
   int64_t bytes = 0;
   for (const auto& w : layers_) {
-    bytes += w.ng() * 2 * config_.d_head * kv_len * 4;
+    bytes += w.ng() * 2 * config_.d_head * kv_len * cache_type_bytes(kv);
     bytes += w.hs() * P * N * 4;
     if (ssm_.conv) bytes += w.hs() * (P + 2 * N) * (ssm_.conv_width - 1) * 4;
   }
@@ -329,11 +339,12 @@ void ssm_head_token(const LayerWeights& w, const SsmOptions& so, int64_t i, int6
     for (int64_t p = 0; p < P; ++p) y[p] *= silu(z[p]);
 }
 
-// A contiguous run of n keys/values, one every `ld` floats.
+// A contiguous run of n keys/values, one every `ld` elements: floats, or f16 when `f16`.
 struct KvRun {
   int64_t n;
-  const float *k, *v;
+  const void *k, *v;
   int64_t ld;
+  bool f16 = false;
 };
 
 // The cached positions [from, to) of KV group g (index among the layer's kept groups) as up to two
@@ -341,12 +352,30 @@ struct KvRun {
 template <typename State>
 int ring_runs(State& st, int64_t g, int64_t cap, int64_t Dh, int64_t from, int64_t to, KvRun* runs) {
   int nr = 0;
+  const bool f16 = !st.kh.empty();
   for (int64_t s = from; s < to;) {
-    const int64_t slot = s % cap, len = std::min(to - s, cap - slot);
-    runs[nr++] = {len, st.k.data() + (g * cap + slot) * Dh, st.v.data() + (g * cap + slot) * Dh, Dh};
+    const int64_t slot = s % cap, len = std::min(to - s, cap - slot), off = (g * cap + slot) * Dh;
+    if (f16)
+      runs[nr++] = {len, st.kh.data() + off, st.vh.data() + off, Dh, true};
+    else
+      runs[nr++] = {len, st.k.data() + off, st.v.data() + off, Dh, false};
     s += len;
   }
   return nr;
+}
+
+// Position `slot` of KV group g's ring <- the token's k, v [Dh] (floats; converted when the
+// cache is f16 - exact when they were rounded to f16 already).
+template <typename State>
+void ring_write(State& st, int64_t g, int64_t cap, int64_t Dh, int64_t slot, const float* k, const float* v) {
+  const int64_t off = (g * cap + slot) * Dh;
+  if (!st.kh.empty()) {
+    f32_to_f16(k, st.kh.data() + off, Dh);
+    f32_to_f16(v, st.vh.data() + off, Dh);
+  } else {
+    std::memcpy(st.k.data() + off, k, Dh * sizeof(float));
+    std::memcpy(st.v.data() + off, v, Dh * sizeof(float));
+  }
 }
 
 // One query against n_s keys/values in position order, split over `nr` runs: scaled scores,
@@ -355,14 +384,20 @@ void attend(const float* q, const KvRun* runs, int nr, int64_t n_s, int64_t Dh, 
             float* out) {
   int64_t off = 0;
   for (int r = 0; r < nr; ++r) {
-    attn_scores(q, runs[r].k, runs[r].ld, runs[r].n, Dh, sqrt_d, scores + off);
+    if (runs[r].f16)
+      attn_scores_f16(q, static_cast<const uint16_t*>(runs[r].k), runs[r].ld, runs[r].n, Dh, sqrt_d, scores + off);
+    else
+      attn_scores(q, static_cast<const float*>(runs[r].k), runs[r].ld, runs[r].n, Dh, sqrt_d, scores + off);
     off += runs[r].n;
   }
   softmax(scores, n_s);
   std::fill(out, out + Dh, 0.0f);
   off = 0;
   for (int r = 0; r < nr; ++r) {
-    weighted_sum(scores + off, runs[r].v, runs[r].ld, runs[r].n, Dh, out);
+    if (runs[r].f16)
+      weighted_sum_f16(scores + off, static_cast<const uint16_t*>(runs[r].v), runs[r].ld, runs[r].n, Dh, out);
+    else
+      weighted_sum(scores + off, static_cast<const float*>(runs[r].v), runs[r].ld, runs[r].n, Dh, out);
     off += runs[r].n;
   }
 }
@@ -370,7 +405,7 @@ void attend(const float* q, const KvRun* runs, int nr, int64_t n_s, int64_t Dh, 
 }  // namespace
 
 Session::Session(std::shared_ptr<const Model> model, const SessionOptions& o)
-    : model_(std::move(model)), pool_(o.threads) {
+    : model_(std::move(model)), pool_(o.threads), cache_type_(o.cache_type) {
   const ModelConfig& c = model_->config();
   n_ctx_ = o.n_ctx > 0 ? o.n_ctx : c.max_position_embeddings;
   RAD_CHECK(n_ctx_ >= 1, "runtime: context length must be >= 1, got {}", n_ctx_);
@@ -384,8 +419,14 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& o)
     ng = std::max(ng, w.ng());
     hs = std::max(hs, w.hs());
     LayerState s;
-    s.k.resize(static_cast<size_t>(w.ng() * kv_cap_ * Dh));
-    s.v.resize(s.k.size());
+    const size_t kv = static_cast<size_t>(w.ng() * kv_cap_ * Dh);
+    if (cache_type_ == CacheType::kF16) {
+      s.kh.resize(kv);
+      s.vh.resize(kv);
+    } else {
+      s.k.resize(kv);
+      s.v.resize(kv);
+    }
     s.ssm.resize(static_cast<size_t>(w.hs() * P * N));
     if (so.conv) s.conv.resize(static_cast<size_t>(w.hs() * (P + 2 * N) * (so.conv_width - 1)));
     state_.push_back(std::move(s));
@@ -425,8 +466,9 @@ CacheBytes Session::cache_bytes() const {
   const int64_t Dh = model_->config().d_head, used = std::min(length_, kv_cap_);
   for (size_t l = 0; l < state_.size(); ++l) {
     const int64_t ng = model_->layers()[l].ng();
-    b.kv_allocated += static_cast<int64_t>((state_[l].k.size() + state_[l].v.size()) * sizeof(float));
-    b.kv_used += ng * 2 * used * Dh * static_cast<int64_t>(sizeof(float));
+    b.kv_allocated += static_cast<int64_t>((state_[l].k.size() + state_[l].v.size()) * sizeof(float) +
+                                           (state_[l].kh.size() + state_[l].vh.size()) * sizeof(uint16_t));
+    b.kv_used += ng * 2 * used * Dh * cache_type_bytes(cache_type_);
     b.ssm += static_cast<int64_t>((state_[l].ssm.size() + state_[l].conv.size()) * sizeof(float));
   }
   return b;
@@ -489,6 +531,12 @@ void Session::layer_forward(int64_t l, int64_t T) {
     for (int64_t i = 0; i < nk; ++i) rope(q_.data() + (t * nk + i) * Dh, cs, sn, half);
     for (int64_t g = 0; g < ng; ++g) rope(k_.data() + (t * ng + g) * Dh, cs, sn, half);
   }
+  // An f16 cache: the chunk's K/V rounded now, so its own tokens attend to exactly what the ring
+  // will hold for them (prefill in chunks = token by token = BatchDecoder).
+  if (cache_type_ == CacheType::kF16 && ng > 0) {
+    round_to_f16(k_.data(), T * ng * Dh);
+    round_to_f16(v_.data(), T * ng * Dh);
+  }
 
   // 2. Kept heads (one task per token and head) and SSM heads (one task per head, all tokens in
   // order), scheduled dynamically; SSM tasks first since they are the longest.
@@ -527,10 +575,8 @@ void Session::layer_forward(int64_t l, int64_t T) {
   // The chunk's K/V into the cache (only the last `cap` positions matter with a window).
   for (int64_t t = std::max<int64_t>(0, T - cap); t < T; ++t) {
     const int64_t slot = (past + t) % cap;
-    for (int64_t g = 0; g < ng; ++g) {
-      std::memcpy(st.k.data() + (g * cap + slot) * Dh, k_.data() + (t * ng + g) * Dh, Dh * sizeof(float));
-      std::memcpy(st.v.data() + (g * cap + slot) * Dh, v_.data() + (t * ng + g) * Dh, Dh * sizeof(float));
-    }
+    for (int64_t g = 0; g < ng; ++g)
+      ring_write(st, g, cap, Dh, slot, k_.data() + (t * ng + g) * Dh, v_.data() + (t * ng + g) * Dh);
   }
 
   // 3-4. o_proj over all heads in the teacher's order, added to the residual; then the MLP.
@@ -645,10 +691,8 @@ void BatchDecoder::layer(int64_t l, Session* const* sessions, int64_t B) {
     for (int64_t g = 0; g < ng; ++g) rope(k_.data() + (b * ng + g) * Dh, cs, sn, half);
     Session::LayerState& st = sessions[b]->state_[l];
     const int64_t cap = sessions[b]->kv_cap_, slot = sessions[b]->length_ % cap;
-    for (int64_t g = 0; g < ng; ++g) {
-      std::memcpy(st.k.data() + (g * cap + slot) * Dh, k_.data() + (b * ng + g) * Dh, Dh * sizeof(float));
-      std::memcpy(st.v.data() + (g * cap + slot) * Dh, v_.data() + (b * ng + g) * Dh, Dh * sizeof(float));
-    }
+    for (int64_t g = 0; g < ng; ++g)
+      ring_write(st, g, cap, Dh, slot, k_.data() + (b * ng + g) * Dh, v_.data() + (b * ng + g) * Dh);
   }
 
   // 2. SSM heads (one task per session and head) and kept heads (one per session and head), each

@@ -10,7 +10,10 @@
 // Caches (per sequence): K/V for the kept KV groups only (one entry per group, shared by the
 // group's kept heads), a ring of the last `sliding_window` positions when the config has one;
 // the SSM state [P, N] of every SSM head and, with the conv option, its last conv_width - 1 inputs.
-// All float32. SSM heads run the step recurrence in prefill too: linear in the prompt length.
+// The SSM and conv states are float32; K/V are float32 or, with SessionOptions::cache_type = kF16,
+// IEEE half (llama.cpp's default, -ctk/-ctv f16): rounded once when computed (before attention, so
+// a prefill chunk's own keys equal what the ring will hold) and converted on the fly by the
+// attention kernels, float32 accumulation. SSM heads run the step recurrence in prefill too: linear in the prompt length.
 //
 // Continuous batching: BatchDecoder::step advances several Sessions of one Model by one token each
 // in one pass - the projections, MLP and LM head as one matmul over the B rows (each weight row
@@ -49,6 +52,13 @@ struct LayerWeights {
   int64_t hs() const { return static_cast<int64_t>(ssm_heads.size()); }
 };
 
+// Element type of the K/V cache.
+enum class CacheType { kF32, kF16 };
+int64_t cache_type_bytes(CacheType t);  // 4 or 2
+const char* cache_type_name(CacheType t);  // "f32" / "f16"
+// "f32" or "f16"; anything else is a rad::Error naming `flag` and the allowed values.
+CacheType parse_cache_type(const std::string& value, const std::string& flag = "--cache-type");
+
 class Model {
  public:
   // Loads a teacher (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM) or hybrid directory.
@@ -68,9 +78,9 @@ class Model {
   int64_t parameter_count() const { return n_params_; }
   int64_t weight_bytes() const { return weight_bytes_; }  // bytes of all weights as stored
 
-  // Analytic cache bytes (float32) of one sequence of `length` tokens (DESIGN section 7), with
-  // the sliding window capping the KV part.
-  int64_t cache_bytes(int64_t length) const;
+  // Analytic cache bytes of one sequence of `length` tokens (DESIGN section 7), with the sliding
+  // window capping the KV part; K/V at `kv` (2 or 4 bytes), SSM/conv state float32.
+  int64_t cache_bytes(int64_t length, CacheType kv = CacheType::kF32) const;
 
  private:
   Model() = default;
@@ -91,6 +101,7 @@ struct SessionOptions {
   int64_t n_ctx = 0;          // tokens this session may hold; 0: the config's max_position_embeddings
   int64_t prefill_chunk = 64; // prompt tokens per batched pass
   int threads = 0;            // 0: all cores this process may use
+  CacheType cache_type = CacheType::kF32;  // K/V element type
 };
 
 struct CacheBytes {
@@ -120,6 +131,7 @@ class Session {
   int64_t length() const { return length_; }
   int64_t n_ctx() const { return n_ctx_; }
   int threads() const { return pool_.size(); }
+  CacheType cache_type() const { return cache_type_; }
   CacheBytes cache_bytes() const;
   const Model& model() const { return *model_; }
 
@@ -131,8 +143,10 @@ class Session {
   std::shared_ptr<const Model> model_;
   ThreadPool pool_;
   int64_t n_ctx_ = 0, kv_cap_ = 0, chunk_ = 0, length_ = 0;
+  CacheType cache_type_ = CacheType::kF32;
   struct LayerState {
-    std::vector<float> k, v;     // [ng, kv_cap, Dh]: position p at slot p % kv_cap
+    std::vector<float> k, v;     // [ng, kv_cap, Dh]: position p at slot p % kv_cap (cache type f32)
+    std::vector<uint16_t> kh, vh;  // the same in f16 (cache type f16; then k, v are empty)
     std::vector<float> ssm;      // [Hs, P, N]
     std::vector<float> conv;     // [Hs * (P + 2N), W - 1]: the last inputs of each channel, oldest first
   };
@@ -149,7 +163,7 @@ class Session {
 //   Session* batch[] = {&a, &b, &c};  int64_t next[] = {ta, tb, tc};
 //   const float* logits = dec.step(batch, next, 3);   // [3, n_vocab]; row i: session batch[i]
 //
-// Each session may be at its own length and have its own context (n_ctx); all must be sessions of
+// Each session may be at its own length, context (n_ctx) and cache type; all must be sessions of
 // the decoder's model, each at most once per step. The scratch (B rows of activations, B rows of
 // logits, per-thread attention scores) grows to the largest batch and context seen and is then
 // reused: no allocation per token once warm (reserve() sizes it up front). A session's own

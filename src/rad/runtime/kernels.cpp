@@ -49,6 +49,27 @@ float f16_to_f32(uint16_t h) {
   return f;
 }
 
+uint16_t f32_to_f16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000, ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u)  // inf, or NaN (quiet, top payload bits kept as the hardware does)
+    return static_cast<uint16_t>(sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 | ((ax >> 13) & 0x3ff) : 0));
+  if (ax >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00);  // >= 65520: rounds to inf
+  if (ax < 0x38800000u) {                                              // below 2^-14: subnormal half
+    if (ax <= 0x33000000u) return static_cast<uint16_t>(sign);          // <= 2^-25 (the tie goes to 0)
+    const uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u, shift = 126 - e;  // in units of 2^-24
+    uint32_t r = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (r & 1))) ++r;  // may carry into the smallest normal: right
+    return static_cast<uint16_t>(sign | r);
+  }
+  uint32_t h = (((ax >> 23) - 127 + 15) << 10) | ((ax >> 13) & 0x3ff);
+  const uint32_t rem = ax & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) ++h;  // a carry into the exponent is right too
+  return static_cast<uint16_t>(sign | h);
+}
+
 namespace {
 
 inline float load_scalar(const uint8_t* p, DType d, int64_t i) {
@@ -116,12 +137,26 @@ void axpy_portable(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
-void attn_scores_portable(const float* q, const float* K, int64_t ld, int64_t n, int64_t Dh, float div, float* out) {
-  for (int64_t j = 0; j < n; ++j) out[j] = dot_portable(q, K + j * ld, Dh) / div;
+inline float elem(float v) { return v; }
+inline float elem(uint16_t v) { return f16_to_f32(v); }
+
+// Element types E: float, or uint16_t holding f16 (the K/V cache); same order as dot/axpy_portable.
+template <typename E>
+void attn_scores_portable(const float* q, const E* K, int64_t ld, int64_t n, int64_t Dh, float div, float* out) {
+  for (int64_t j = 0; j < n; ++j) {
+    const E* k = K + j * ld;
+    float s = 0;
+    for (int64_t i = 0; i < Dh; ++i) s += q[i] * elem(k[i]);
+    out[j] = s / div;
+  }
 }
 
-void weighted_sum_portable(const float* p, const float* V, int64_t ld, int64_t n, int64_t Dh, float* out) {
-  for (int64_t j = 0; j < n; ++j) axpy_portable(p[j], V + j * ld, out, Dh);
+template <typename E>
+void weighted_sum_portable(const float* p, const E* V, int64_t ld, int64_t n, int64_t Dh, float* out) {
+  for (int64_t j = 0; j < n; ++j) {
+    const E* v = V + j * ld;
+    for (int64_t i = 0; i < Dh; ++i) out[i] += p[j] * elem(v[i]);
+  }
 }
 
 void softmax_portable(float* s, int64_t n) {
@@ -222,23 +257,39 @@ RAD_AVX2 void matmul_avx2_t(const Mat& W, const float* bias, const float* x, int
   }
 }
 
-RAD_AVX2 float dot_avx2(const float* a, const float* b, int64_t n) {
+RAD_AVX2 inline __m256 load8e(const float* p) { return _mm256_loadu_ps(p); }
+RAD_AVX2 inline __m256 load8e(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+RAD_AVX2 inline float elem_avx2(float v) { return v; }
+RAD_AVX2 inline float elem_avx2(uint16_t v) { return _cvtsh_ss(v); }
+// a * b + c with one rounding, spelled out: left to the compiler, contracting a scalar tail into an
+// FMA or not may differ between the float and the f16 instantiations.
+RAD_AVX2 inline float fma_ss(float a, float b, float c) {
+  return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
+}
+
+// E: float, or uint16_t holding f16 (the K/V cache), converted on load; one order of operations.
+template <typename E>
+RAD_AVX2 float dot_avx2(const float* a, const E* b, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8e(b + i), acc);
   float s = hsum(acc);
-  for (; i < n; ++i) s += a[i] * b[i];
+  for (; i < n; ++i) s = fma_ss(a[i], elem_avx2(b[i]), s);
   return s;
 }
 
-RAD_AVX2 void axpy_avx2(float a, const float* x, float* y, int64_t n) {
+template <typename E>
+RAD_AVX2 void axpy_avx2(float a, const E* x, float* y, int64_t n) {
   const __m256 va = _mm256_set1_ps(a);
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  for (; i < n; ++i) y[i] += a * x[i];
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load8e(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] = fma_ss(a, elem_avx2(x[i]), y[i]);
 }
 
-RAD_AVX2 void attn_scores_avx2(const float* q, const float* K, int64_t ld, int64_t n, int64_t Dh, float div,
+template <typename E>
+RAD_AVX2 void attn_scores_avx2(const float* q, const E* K, int64_t ld, int64_t n, int64_t Dh, float div,
                                float* out) {
   if (Dh % 8 != 0) {
     for (int64_t j = 0; j < n; ++j) out[j] = dot_avx2(q, K + j * ld, Dh) / div;
@@ -247,13 +298,13 @@ RAD_AVX2 void attn_scores_avx2(const float* q, const float* K, int64_t ld, int64
   int64_t j = 0;
   for (; j + 4 <= n; j += 4) {  // 4 keys at a time: independent FMA chains
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    const float* k = K + j * ld;
+    const E* k = K + j * ld;
     for (int64_t i = 0; i < Dh; i += 8) {
       const __m256 qv = _mm256_loadu_ps(q + i);
-      a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + i), a0);
-      a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + ld + i), a1);
-      a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + 2 * ld + i), a2);
-      a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + 3 * ld + i), a3);
+      a0 = _mm256_fmadd_ps(qv, load8e(k + i), a0);
+      a1 = _mm256_fmadd_ps(qv, load8e(k + ld + i), a1);
+      a2 = _mm256_fmadd_ps(qv, load8e(k + 2 * ld + i), a2);
+      a3 = _mm256_fmadd_ps(qv, load8e(k + 3 * ld + i), a3);
     }
     out[j] = hsum(a0) / div;
     out[j + 1] = hsum(a1) / div;
@@ -263,7 +314,8 @@ RAD_AVX2 void attn_scores_avx2(const float* q, const float* K, int64_t ld, int64
   for (; j < n; ++j) out[j] = dot_avx2(q, K + j * ld, Dh) / div;
 }
 
-RAD_AVX2 void weighted_sum_avx2(const float* p, const float* V, int64_t ld, int64_t n, int64_t Dh, float* out) {
+template <typename E>
+RAD_AVX2 void weighted_sum_avx2(const float* p, const E* V, int64_t ld, int64_t n, int64_t Dh, float* out) {
   if (Dh % 8 != 0) {
     for (int64_t j = 0; j < n; ++j) axpy_avx2(p[j], V + j * ld, out, Dh);
     return;
@@ -274,11 +326,27 @@ RAD_AVX2 void weighted_sum_avx2(const float* p, const float* V, int64_t ld, int6
     for (int64_t b = 0; b < w; ++b) acc[b] = _mm256_loadu_ps(out + i0 + 8 * b);
     for (int64_t j = 0; j < n; ++j) {
       const __m256 pj = _mm256_set1_ps(p[j]);
-      const float* v = V + j * ld + i0;
-      for (int64_t b = 0; b < w; ++b) acc[b] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8 * b), acc[b]);
+      const E* v = V + j * ld + i0;
+      for (int64_t b = 0; b < w; ++b) acc[b] = _mm256_fmadd_ps(pj, load8e(v + 8 * b), acc[b]);
     }
     for (int64_t b = 0; b < w; ++b) _mm256_storeu_ps(out + i0 + 8 * b, acc[b]);
   }
+}
+
+RAD_AVX2 void f32_to_f16_avx2(const float* src, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  for (; i < n; ++i) dst[i] = static_cast<uint16_t>(_cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+RAD_AVX2 void round_to_f16_avx2(float* x, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i),
+                                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+  for (; i < n; ++i) x[i] = _cvtsh_ss(static_cast<uint16_t>(_cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
 }
 
 // exp(x) for 8 floats (Cephes expf: range reduction by ln 2, degree-5 polynomial; ~1 ulp).
@@ -410,6 +478,34 @@ void weighted_sum(const float* p, const float* V, int64_t ld, int64_t n, int64_t
   if (g_isa == Isa::kAvx2) return weighted_sum_avx2(p, V, ld, n, Dh, out);
 #endif
   weighted_sum_portable(p, V, ld, n, Dh, out);
+}
+
+void attn_scores_f16(const float* q, const uint16_t* K, int64_t ld, int64_t n, int64_t Dh, float div, float* out) {
+#if RAD_HAVE_X86
+  if (g_isa == Isa::kAvx2) return attn_scores_avx2(q, K, ld, n, Dh, div, out);
+#endif
+  attn_scores_portable(q, K, ld, n, Dh, div, out);
+}
+
+void weighted_sum_f16(const float* p, const uint16_t* V, int64_t ld, int64_t n, int64_t Dh, float* out) {
+#if RAD_HAVE_X86
+  if (g_isa == Isa::kAvx2) return weighted_sum_avx2(p, V, ld, n, Dh, out);
+#endif
+  weighted_sum_portable(p, V, ld, n, Dh, out);
+}
+
+void f32_to_f16(const float* src, uint16_t* dst, int64_t n) {
+#if RAD_HAVE_X86
+  if (g_isa == Isa::kAvx2) return f32_to_f16_avx2(src, dst, n);
+#endif
+  for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_f16(src[i]);
+}
+
+void round_to_f16(float* x, int64_t n) {
+#if RAD_HAVE_X86
+  if (g_isa == Isa::kAvx2) return round_to_f16_avx2(x, n);
+#endif
+  for (int64_t i = 0; i < n; ++i) x[i] = f16_to_f32(f32_to_f16(x[i]));
 }
 
 void softmax(float* s, int64_t n) {

@@ -37,6 +37,11 @@ void scale(float a, float* y, int64_t n);                 // y *= a
 //   weighted_sum: out[0:Dh] += sum_j p[j] * (V + j * ld)
 void attn_scores(const float* q, const float* K, int64_t ld, int64_t n, int64_t Dh, float div, float* out);
 void weighted_sum(const float* p, const float* V, int64_t ld, int64_t n, int64_t Dh, float* out);
+// The same over an f16 (IEEE half) K/V cache: each element converted on the fly, float32
+// accumulation, the same order of operations as the float versions - so on keys/values that are
+// already f16 values the results are bitwise those of attn_scores / weighted_sum on their floats.
+void attn_scores_f16(const float* q, const uint16_t* K, int64_t ld, int64_t n, int64_t Dh, float div, float* out);
+void weighted_sum_f16(const float* p, const uint16_t* V, int64_t ld, int64_t n, int64_t Dh, float* out);
 
 // In place: s[j] = exp(s[j] - max) / sum (float32 softmax over n scores).
 void softmax(float* s, int64_t n);
@@ -49,5 +54,10 @@ void to_f32(const uint8_t* src, DType dtype, float* dst, int64_t n);
 
 float bf16_to_f32(uint16_t v);
 float f16_to_f32(uint16_t v);
+// float -> IEEE half, round to nearest even (overflow to inf, NaN kept NaN); portable, exact for
+// every value f16 represents. The row version uses _mm256_cvtps_ph on the AVX2 path.
+uint16_t f32_to_f16(float f);
+void f32_to_f16(const float* src, uint16_t* dst, int64_t n);
+void round_to_f16(float* x, int64_t n);  // in place: x[i] = f16_to_f32(f32_to_f16(x[i]))
 
 }  // namespace rad::runtime

@@ -93,7 +93,7 @@ void Scheduler::shutdown() {
   if (thread_.joinable()) thread_.join();
 }
 
-int64_t Scheduler::reservation(int64_t tokens) const { return model_->cache_bytes(tokens); }
+int64_t Scheduler::reservation(int64_t tokens) const { return model_->cache_bytes(tokens, o_.cache_type); }
 
 bool Scheduler::fits(int64_t bytes) const { return n_admitted_ < o_.max_sessions && reserved_ + bytes <= o_.cache_budget; }
 
@@ -287,6 +287,7 @@ void Scheduler::loop() {
         so.n_ctx = s->n_ctx_;
         so.prefill_chunk = o_.prefill_chunk;
         so.threads = o_.threads;
+        so.cache_type = o_.cache_type;
         r->session = std::make_unique<runtime::Session>(model_, so);
         r->sampler = std::make_unique<runtime::Sampler>(s->params_.sampling, model_->config().n_vocab);
         const auto& prompt = s->params_.prompt;

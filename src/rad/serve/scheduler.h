@@ -46,6 +46,7 @@ struct SchedulerOptions {
   int64_t n_ctx = 0;                 // largest context of a sequence; 0: max_position_embeddings
   int threads = 1;                   // threads of each Session's matmuls
   int64_t prefill_chunk = 32;        // prompt tokens per scheduler iteration and sequence
+  runtime::CacheType cache_type = runtime::CacheType::kF32;  // K/V element type (reservations count its bytes)
   std::vector<int64_t> eos_ids;      // tokens that end a reply (unless ignore_eos); empty: config.json's
 };
 

@@ -216,6 +216,7 @@ struct Server::Impl {
                           {"n_vocab", model->config().n_vocab},
                           {"parameters", model->parameter_count()},
                           {"cache_bytes_per_full_context", scheduler->reservation(scheduler->n_ctx())},
+                          {"cache_type", runtime::cache_type_name(o.scheduler.cache_type)},
                           {"chat_template", chat_template.has_value()}}}};
       res.set_content(body(json({{"object", "list"}, {"data", json::array({m})}})) + "\n", "application/json");
     });
@@ -308,10 +309,11 @@ int Server::bind() {
   } else {
     RAD_CHECK(m.http.bind_to_port(m.o.host, port), "serve: cannot bind {}:{} (in use, or not an address here)", m.o.host, port);
   }
-  log_info("serve: {} ({}, context {} tokens, {} cache bytes each at full context, budget {} bytes, up to {} sessions) on "
-           "http://{}:{}",
+  log_info("serve: {} ({}, context {} tokens, {} cache bytes each at full context with {} K/V, budget {} bytes, up to {} "
+           "sessions) on http://{}:{}",
            m.model_id, m.model->is_hybrid() ? "hybrid" : "teacher", m.scheduler->n_ctx(),
-           m.scheduler->reservation(m.scheduler->n_ctx()), m.o.scheduler.cache_budget, m.o.scheduler.max_sessions, m.o.host,
+           m.scheduler->reservation(m.scheduler->n_ctx()), runtime::cache_type_name(m.o.scheduler.cache_type),
+           m.o.scheduler.cache_budget, m.o.scheduler.max_sessions, m.o.host,
            port);
   return port;
 }
