@@ -12,6 +12,7 @@
 #include "rad/io/checkpoint.h"
 #include "rad/io/safetensors.h"
 #include "test_util.h"
+#include "tiny_distill_options.h"
 
 namespace rad::test {
 namespace {
@@ -41,25 +42,7 @@ CausalLM perturbed_student(uint64_t seed, const std::string& fixture = "llama_gq
   return s;
 }
 
-DistillOptions tiny_options(const std::string& out) {
-  DistillOptions o;
-  o.out_dir = out;
-  o.batch = 4;
-  o.seq = 24;
-  o.align = {5, 3e-3};
-  o.kd = {5, 3e-3};
-  o.ce_weight = 0.1;
-  o.save_every = 2;
-  o.log_every = 1;
-  o.eval_every = 5;
-  o.probe_pairs = 1;
-  o.probe_examples = 2;
-  o.ppl_windows = 2;
-  o.mix.task_share = 0.0;
-  o.seed = 3;
-  o.align_trainable = [](const std::string& n) { return n.find("self_attn") != std::string::npos; };
-  return o;
-}
+DistillOptions tiny_options(const std::string& out) { return tiny_distill_options(out, 5, 2, 5); }
 
 std::vector<nlohmann::json> records(const std::string& path) {
   std::vector<nlohmann::json> out;

@@ -12,6 +12,7 @@
 #include "rad/tokenizer/tokenizer.h"
 #include "rad/train/token_shards.h"
 #include "test_util.h"
+#include "tiny_distill_options.h"
 
 namespace rad::test {
 namespace {
@@ -268,22 +269,7 @@ TEST(TokenShards, DistillOnATokenDirectoryEqualsTheTextPath) {
         if (item.key().find("self_attn") != std::string::npos)
           item.value().add_(at::normal(0.0, 0.1, item.value().sizes(), gen, at::TensorOptions().dtype(at::kFloat)));
     }
-    DistillOptions o;
-    o.out_dir = out;
-    o.batch = 4;
-    o.seq = 24;
-    o.align = {2, 3e-3};
-    o.kd = {2, 3e-3};
-    o.ce_weight = 0.1;
-    o.save_every = 100;
-    o.log_every = 1;
-    o.eval_every = 4;
-    o.probe_pairs = 1;
-    o.probe_examples = 2;
-    o.ppl_windows = 2;
-    o.mix.task_share = 0.0;
-    o.seed = 3;
-    o.align_trainable = [](const std::string& n) { return n.find("self_attn") != std::string::npos; };
+    DistillOptions o = tiny_distill_options(out, 2, 100, 4);
     distill(teacher, student, o, d, [](CausalLM& m, const std::string& p) { io::save_causal_lm(m, p); });
   };
   run(TokenCorpus::from_text(text, encode, 0.1), dir.file("text"));
