@@ -263,6 +263,10 @@ RAD_AVX2 inline __m256 load8e(const uint16_t* p) {
 }
 RAD_AVX2 inline float elem_avx2(float v) { return v; }
 RAD_AVX2 inline float elem_avx2(uint16_t v) { return _cvtsh_ss(v); }
+RAD_AVX2 inline __m128 load4e(const float* p) { return _mm_loadu_ps(p); }
+RAD_AVX2 inline __m128 load4e(const uint16_t* p) {
+  return _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
 // a * b + c with one rounding, spelled out: left to the compiler, contracting a scalar tail into an
 // FMA or not may differ between the float and the f16 instantiations.
 RAD_AVX2 inline float fma_ss(float a, float b, float c) {
@@ -288,49 +292,73 @@ RAD_AVX2 void axpy_avx2(float a, const E* x, float* y, int64_t n) {
   for (; i < n; ++i) y[i] = fma_ss(a, elem_avx2(x[i]), y[i]);
 }
 
+// Head dims that are not a multiple of 8 (the default teacher's 12) keep their 4-wide lane in
+// registers across keys: a per-key dot product or axpy with a scalar tail made 16k-context decode
+// latency-bound (~17 ns per key; bench/RESULTS.md). Same order of operations as before, so results
+// are unchanged bit for bit.
 template <typename E>
 RAD_AVX2 void attn_scores_avx2(const float* q, const E* K, int64_t ld, int64_t n, int64_t Dh, float div,
                                float* out) {
-  if (Dh % 8 != 0) {
-    for (int64_t j = 0; j < n; ++j) out[j] = dot_avx2(q, K + j * ld, Dh) / div;
-    return;
-  }
+  // Per key: 8-wide FMA lanes, their horizontal sum, then each remaining dim added with one FMA in
+  // order (dot_avx2's order). The 4-wide lane does those FMAs for 4 keys at once, transposed.
+  const int64_t D8 = Dh & ~int64_t{7}, D4 = (Dh - D8) >= 4 ? D8 + 4 : D8;
   int64_t j = 0;
   for (; j + 4 <= n; j += 4) {  // 4 keys at a time: independent FMA chains
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     const E* k = K + j * ld;
-    for (int64_t i = 0; i < Dh; i += 8) {
+    for (int64_t i = 0; i < D8; i += 8) {
       const __m256 qv = _mm256_loadu_ps(q + i);
       a0 = _mm256_fmadd_ps(qv, load8e(k + i), a0);
       a1 = _mm256_fmadd_ps(qv, load8e(k + ld + i), a1);
       a2 = _mm256_fmadd_ps(qv, load8e(k + 2 * ld + i), a2);
       a3 = _mm256_fmadd_ps(qv, load8e(k + 3 * ld + i), a3);
     }
-    out[j] = hsum(a0) / div;
-    out[j + 1] = hsum(a1) / div;
-    out[j + 2] = hsum(a2) / div;
-    out[j + 3] = hsum(a3) / div;
+    alignas(16) float s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+    if (D4 > D8) {
+      __m128 r0 = load4e(k + D8), r1 = load4e(k + ld + D8), r2 = load4e(k + 2 * ld + D8), r3 = load4e(k + 3 * ld + D8);
+      _MM_TRANSPOSE4_PS(r0, r1, r2, r3);  // r_i: dim D8 + i of the 4 keys
+      __m128 acc = _mm_load_ps(s);
+      acc = _mm_fmadd_ps(_mm_set1_ps(q[D8]), r0, acc);
+      acc = _mm_fmadd_ps(_mm_set1_ps(q[D8 + 1]), r1, acc);
+      acc = _mm_fmadd_ps(_mm_set1_ps(q[D8 + 2]), r2, acc);
+      acc = _mm_fmadd_ps(_mm_set1_ps(q[D8 + 3]), r3, acc);
+      _mm_store_ps(s, acc);
+    }
+    for (int64_t i = D4; i < Dh; ++i)
+      for (int r = 0; r < 4; ++r) s[r] = fma_ss(q[i], elem_avx2(k[r * ld + i]), s[r]);
+    for (int r = 0; r < 4; ++r) out[j + r] = s[r] / div;
   }
   for (; j < n; ++j) out[j] = dot_avx2(q, K + j * ld, Dh) / div;
 }
 
 template <typename E>
 RAD_AVX2 void weighted_sum_avx2(const float* p, const E* V, int64_t ld, int64_t n, int64_t Dh, float* out) {
-  if (Dh % 8 != 0) {
-    for (int64_t j = 0; j < n; ++j) axpy_avx2(p[j], V + j * ld, out, Dh);
-    return;
-  }
-  for (int64_t i0 = 0; i0 < Dh; i0 += 32) {  // up to 4 accumulators over 32 dims, all n rows
-    const int64_t w = std::min<int64_t>(32, Dh - i0) / 8;
+  const int64_t D8 = Dh & ~int64_t{7}, D4 = (Dh - D8) >= 4 ? D8 + 4 : D8;
+  // Blocks of up to 32 dims in 8-wide accumulators over all n rows; the last block also carries the
+  // 4-wide lane and the scalar rest (at most 3), so a head dim up to 36 is one pass over V.
+  int64_t i0 = 0;
+  do {
+    const int64_t w = std::min<int64_t>(32, D8 - i0) / 8;
+    const bool last = i0 + 8 * w >= D8;
+    const bool lane4 = last && D4 > D8;
+    const int64_t n_rest = last ? Dh - D4 : 0;
     __m256 acc[4];
     for (int64_t b = 0; b < w; ++b) acc[b] = _mm256_loadu_ps(out + i0 + 8 * b);
+    __m128 acc4 = lane4 ? _mm_loadu_ps(out + D8) : _mm_setzero_ps();
+    float rest[3] = {0, 0, 0};
+    for (int64_t r = 0; r < n_rest; ++r) rest[r] = out[D4 + r];
     for (int64_t j = 0; j < n; ++j) {
       const __m256 pj = _mm256_set1_ps(p[j]);
-      const E* v = V + j * ld + i0;
-      for (int64_t b = 0; b < w; ++b) acc[b] = _mm256_fmadd_ps(pj, load8e(v + 8 * b), acc[b]);
+      const E* v = V + j * ld;
+      for (int64_t b = 0; b < w; ++b) acc[b] = _mm256_fmadd_ps(pj, load8e(v + i0 + 8 * b), acc[b]);
+      if (lane4) acc4 = _mm_fmadd_ps(_mm256_castps256_ps128(pj), load4e(v + D8), acc4);
+      for (int64_t r = 0; r < n_rest; ++r) rest[r] = fma_ss(p[j], elem_avx2(v[D4 + r]), rest[r]);
     }
     for (int64_t b = 0; b < w; ++b) _mm256_storeu_ps(out + i0 + 8 * b, acc[b]);
-  }
+    if (lane4) _mm_storeu_ps(out + D8, acc4);
+    for (int64_t r = 0; r < n_rest; ++r) out[D4 + r] = rest[r];
+    i0 += 32;
+  } while (i0 < D8);
 }
 
 RAD_AVX2 void f32_to_f16_avx2(const float* src, uint16_t* dst, int64_t n) {
