@@ -15,7 +15,7 @@ steps=${1:-12}
 warm=4
 bin=${RADISTILL:-build/radistill}
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+[ -n "${KEEP_TMP:-}" ] || trap 'rm -rf "$tmp"' EXIT
 corpus=data/kjv.txt
 [ -f "$corpus" ] || bash scripts/get_corpus.sh "$corpus"
 echo '{"kept_heads": [[0,1],[0,3],[0,4],[2,2],[2,3],[3,0],[3,1],[3,3]]}' > "$tmp/plan.json"
@@ -61,6 +61,9 @@ def load(p):
         s, e = v["data_offsets"]; out[k] = np.frombuffer(b[8 + n + s:8 + n + e], np.float32)
     return out
 a, b = load(sys.argv[1]), load(sys.argv[2])
-rel = max(np.linalg.norm(a[k] - b[k]) / max(np.linalg.norm(a[k]), 1e-30) for k in a)
-print(f"\nlargest relative L2 difference of a weight, 1 vs 2 processes: {rel:.2e}")
+rels = {k: np.linalg.norm(a[k] - b[k]) / max(np.linalg.norm(a[k]), 1e-30) for k in a}
+worst = max(rels, key=rels.get)
+whole = np.sqrt(sum(np.sum((a[k] - b[k]) ** 2) for k in a) / sum(np.sum(a[k] ** 2) for k in a))
+print(f"\nrelative L2 difference of all weights, 1 vs 2 processes: {whole:.2e}; "
+      f"largest of one tensor: {rels[worst]:.2e} ({worst}, norm {np.linalg.norm(a[worst]):.3g})")
 PY

@@ -296,8 +296,9 @@ TEST(TokenShards, DistillOnATokenDirectoryEqualsTheTextPath) {
 }
 
 // The command line: tokenize-corpus, then pretrain on the token directory on one process (the text
-// file's run, byte for byte) and on two (the same within float32 summation order); a directory of
-// another tokenizer or another held-out split is refused.
+// file's run, byte for byte) and on two (the same within float32 summation order); eval's held-out
+// perplexity on it equals the text file's; a directory of another tokenizer or another held-out
+// split is refused.
 TEST(TokenShardsCli, PretrainOnATokenDirectoryEqualsTheTextOnOneAndTwoProcesses) {
   TempDir dir;
   {
@@ -329,6 +330,26 @@ TEST(TokenShardsCli, PretrainOnATokenDirectoryEqualsTheTextOnOneAndTwoProcesses)
     at::Tensor ta = a->tensor(e.name).to(at::kDouble), tb = b->tensor(e.name).to(at::kDouble);
     EXPECT_LE((ta - tb).norm().item<double>() / std::max(ta.norm().item<double>(), 1e-12), 1e-5) << e.name;
   }
+
+  // eval's held-out perplexity on the token directory is the text file's, exactly.
+  auto eval_args = [&](const std::string& corpus, const std::string& out) {
+    return "eval " + dir.file("one") + " --corpus " + corpus + " --out " + dir.file(out) +
+           " --kv-pairs 2 --examples 2 --mqar-pairs 2 --mqar-queries 1 --needle-words 10 --needle-depths 0"
+           " --phonebook-entries 2 --ppl-seq 16";
+  };
+  auto perplexity = [&](const std::string& out) {
+    std::ifstream in(dir.file(out) + "/eval.json");
+    return nlohmann::json::parse(in).at("models").at(0).at("perplexity").get<double>();
+  };
+  r = run_cli(eval_args(dir.file("corpus.txt"), "eval_text"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli(eval_args(dir.file("tok"), "eval_tok"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GT(perplexity("eval_text"), 1.0);
+  EXPECT_EQ(perplexity("eval_text"), perplexity("eval_tok"));
+  r = run_cli(eval_args(dir.file("tok"), "eval_other") + " --heldout-fraction 0.1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--heldout-fraction 0.1: the token directory"), std::string::npos) << r.err;
 
   r = run_cli(args(dir.file("tok"), "other") + " --heldout-fraction 0.1");
   EXPECT_NE(r.exit_code, 0);

@@ -27,13 +27,20 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--needle-words", o.needle_words, "Needle-in-a-haystack filler lengths in words, comma-separated")->delimiter(',')->capture_default_str();
   cmd->add_option("--needle-depths", o.needle_depths, "Needle depths, comma-separated, 0 = start .. 1 = end")->delimiter(',')->capture_default_str();
   cmd->add_option("--phonebook-entries", o.phonebook_entries, "Phone-book size")->capture_default_str();
-  cmd->add_option("--corpus", o.corpus, "Text file; perplexity on its last --heldout-fraction of lines");
-  cmd->add_option("--heldout-fraction", o.heldout_fraction, "Held-out fraction of corpus lines")->capture_default_str();
+  cmd->add_option("--corpus", o.corpus, "Text file (perplexity on its last --heldout-fraction of lines) or a token "
+                  "directory from `radistill tokenize-corpus` (its held-out split)");
+  static CLI::Option* heldout = cmd->add_option("--heldout-fraction", o.heldout_fraction,
+                                                "Held-out fraction of corpus lines")->capture_default_str();
+  cmd->add_option("--ppl-seq", o.ppl_seq, "Tokens per held-out perplexity window")->capture_default_str()->check(
+      CLI::PositiveNumber);
+  cmd->add_option("--ppl-windows", o.ppl_windows, "Held-out perplexity windows at most")->capture_default_str()->check(
+      CLI::PositiveNumber);
   cmd->add_option("--user-tasks", o.user_tasks, "JSONL of multiple-choice and generation tasks");
   cmd->add_option("--batch", o.batch, "Examples per forward pass")->capture_default_str();
   cmd->add_option("--kv-dtype-bytes", o.kv_dtype_bytes, "Bytes per KV element in the analytic cache figures")->capture_default_str();
   cmd->callback([] {
     o.key_split = tasks::parse_key_split(split);
+    o.heldout_fraction_given = heldout->count() > 0;
     ensure_directory(out);
     nlohmann::json result = evaluate_models(dirs, o, reference);
     std::string path = (std::filesystem::path(out) / "eval.json").string();

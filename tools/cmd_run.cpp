@@ -27,6 +27,7 @@
 #include "rad/io/hf_config.h"
 #include "rad/model/hybrid_config.h"
 #include "rad/report/run_report.h"
+#include "rad/train/token_shards.h"
 
 namespace rad::cli {
 namespace fs = std::filesystem;
@@ -56,6 +57,9 @@ struct RunOptions {
   int64_t context_words = 40;  // needle probe: filler words
   std::string heads_dir;       // an earlier `radistill heads` output to use instead of a new sweep
   bool layerwise = true;       // the layer-wise baselines (25% and 50% of layers)
+  // Recompute each student layer in backward (less memory, same result): not one of the settings a
+  // resumed run must repeat.
+  bool activation_checkpointing = false;
 };
 
 std::string default_teacher() {
@@ -284,6 +288,7 @@ class Pipeline {
                                      "--eval-every", std::to_string(std::max<int64_t>(50, (align + kd) / 4)),
                                      "--save-every", std::to_string(o_.save_every)};
     if (use_bf16()) args.push_back("--bf16");
+    if (o_.activation_checkpointing) args.push_back("--activation-checkpointing");
     // An interrupted distillation continues from its latest checkpoint.
     if (!done(name) && fs::exists(fs::path(out) / "checkpoints" / "latest")) args.push_back("--resume");
     stage(name, progress, data_parallel(args));
@@ -377,8 +382,9 @@ class Pipeline {
   void check_settings() {
     RAD_CHECK(fs::exists(fs::path(o_.teacher) / "config.json"), "teacher {}: no config.json (expected a Hugging Face "
               "model directory; the shipped one is models/default-teacher)", o_.teacher);
-    RAD_CHECK(fs::is_regular_file(o_.corpus), "corpus {}: no such file (expected UTF-8 text, e.g. the KJV from "
-              "scripts/get_corpus.sh)", o_.corpus);
+    RAD_CHECK(fs::is_regular_file(o_.corpus) || is_token_dir(o_.corpus),
+              "corpus {}: no such file or token directory (expected UTF-8 text, e.g. the KJV from "
+              "scripts/get_corpus.sh, or the --out of `radistill tokenize-corpus`)", o_.corpus);
     RAD_CHECK(o_.nproc >= 1, "--nproc must be >= 1, got {}", o_.nproc);
     RAD_CHECK(o_.probe_task == "kv" || o_.probe_task == "needle",
               "--probe-task {}: expected kv or needle (the tasks the evaluation reports a probe accuracy for)",
@@ -421,7 +427,7 @@ void register_run(CLI::App& app) {
   static RunOptions o;
   o.teacher = default_teacher();
   cmd->add_option("--teacher", o.teacher, "Teacher model directory (Hugging Face Llama format)")->capture_default_str();
-  cmd->add_option("--corpus", o.corpus, "UTF-8 text for distillation data and held-out perplexity")->required();
+  cmd->add_option("--corpus", o.corpus, "UTF-8 text, or a token directory from `radistill tokenize-corpus`, for distillation data and held-out perplexity")->required();
   cmd->add_option("--out", o.out, "Run directory (re-running the same command resumes it)")->required();
   cmd->add_option("--pairs", o.pairs, "KV-probe pairs for head scoring and the report's probe accuracy")->capture_default_str();
   cmd->add_option("--head-examples", o.head_examples, "Probe examples for head scoring")->capture_default_str();
@@ -464,6 +470,8 @@ void register_run(CLI::App& app) {
                   "--budget/--fraction) instead of running the head sweep again");
   cmd->add_flag("--layerwise,!--no-layerwise", o.layerwise, "Distil the layer-wise baselines (25% and 50% of layers; "
                 "--no-layerwise skips them)");
+  cmd->add_flag("--activation-checkpointing", o.activation_checkpointing,
+                "Distillations recompute each student layer in backward (less activation memory, same result)");
   cmd->callback([] {
     // The needle probe's length is always among the evaluation's, so every model has a probe accuracy.
     if (o.probe_task == "needle" &&

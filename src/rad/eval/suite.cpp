@@ -21,6 +21,7 @@
 #include "rad/tokenizer/tokenizer.h"
 #include "rad/train/data.h"
 #include "rad/train/loop.h"
+#include "rad/train/token_shards.h"
 
 namespace rad {
 namespace fs = std::filesystem;
@@ -102,7 +103,11 @@ json evaluate_models(const std::vector<std::string>& dirs, const EvalOptions& op
   RAD_CHECK(!dirs.empty(), "eval: no models given");
   std::vector<UserTask> user;
   if (!opt.user_tasks.empty()) user = load_user_tasks(opt.user_tasks);
-  std::string corpus_text = opt.corpus.empty() ? "" : read_text_file(opt.corpus);
+  const bool corpus_tokens = !opt.corpus.empty() && is_token_dir(opt.corpus);
+  if (!opt.corpus.empty() && !corpus_tokens)
+    RAD_CHECK(!fs::is_directory(opt.corpus), "--corpus {} is a directory without {}: give a UTF-8 text file or a "
+              "directory written by `radistill tokenize-corpus`", opt.corpus, kTokenIndexFile);
+  std::string corpus_text = opt.corpus.empty() || corpus_tokens ? "" : read_text_file(opt.corpus);
   json models = json::array();
   // Task list, in report order.
   std::vector<std::pair<std::string, std::pair<std::string, tasks::TaskOptions>>> task_list;
@@ -156,8 +161,11 @@ json evaluate_models(const std::vector<std::string>& dirs, const EvalOptions& op
       progress.update(++done, name);
     }
     m["tasks"] = tasks_json;
-    if (!corpus_text.empty()) {
-      TokenCorpus corpus = TokenCorpus::from_text(corpus_text, codec.encode, opt.heldout_fraction);
+    if (corpus_tokens || !corpus_text.empty()) {
+      // A token directory is memory-mapped and checked against this model's tokenizer.
+      TokenCorpus corpus = corpus_tokens ? load_corpus(opt.corpus, dir, codec.encode, model->config().n_vocab,
+                                                       opt.heldout_fraction, opt.heldout_fraction_given)
+                                         : TokenCorpus::from_text(corpus_text, codec.encode, opt.heldout_fraction);
       m["perplexity"] = perplexity(model, heldout_windows(corpus.heldout, opt.ppl_seq, opt.ppl_windows, codec.bos), 8);
     }
     progress.update(++done, "perplexity");

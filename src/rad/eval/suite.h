@@ -21,8 +21,12 @@ struct EvalOptions {
   std::vector<int64_t> needle_words = {200, 600};
   std::vector<double> needle_depths = {0.0, 0.5, 1.0};
   int64_t phonebook_entries = 20;
-  std::string corpus;  // held-out perplexity on its last heldout_fraction of lines (empty: skipped)
+  // Held-out perplexity (empty: skipped) on a UTF-8 text file's last heldout_fraction of lines, or
+  // on the held-out split of a token directory from `radistill tokenize-corpus` (fixed when it was
+  // tokenized: a heldout_fraction_given that differs is an error).
+  std::string corpus;
   double heldout_fraction = 0.02;
+  bool heldout_fraction_given = false;
   int64_t ppl_windows = 32;
   int64_t ppl_seq = 256;
   std::string user_tasks;  // JSONL (empty: none)
