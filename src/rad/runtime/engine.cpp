@@ -378,28 +378,57 @@ void ring_write(State& st, int64_t g, int64_t cap, int64_t Dh, int64_t slot, con
   }
 }
 
-// One query against n_s keys/values in position order, split over `nr` runs: scaled scores,
-// softmax, weighted sum into out [Dh]. scores: n_s floats of scratch.
-void attend(const float* q, const KvRun* runs, int nr, int64_t n_s, int64_t Dh, float sqrt_d, float* scores,
-            float* out) {
+// Queries that share one KV group against its n_s keys/values in position order, split over `nr`
+// runs: scaled scores, softmax, weighted sum into outs[h] [Dh]. Keys and values are visited in
+// blocks that stay in L1 while every query of the group uses them, so a group's K/V is read from
+// memory once per token rather than once per head (GQA teachers at long context are bound by those
+// reads). Per query the order of operations is that of one query alone: results do not depend on
+// how many heads share the pass. scores: nh * n_s floats of scratch.
+constexpr int kMaxGroupHeads = 8;   // queries per pass (more heads in a group: several passes)
+constexpr int64_t kKvBlock = 256;   // keys per block: 256 x head dim x 4 bytes fits L1 for Dh <= 32
+
+void attend_group(const float* const* qs, float* const* outs, int nh, const KvRun* runs, int nr, int64_t n_s,
+                  int64_t Dh, float sqrt_d, float* scores) {
   int64_t off = 0;
   for (int r = 0; r < nr; ++r) {
-    if (runs[r].f16)
-      attn_scores_f16(q, static_cast<const uint16_t*>(runs[r].k), runs[r].ld, runs[r].n, Dh, sqrt_d, scores + off);
-    else
-      attn_scores(q, static_cast<const float*>(runs[r].k), runs[r].ld, runs[r].n, Dh, sqrt_d, scores + off);
+    for (int64_t j0 = 0; j0 < runs[r].n; j0 += kKvBlock) {
+      const int64_t nb = std::min(kKvBlock, runs[r].n - j0);
+      for (int h = 0; h < nh; ++h) {
+        float* out = scores + h * n_s + off + j0;
+        if (runs[r].f16)
+          attn_scores_f16(qs[h], static_cast<const uint16_t*>(runs[r].k) + j0 * runs[r].ld, runs[r].ld, nb, Dh,
+                          sqrt_d, out);
+        else
+          attn_scores(qs[h], static_cast<const float*>(runs[r].k) + j0 * runs[r].ld, runs[r].ld, nb, Dh, sqrt_d,
+                      out);
+      }
+    }
     off += runs[r].n;
   }
-  softmax(scores, n_s);
-  std::fill(out, out + Dh, 0.0f);
+  for (int h = 0; h < nh; ++h) {
+    softmax(scores + h * n_s, n_s);
+    std::fill(outs[h], outs[h] + Dh, 0.0f);
+  }
   off = 0;
   for (int r = 0; r < nr; ++r) {
-    if (runs[r].f16)
-      weighted_sum_f16(scores + off, static_cast<const uint16_t*>(runs[r].v), runs[r].ld, runs[r].n, Dh, out);
-    else
-      weighted_sum(scores + off, static_cast<const float*>(runs[r].v), runs[r].ld, runs[r].n, Dh, out);
+    for (int64_t j0 = 0; j0 < runs[r].n; j0 += kKvBlock) {
+      const int64_t nb = std::min(kKvBlock, runs[r].n - j0);
+      for (int h = 0; h < nh; ++h) {
+        const float* p = scores + h * n_s + off + j0;
+        if (runs[r].f16)
+          weighted_sum_f16(p, static_cast<const uint16_t*>(runs[r].v) + j0 * runs[r].ld, runs[r].ld, nb, Dh, outs[h]);
+        else
+          weighted_sum(p, static_cast<const float*>(runs[r].v) + j0 * runs[r].ld, runs[r].ld, nb, Dh, outs[h]);
+      }
+    }
     off += runs[r].n;
   }
+}
+
+// One query: attend_group with a group of one.
+void attend(const float* q, const KvRun* runs, int nr, int64_t n_s, int64_t Dh, float sqrt_d, float* scores,
+            float* out) {
+  attend_group(&q, &out, 1, runs, nr, n_s, Dh, sqrt_d, scores);
 }
 
 }  // namespace
@@ -448,7 +477,12 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& o)
   logits_.resize(c.n_vocab);
   cos_.resize(T * Dh / 2);
   sin_.resize(T * Dh / 2);
-  scores_.resize(static_cast<size_t>(pool_.size()) * (kv_cap_ + chunk_));
+  int64_t group_heads = 1;  // most kept heads sharing one KV group in a layer (capped per pass)
+  for (const auto& w : model_->layers())
+    for (int64_t g = 0; g < w.ng(); ++g)
+      group_heads = std::max<int64_t>(group_heads, std::count(w.head_group.begin(), w.head_group.end(), g));
+  group_heads_ = std::min<int64_t>(group_heads, kMaxGroupHeads);
+  scores_.resize(static_cast<size_t>(pool_.size() * group_heads_) * (kv_cap_ + chunk_));
 }
 
 Session::~Session() = default;
@@ -538,38 +572,48 @@ void Session::layer_forward(int64_t l, int64_t T) {
     round_to_f16(v_.data(), T * ng * Dh);
   }
 
-  // 2. Kept heads (one task per token and head) and SSM heads (one task per head, all tokens in
-  // order), scheduled dynamically; SSM tasks first since they are the longest.
-  const int64_t W = c.sliding_window, cap = kv_cap_, scores_stride = kv_cap_ + chunk_;
+  // 2. Kept heads (one task per token and KV group: the group's heads share each read of its K/V)
+  // and SSM heads (one task per head, all tokens in order), scheduled dynamically; SSM tasks first
+  // since they are the longest.
+  const int64_t W = c.sliding_window, cap = kv_cap_, scores_stride = group_heads_ * (kv_cap_ + chunk_);
   const float sqrt_d = static_cast<float>(std::sqrt(static_cast<double>(Dh)));
-  const int64_t n_tasks = hs + T * nk;
+  const int64_t n_tasks = hs + T * ng;
   auto f = [&](int64_t task, int tid) {
     float* scores = scores_.data() + tid * scores_stride;
-    {
-      if (task < hs) {
-        const int64_t i = task;
-        float* S = st.ssm.data() + i * P * N;
-        for (int64_t t = 0; t < T; ++t)
-          ssm_head_token(w, so, i, P, N, S, st.conv.data(), sx_.data() + t * hs * P + i * P,
-                         sB_.data() + t * hs * N + i * N, sC_.data() + t * hs * N + i * N, sa_[t * hs + i],
-                         so.gate ? sz_.data() + t * hs * P + i * P : nullptr,
-                         heads_.data() + (t * H + w.ssm_heads[i]) * Dh);
-      } else {
-        const int64_t t = (task - hs) / nk, i = (task - hs) % nk, g = w.head_group[i];
-        const int64_t pos = past + t, lo = W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0, n_s = pos - lo + 1;
-        // Positions [lo, pos] in up to three contiguous runs: the cache ring before and after its
-        // wrap point (positions before this chunk), then the chunk's own keys in the scratch.
-        KvRun runs[3];
-        int nr = ring_runs(st, g, cap, Dh, lo, std::min(pos + 1, past), runs);
-        if (pos >= past) {
-          const int64_t s0 = std::max(lo, past);
-          runs[nr++] = {pos - s0 + 1, k_.data() + ((s0 - past) * ng + g) * Dh, v_.data() + ((s0 - past) * ng + g) * Dh,
-                        ng * Dh};
-        }
-        attend(q_.data() + (t * nk + i) * Dh, runs, nr, n_s, Dh, sqrt_d, scores,
-               heads_.data() + (t * H + w.kept_heads[i]) * Dh);
+    if (task < hs) {
+      const int64_t i = task;
+      float* S = st.ssm.data() + i * P * N;
+      for (int64_t t = 0; t < T; ++t)
+        ssm_head_token(w, so, i, P, N, S, st.conv.data(), sx_.data() + t * hs * P + i * P,
+                       sB_.data() + t * hs * N + i * N, sC_.data() + t * hs * N + i * N, sa_[t * hs + i],
+                       so.gate ? sz_.data() + t * hs * P + i * P : nullptr,
+                       heads_.data() + (t * H + w.ssm_heads[i]) * Dh);
+      return;
+    }
+    const int64_t t = (task - hs) / ng, g = (task - hs) % ng;
+    const int64_t pos = past + t, lo = W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0, n_s = pos - lo + 1;
+    // Positions [lo, pos] in up to three contiguous runs: the cache ring before and after its wrap
+    // point (positions before this chunk), then the chunk's own keys in the scratch.
+    KvRun runs[3];
+    int nr = ring_runs(st, g, cap, Dh, lo, std::min(pos + 1, past), runs);
+    if (pos >= past) {
+      const int64_t s0 = std::max(lo, past);
+      runs[nr++] = {pos - s0 + 1, k_.data() + ((s0 - past) * ng + g) * Dh, v_.data() + ((s0 - past) * ng + g) * Dh,
+                    ng * Dh};
+    }
+    const float* qs[kMaxGroupHeads];
+    float* outs[kMaxGroupHeads];
+    int nh = 0;
+    for (int64_t i = 0; i < nk; ++i) {
+      if (w.head_group[i] != g) continue;
+      qs[nh] = q_.data() + (t * nk + i) * Dh;
+      outs[nh] = heads_.data() + (t * H + w.kept_heads[i]) * Dh;
+      if (++nh == group_heads_) {
+        attend_group(qs, outs, nh, runs, nr, n_s, Dh, sqrt_d, scores);
+        nh = 0;
       }
     }
+    if (nh > 0) attend_group(qs, outs, nh, runs, nr, n_s, Dh, sqrt_d, scores);
   };
   pool_.for_blocks(n_tasks, f);
   // The chunk's K/V into the cache (only the last `cap` positions matter with a window).

@@ -154,7 +154,8 @@ class Session {
   // Scratch for one chunk of T <= chunk_ tokens.
   std::vector<float> x_, xn_, q_, k_, v_, sx_, sB_, sC_, sa_, sz_, heads_, g_, u_, logits_;
   std::vector<float> cos_, sin_;  // [T, Dh / 2]
-  std::vector<float> scores_;     // [threads, kv_cap + chunk]
+  int64_t group_heads_ = 1;       // kept heads attended together per KV group pass
+  std::vector<float> scores_;     // [threads, group_heads, kv_cap + chunk]
 };
 
 // One decode step for many sessions at once (the server's continuous batching).
