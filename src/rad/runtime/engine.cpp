@@ -425,10 +425,33 @@ void attend_group(const float* const* qs, float* const* outs, int nh, const KvRu
   }
 }
 
-// One query: attend_group with a group of one.
-void attend(const float* q, const KvRun* runs, int nr, int64_t n_s, int64_t Dh, float sqrt_d, float* scores,
-            float* out) {
-  attend_group(&q, &out, 1, runs, nr, n_s, Dh, sqrt_d, scores);
+// The most kept heads that share one KV group in any layer, capped at one pass's kMaxGroupHeads:
+// the attention scratch holds that many score rows per thread.
+int64_t group_heads(const Model& m) {
+  int64_t most = 1;
+  for (const auto& w : m.layers())
+    for (int64_t g = 0; g < w.ng(); ++g)
+      most = std::max<int64_t>(most, std::count(w.head_group.begin(), w.head_group.end(), g));
+  return std::min<int64_t>(most, kMaxGroupHeads);
+}
+
+// Kept heads i of a layer with head_group[i] == g, in passes of at most max_heads: for each pass,
+// attend_group on their queries (q_base + i * Dh) into their output rows (out_base + kept_heads[i] * Dh).
+void attend_kept_group(const LayerWeights& w, int64_t g, int64_t max_heads, const float* q_base, float* out_base,
+                       const KvRun* runs, int nr, int64_t n_s, int64_t Dh, float sqrt_d, float* scores) {
+  const float* qs[kMaxGroupHeads];
+  float* outs[kMaxGroupHeads];
+  int nh = 0;
+  for (int64_t i = 0; i < w.nk(); ++i) {
+    if (w.head_group[i] != g) continue;
+    qs[nh] = q_base + i * Dh;
+    outs[nh] = out_base + w.kept_heads[i] * Dh;
+    if (++nh == max_heads) {
+      attend_group(qs, outs, nh, runs, nr, n_s, Dh, sqrt_d, scores);
+      nh = 0;
+    }
+  }
+  if (nh > 0) attend_group(qs, outs, nh, runs, nr, n_s, Dh, sqrt_d, scores);
 }
 
 }  // namespace
@@ -477,11 +500,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& o)
   logits_.resize(c.n_vocab);
   cos_.resize(T * Dh / 2);
   sin_.resize(T * Dh / 2);
-  int64_t group_heads = 1;  // most kept heads sharing one KV group in a layer (capped per pass)
-  for (const auto& w : model_->layers())
-    for (int64_t g = 0; g < w.ng(); ++g)
-      group_heads = std::max<int64_t>(group_heads, std::count(w.head_group.begin(), w.head_group.end(), g));
-  group_heads_ = std::min<int64_t>(group_heads, kMaxGroupHeads);
+  group_heads_ = group_heads(*model_);
   scores_.resize(static_cast<size_t>(pool_.size() * group_heads_) * (kv_cap_ + chunk_));
 }
 
@@ -601,19 +620,8 @@ void Session::layer_forward(int64_t l, int64_t T) {
       runs[nr++] = {pos - s0 + 1, k_.data() + ((s0 - past) * ng + g) * Dh, v_.data() + ((s0 - past) * ng + g) * Dh,
                     ng * Dh};
     }
-    const float* qs[kMaxGroupHeads];
-    float* outs[kMaxGroupHeads];
-    int nh = 0;
-    for (int64_t i = 0; i < nk; ++i) {
-      if (w.head_group[i] != g) continue;
-      qs[nh] = q_.data() + (t * nk + i) * Dh;
-      outs[nh] = heads_.data() + (t * H + w.kept_heads[i]) * Dh;
-      if (++nh == group_heads_) {
-        attend_group(qs, outs, nh, runs, nr, n_s, Dh, sqrt_d, scores);
-        nh = 0;
-      }
-    }
-    if (nh > 0) attend_group(qs, outs, nh, runs, nr, n_s, Dh, sqrt_d, scores);
+    attend_kept_group(w, g, group_heads_, q_.data() + t * nk * Dh, heads_.data() + t * H * Dh, runs, nr, n_s, Dh,
+                      sqrt_d, scores);
   };
   pool_.for_blocks(n_tasks, f);
   // The chunk's K/V into the cache (only the last `cap` positions matter with a window).
@@ -632,6 +640,7 @@ void Session::layer_forward(int64_t l, int64_t T) {
 BatchDecoder::BatchDecoder(std::shared_ptr<const Model> model, const BatchDecoderOptions& o)
     : model_(std::move(model)), pool_(o.threads) {
   RAD_CHECK(model_ != nullptr, "runtime: BatchDecoder needs a model");
+  group_heads_ = group_heads(*model_);
 }
 
 BatchDecoder::~BatchDecoder() = default;
@@ -666,7 +675,7 @@ void BatchDecoder::reserve(int64_t max_batch, int64_t max_kv) {
     cap_b_ = max_batch;
   }
   if (max_kv > cap_kv_) {
-    scores_.resize(static_cast<size_t>(pool_.size()) * max_kv);
+    scores_.resize(static_cast<size_t>(pool_.size() * group_heads_) * max_kv);
     cap_kv_ = max_kv;
   }
 }
@@ -739,11 +748,11 @@ void BatchDecoder::layer(int64_t l, Session* const* sessions, int64_t B) {
       ring_write(st, g, cap, Dh, slot, k_.data() + (b * ng + g) * Dh, v_.data() + (b * ng + g) * Dh);
   }
 
-  // 2. SSM heads (one task per session and head) and kept heads (one per session and head), each
-  // against its own session's state.
+  // 2. SSM heads (one task per session and head) and kept heads (one per session and KV group, the
+  // group's heads sharing each read of its K/V), each against its own session's state.
   const int64_t W = c.sliding_window;
   const float sqrt_d = static_cast<float>(std::sqrt(static_cast<double>(Dh)));
-  const int64_t n_ssm = B * hs, n_tasks = n_ssm + B * nk;
+  const int64_t n_ssm = B * hs, n_tasks = n_ssm + B * ng;
   auto f = [&](int64_t task, int tid) {
     if (task < n_ssm) {
       const int64_t b = task / hs, i = task % hs;
@@ -753,13 +762,13 @@ void BatchDecoder::layer(int64_t l, Session* const* sessions, int64_t B) {
                      so.gate ? sz_.data() + b * hs * P + i * P : nullptr,
                      heads_.data() + (b * H + w.ssm_heads[i]) * Dh);
     } else {
-      const int64_t b = (task - n_ssm) / nk, i = (task - n_ssm) % nk, g = w.head_group[i];
+      const int64_t b = (task - n_ssm) / ng, g = (task - n_ssm) % ng;
       const Session& s = *sessions[b];
       const int64_t pos = s.length_, lo = W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0, n_s = pos - lo + 1;
       KvRun runs[2];
       const int nr = ring_runs(s.state_[l], g, s.kv_cap_, Dh, lo, pos + 1, runs);
-      attend(q_.data() + (b * nk + i) * Dh, runs, nr, n_s, Dh, sqrt_d, scores_.data() + tid * cap_kv_,
-             heads_.data() + (b * H + w.kept_heads[i]) * Dh);
+      attend_kept_group(w, g, group_heads_, q_.data() + b * nk * Dh, heads_.data() + b * H * Dh, runs, nr, n_s, Dh,
+                        sqrt_d, scores_.data() + tid * group_heads_ * cap_kv_);
     }
   };
   pool_.for_blocks(n_tasks, f);

@@ -198,7 +198,8 @@ class BatchDecoder {
   int64_t cap_b_ = 0, cap_kv_ = 0;
   // [B, ...] rows, as Session's chunk scratch with the batch in place of the chunk's tokens.
   std::vector<float> x_, xn_, q_, k_, v_, sx_, sB_, sC_, sa_, sz_, heads_, g_, u_, logits_, cos_, sin_;
-  std::vector<float> scores_;  // [threads, cap_kv_]
+  int64_t group_heads_ = 1;     // kept heads attended together per KV group pass
+  std::vector<float> scores_;  // [threads, group_heads_, cap_kv_]
 };
 
 }  // namespace rad::runtime
