@@ -382,7 +382,7 @@ class Pipeline {
   void check_settings() {
     RAD_CHECK(fs::exists(fs::path(o_.teacher) / "config.json"), "teacher {}: no config.json (expected a Hugging Face "
               "model directory; the shipped one is models/default-teacher)", o_.teacher);
-    RAD_CHECK(fs::is_regular_file(o_.corpus) || is_token_dir(o_.corpus),
+    RAD_CHECK(corpus_is_token_dir(o_.corpus) || fs::is_regular_file(o_.corpus),
               "corpus {}: no such file or token directory (expected UTF-8 text, e.g. the KJV from "
               "scripts/get_corpus.sh, or the --out of `radistill tokenize-corpus`)", o_.corpus);
     RAD_CHECK(o_.nproc >= 1, "--nproc must be >= 1, got {}", o_.nproc);
@@ -427,7 +427,8 @@ void register_run(CLI::App& app) {
   static RunOptions o;
   o.teacher = default_teacher();
   cmd->add_option("--teacher", o.teacher, "Teacher model directory (Hugging Face Llama format)")->capture_default_str();
-  cmd->add_option("--corpus", o.corpus, "UTF-8 text, or a token directory from `radistill tokenize-corpus`, for distillation data and held-out perplexity")->required();
+  cmd->add_option("--corpus", o.corpus, "UTF-8 text, or a token directory from `radistill tokenize-corpus`, for "
+                  "distillation data and held-out perplexity")->required();
   cmd->add_option("--out", o.out, "Run directory (re-running the same command resumes it)")->required();
   cmd->add_option("--pairs", o.pairs, "KV-probe pairs for head scoring and the report's probe accuracy")->capture_default_str();
   cmd->add_option("--head-examples", o.head_examples, "Probe examples for head scoring")->capture_default_str();

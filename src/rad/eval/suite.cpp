@@ -103,10 +103,7 @@ json evaluate_models(const std::vector<std::string>& dirs, const EvalOptions& op
   RAD_CHECK(!dirs.empty(), "eval: no models given");
   std::vector<UserTask> user;
   if (!opt.user_tasks.empty()) user = load_user_tasks(opt.user_tasks);
-  const bool corpus_tokens = !opt.corpus.empty() && is_token_dir(opt.corpus);
-  if (!opt.corpus.empty() && !corpus_tokens)
-    RAD_CHECK(!fs::is_directory(opt.corpus), "--corpus {} is a directory without {}: give a UTF-8 text file or a "
-              "directory written by `radistill tokenize-corpus`", opt.corpus, kTokenIndexFile);
+  const bool corpus_tokens = !opt.corpus.empty() && corpus_is_token_dir(opt.corpus);
   std::string corpus_text = opt.corpus.empty() || corpus_tokens ? "" : read_text_file(opt.corpus);
   json models = json::array();
   // Task list, in report order.

@@ -626,14 +626,19 @@ TokenCorpus load_token_dir(const std::string& dir, const std::string& tokenizer_
   return TokenCorpus{TokenSeq::concat(std::move(train)), TokenSeq::concat(std::move(heldout))};
 }
 
+bool corpus_is_token_dir(const std::string& path) {
+  if (is_token_dir(path)) return true;
+  std::error_code ec;
+  RAD_CHECK(!fs::is_directory(path, ec),
+            "--corpus {} is a directory without {}: give a UTF-8 text file or a directory written by `radistill "
+            "tokenize-corpus`",
+            path, kTokenIndexFile);
+  return false;
+}
+
 TokenCorpus load_corpus(const std::string& path, const std::string& tokenizer_dir, const tasks::Encoder& encode,
                         int64_t vocab_size, double heldout_fraction, bool heldout_fraction_given) {
-  if (!is_token_dir(path)) {
-    std::error_code ec;
-    RAD_CHECK(!fs::is_directory(path, ec),
-              "--corpus {} is a directory without {}: give a UTF-8 text file or a directory written by `radistill "
-              "tokenize-corpus`",
-              path, kTokenIndexFile);
+  if (!corpus_is_token_dir(path)) {
     log_info("tokenizing {} ...", path);
     return TokenCorpus::from_text(read_text_file(path), encode, heldout_fraction);
   }

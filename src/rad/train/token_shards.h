@@ -60,6 +60,10 @@ TokenizeCorpusResult tokenize_corpus(const TokenizeCorpusOptions& options, const
 // True when `path` is a directory holding radistill-tokens.json.
 bool is_token_dir(const std::string& path);
 
+// What a --corpus names: a token directory (true) or, otherwise, a text file (false). A directory
+// without the index is an error naming it.
+bool corpus_is_token_dir(const std::string& path);
+
 // Memory-maps a finished token directory (no copy of the corpus). Fails naming the directory or
 // shard when it is incomplete, a shard is missing, truncated or of another size than the index
 // says, or it was tokenized with a tokenizer whose hash is not `tokenizer_hash`.
