@@ -13,6 +13,7 @@
 #include "rad/model/causal_lm.h"
 #include "rad/model/hybrid_mixer.h"
 #include "rad/model/ssm.h"
+#include "rad/runtime/kernels.h"
 #include "test_util.h"
 
 namespace rad::test {
@@ -20,6 +21,16 @@ namespace {
 
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+template <class F>
+void expect_error_contains(F f, const std::string& text) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an error containing: " << text;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+  }
 }
 
 struct SsdInputs {
@@ -93,6 +104,68 @@ TEST(Ssd, ChunkedGradientsMatchNaive) {
     EXPECT_GT(gn[i].abs().max().item<double>(), 1e-3) << names[i];
     EXPECT_LT(max_abs_diff(gc[i], gn[i]), 1e-5 * std::max(1.0, gn[i].abs().max().item<double>())) << names[i];
   }
+}
+
+// The fused scan against the chunked form (values) and the naive form (gradients through y and the
+// final state, including the initial state's), with each ISA this CPU has, for checkpoint
+// intervals that divide T, do not, and exceed it; P = 12 and N = 5 exercise the 8-wide sums' tails.
+TEST(Ssd, FusedScanMatchesChunkedValuesAndNaiveGradients) {
+  SsdInputs in = random_ssd(2, 11, 3, 12, 5, 7);
+  at::Tensor wy = at::randn({2, 11, 3, 12}), ws = at::randn({2, 3, 12, 5});
+  std::vector<runtime::Isa> isas = {runtime::Isa::kPortable};
+  if (runtime::detected_isa() == runtime::Isa::kAvx2) isas.push_back(runtime::Isa::kAvx2);
+  const runtime::Isa before = runtime::active_isa();
+  auto leaves = [&] {
+    return std::vector<at::Tensor>{in.x.clone().requires_grad_(), in.log_alpha.clone().requires_grad_(),
+                                   in.B.clone().requires_grad_(), in.C.clone().requires_grad_(),
+                                   in.state.clone().requires_grad_()};
+  };
+  // Reference: the naive output for y, the recurrence's final state, both differentiated by autograd.
+  std::vector<at::Tensor> ref = leaves();
+  at::Tensor y_ref = ssd_naive(ref[0], ref[1], ref[2], ref[3], ref[4]);
+  at::Tensor s_ref = ssd_recurrent(ref[0], ref[1], ref[2], ref[3], ref[4]).second;
+  ((y_ref * wy).sum() + (s_ref * ws).sum()).backward();
+  auto [y_chunk, s_chunk] = ssd_chunked(in.x, in.log_alpha, in.B, in.C, 4, in.state);
+  const char* names[] = {"x", "log_alpha", "B", "C", "initial_state"};
+  for (runtime::Isa isa : isas) {
+    runtime::set_isa(isa);
+    for (int64_t every : {1, 4, 11, 64}) {
+      std::vector<at::Tensor> l = leaves();
+      auto [y, s] = ssd_scan(l[0], l[1], l[2], l[3], l[4], every);
+      EXPECT_LT(max_abs_diff(y, y_chunk), 1e-5) << runtime::isa_name(isa) << " every " << every;
+      EXPECT_LT(max_abs_diff(s, s_chunk), 1e-5) << runtime::isa_name(isa) << " every " << every;
+      ((y * wy).sum() + (s * ws).sum()).backward();
+      for (size_t i = 0; i < l.size(); ++i) {
+        ASSERT_TRUE(l[i].grad().defined()) << names[i];
+        const double scale = std::max(1.0, ref[i].grad().abs().max().item<double>());
+        EXPECT_GT(ref[i].grad().abs().max().item<double>(), 1e-3) << names[i];
+        EXPECT_LT(max_abs_diff(l[i].grad(), ref[i].grad()), 1e-5 * scale)
+            << names[i] << " " << runtime::isa_name(isa) << " every " << every;
+      }
+    }
+  }
+  runtime::set_isa(before);
+}
+
+TEST(Ssd, FusedScanWithoutGradientToTheFinalStateAndBadInput) {
+  SsdInputs in = random_ssd(1, 9, 2, 3, 4, 8);
+  at::Tensor x = in.x.clone().requires_grad_(), la = in.log_alpha.clone().requires_grad_();
+  at::Tensor B = in.B.clone().requires_grad_(), C = in.C.clone().requires_grad_();
+  ssd_scan(x, la, B, C, {}, 4).first.sum().backward();  // the final state unused: its gradient is undefined
+  at::Tensor x2 = in.x.clone().requires_grad_(), la2 = in.log_alpha.clone().requires_grad_();
+  at::Tensor B2 = in.B.clone().requires_grad_(), C2 = in.C.clone().requires_grad_();
+  ssd_naive(x2, la2, B2, C2).sum().backward();
+  EXPECT_LT(max_abs_diff(x.grad(), x2.grad()), 1e-5);
+  EXPECT_LT(max_abs_diff(la.grad(), la2.grad()), 1e-5);
+  EXPECT_LT(max_abs_diff(B.grad(), B2.grad()), 1e-5);
+  EXPECT_LT(max_abs_diff(C.grad(), C2.grad()), 1e-5);
+  expect_error_contains([&] { ssd_scan(in.x.to(at::kDouble), in.log_alpha, in.B, in.C); }, "float32 CPU");
+  expect_error_contains([&] { ssd_scan(in.x, in.log_alpha, in.B, in.C, at::zeros({1, 2, 4, 3})); }, "initial state");
+  // ssd_sequence falls back to the chunked form where the scan does not apply
+  at::Tensor yd = ssd_sequence(in.x.to(at::kDouble), in.log_alpha.to(at::kDouble), in.B.to(at::kDouble),
+                               in.C.to(at::kDouble), 4).first;
+  EXPECT_EQ(yd.scalar_type(), at::kDouble);
+  EXPECT_LT(max_abs_diff(yd, ssd_naive(in.x, in.log_alpha, in.B, in.C)), 1e-5);
 }
 
 TEST(Ssd, NaiveMatchesAHandComputedTwoStepExample) {

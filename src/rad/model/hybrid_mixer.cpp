@@ -58,7 +58,7 @@ at::Tensor SsmHeadsImpl::forward(const at::Tensor& u, HybridCache* cache) {
     cache->ssm_state = state;
   } else {
     auto [yy, final_state] =
-        ssd_chunked(x4, log_alpha, b4, c4, options.chunk_size, cache != nullptr ? cache->ssm_state : at::Tensor());
+        ssd_sequence(x4, log_alpha, b4, c4, options.chunk_size, cache != nullptr ? cache->ssm_state : at::Tensor());
     y = yy;
     if (cache != nullptr) cache->ssm_state = final_state;
   }

@@ -44,7 +44,7 @@ class SsmHeadsImpl : public torch::nn::Module {
  public:
   SsmHeadsImpl(const ModelConfig& config, const SsmOptions& options, int64_t n_heads);
   // u [B, T, d_model] -> y [B, T, H_s, P] in u's dtype. With a cache, continues its state (a
-  // single token runs the step recurrence, more tokens the chunked form from the cached state).
+  // single token runs the step recurrence, more tokens ssd_sequence from the cached state).
   at::Tensor forward(const at::Tensor& u, HybridCache* cache);
   // Projections and gate inputs in float32, before the scan (used by forward and tests).
   torch::nn::Linear x_proj{nullptr}, B_proj{nullptr}, C_proj{nullptr}, a_proj{nullptr}, z_proj{nullptr};

@@ -10,6 +10,11 @@
 //   ssd_chunked : the chunked SSD form (training; differentiable by libtorch autograd). Inside a
 //                 chunk the quadratic form, across chunks a carried state (as mamba's ssd_minimal).
 //   ssd_step    : one step of the recurrence (decoding).
+//   ssd_scan    : the recurrence over a whole sequence as one fused CPU kernel with a hand-written
+//                 backward (an autograd Function): O(T P N) work and no T x T or chunk x chunk
+//                 intermediates, where the chunked form's small batched matmuls are slow on a CPU.
+//   ssd_sequence: the form used for sequences (training, prefill): ssd_scan for float32 CPU
+//                 tensors, ssd_chunked elsewhere.
 // Shapes: x [B, T, H, P], log_alpha [B, T, H], Bm / Cm [B, T, H, N], state [B, H, P, N].
 #pragma once
 
@@ -29,6 +34,18 @@ at::Tensor ssd_naive(const at::Tensor& x, const at::Tensor& log_alpha, const at:
 std::pair<at::Tensor, at::Tensor> ssd_chunked(const at::Tensor& x, const at::Tensor& log_alpha, const at::Tensor& Bm,
                                               const at::Tensor& Cm, int64_t chunk,
                                               const at::Tensor& initial_state = {});
+
+// Fused recurrent scan for float32 CPU tensors, differentiable in every input. The forward keeps
+// the state at every `checkpoint_every`-th token; the backward recomputes the states in between.
+// Returns {y [B, T, H, P], final_state [B, H, P, N]}.
+std::pair<at::Tensor, at::Tensor> ssd_scan(const at::Tensor& x, const at::Tensor& log_alpha, const at::Tensor& Bm,
+                                           const at::Tensor& Cm, const at::Tensor& initial_state = {},
+                                           int64_t checkpoint_every = 64);
+
+// ssd_scan where it applies (CPU, float32), ssd_chunked with `chunk` otherwise.
+std::pair<at::Tensor, at::Tensor> ssd_sequence(const at::Tensor& x, const at::Tensor& log_alpha, const at::Tensor& Bm,
+                                               const at::Tensor& Cm, int64_t chunk,
+                                               const at::Tensor& initial_state = {});
 
 // One recurrence step for a single token: x [B, H, P], log_alpha [B, H], Bm / Cm [B, H, N].
 // Updates `state` [B, H, P, N] in place (when it is undefined, starts from zeros) and returns
