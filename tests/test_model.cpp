@@ -10,6 +10,8 @@
 #include "rad/io/safetensors.h"
 #include "rad/model/causal_lm.h"
 #include "rad/model/generate.h"
+#include "rad/model/layers.h"
+#include "rad/runtime/kernels.h"
 #include "test_util.h"
 
 namespace rad::test {
@@ -78,6 +80,47 @@ TEST_P(DecodeEquivalence, PrefillPlusStepDecodeEqualsFullForward) {
 // mistral_headdim has sliding_window 5 < T, so decoding must apply the window to cached keys.
 INSTANTIATE_TEST_SUITE_P(Fixtures, DecodeEquivalence,
                          ::testing::Values("llama_gqa", "qwen2_bias", "llama3_rope", "mistral_headdim"));
+
+// The fused attention against libtorch's ops: values and gradients of q, k and v, with GQA (two
+// query heads per KV group), a past (S > T: queries start at position S - T), a sliding window and
+// a head dim that is not a multiple of 8, for each ISA this CPU has.
+TEST(Attention, FusedMatchesTheReferenceInValuesAndGradients) {
+  at::manual_seed(3);
+  const int64_t B = 2, T = 7, H = 4, Hkv = 2, D = 12, past = 3, S = past + T;
+  at::Tensor q0 = at::randn({B, T, H, D}), k0 = at::randn({B, Hkv, S, D}), v0 = at::randn({B, Hkv, S, D});
+  at::Tensor w = at::randn({B, T, H, D});
+  std::vector<runtime::Isa> isas = {runtime::Isa::kPortable};
+  if (runtime::detected_isa() == runtime::Isa::kAvx2) isas.push_back(runtime::Isa::kAvx2);
+  const runtime::Isa before = runtime::active_isa();
+  for (int64_t window : {0, 4}) {
+    at::Tensor mask = causal_mask(past, T, window, at::kCPU);
+    std::vector<at::Tensor> ref = {q0.clone().requires_grad_(), k0.clone().requires_grad_(), v0.clone().requires_grad_()};
+    at::Tensor y_ref = grouped_attention_reference(ref[0], ref[1], ref[2], mask);
+    (y_ref * w).sum().backward();
+    for (runtime::Isa isa : isas) {
+      runtime::set_isa(isa);
+      // k and v as the model passes them: transposed views, not contiguous
+      at::Tensor q = q0.clone().requires_grad_();
+      at::Tensor kt = k0.transpose(1, 2).contiguous().requires_grad_(), vt = v0.transpose(1, 2).contiguous().requires_grad_();
+      at::Tensor y = grouped_attention(q, kt.transpose(1, 2), vt.transpose(1, 2), mask);
+      EXPECT_LT((y - y_ref).abs().max().item<double>(), 1e-5) << "window " << window << " " << runtime::isa_name(isa);
+      (y * w).sum().backward();
+      std::vector<at::Tensor> got = {q.grad(), kt.grad().transpose(1, 2), vt.grad().transpose(1, 2)};
+      const char* names[] = {"q", "k", "v"};
+      for (int i = 0; i < 3; ++i) {
+        EXPECT_GT(ref[i].grad().abs().max().item<double>(), 1e-2) << names[i];
+        EXPECT_LT((got[i] - ref[i].grad()).abs().max().item<double>(), 1e-5)
+            << names[i] << " window " << window << " " << runtime::isa_name(isa);
+      }
+    }
+  }
+  runtime::set_isa(before);
+  // A mask with two allowed ranges in a row takes the reference path and still gives its result.
+  at::Tensor mask = at::ones({T, S}, at::kBool);
+  mask[2][4] = false;
+  at::Tensor k = k0, v = v0;
+  EXPECT_LT((grouped_attention(q0, k, v, mask) - grouped_attention_reference(q0, k, v, mask)).abs().max().item<double>(), 1e-6);
+}
 
 TEST(Model, KVCacheHoldsOnlyTheKVHeads) {
   CausalLM model = io::load_causal_lm(fixture_model("llama_gqa"), at::kFloat);

@@ -1,10 +1,15 @@
 #include "rad/model/layers.h"
 
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/functional/activation.h>
 
 #include <cmath>
+#include <limits>
+#include <vector>
 
 #include "rad/core/error.h"
+#include "rad/runtime/kernels.h"
 
 namespace rad {
 
@@ -47,17 +52,160 @@ Attention::Attention(const ModelConfig& c) : n_head(c.n_head), n_head_kv(c.n_hea
 
 std::unique_ptr<LayerCache> Attention::new_cache() const { return std::make_unique<AttentionCache>(); }
 
-at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
+namespace {
+
+// Fused causal attention for float32 CPU tensors (forward and backward), built on the runtime's
+// attention kernels. Written by hand because libtorch 1.13 (no MKL) computes the masked scores as a
+// full T x S matmul, masks them, soft-maxes them and multiplies again, one matmul per batch slice;
+// here each query row touches only the keys its mask allows (the causal half), and nothing of size
+// T x S is kept for the backward: the probabilities are recomputed there, bit for bit as in the
+// forward. Rows of the mask must allow a contiguous range of keys (causal, sliding window) - other
+// masks take the reference path.
+struct FusedAttention {
+  int64_t B, T, S, H, Hkv, G, D;
+  float div;
+  const float *q, *k, *v;              // [B,T,H,D], [B,Hkv,S,D] x2
+  const int64_t *lo, *hi;              // allowed keys of query row t: [lo[t], hi[t])
+  const float *out, *gout;             // backward: the forward's output and its gradient
+  float *gq, *gk, *gv;
+
+  const float* qrow(int64_t b, int64_t t, int64_t h) const { return q + ((b * T + t) * H + h) * D; }
+  int64_t kv_offset(int64_t b, int64_t j) const { return (b * Hkv + j) * S * D; }
+
+  // p[0 : hi-lo] = softmax of the scaled scores of query (b, t, h) over its allowed keys.
+  void probabilities(int64_t b, int64_t t, int64_t h, float* p) const {
+    const int64_t n = hi[t] - lo[t];
+    runtime::attn_scores(qrow(b, t, h), k + kv_offset(b, h / G) + lo[t] * D, D, n, D, div, p);
+    runtime::softmax(p, n);
+  }
+
+  void forward_row(int64_t row, float* p, float* o) const {  // row = (b * T + t) * H + h
+    const int64_t h = row % H, t = (row / H) % T, b = row / (H * T), n = hi[t] - lo[t];
+    for (int64_t d = 0; d < D; ++d) o[d] = 0;
+    if (n <= 0) return;
+    probabilities(b, t, h, p);
+    runtime::weighted_sum(p, v + kv_offset(b, h / G) + lo[t] * D, D, n, D, o);
+  }
+
+  // dp_s = dO . v_s;  ds_s = p_s (dp_s - sum_s' p_s' dp_s') / div;
+  // dq = sum_s ds_s k_s;  dk_s += ds_s q;  dv_s += p_s dO.
+  // One (batch, KV group) per call, so its dk / dv have a single writer.
+  void backward_group(int64_t bj, float* p, float* dp) const {
+    const int64_t b = bj / Hkv, j = bj % Hkv;
+    const float *kb = k + kv_offset(b, j), *vb = v + kv_offset(b, j);
+    float *gkb = gk + kv_offset(b, j), *gvb = gv + kv_offset(b, j);
+    for (int64_t i = 0; i < S * D; ++i) gkb[i] = gvb[i] = 0;
+    for (int64_t h = j * G; h < (j + 1) * G; ++h)
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t n = hi[t] - lo[t], off = ((b * T + t) * H + h) * D;
+        float* dq = gq + off;
+        for (int64_t d = 0; d < D; ++d) dq[d] = 0;
+        if (n <= 0) continue;
+        const float* dO = gout + off;
+        probabilities(b, t, h, p);
+        runtime::attn_scores(dO, vb + lo[t] * D, D, n, D, 1.0f, dp);
+        const float mean = runtime::dot(p, dp, n);
+        for (int64_t s = 0; s < n; ++s) dp[s] = p[s] * (dp[s] - mean) / div;
+        runtime::weighted_sum(dp, kb + lo[t] * D, D, n, D, dq);
+        const float* qv = q + off;
+        for (int64_t s = 0; s < n; ++s) {
+          runtime::axpy(dp[s], qv, gkb + (lo[t] + s) * D, D);
+          runtime::axpy(p[s], dO, gvb + (lo[t] + s) * D, D);
+        }
+      }
+  }
+};
+
+struct FusedAttentionFunction : public torch::autograd::Function<FusedAttentionFunction> {
+  static FusedAttention args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& range) {
+    FusedAttention a{};
+    a.B = q.size(0), a.T = q.size(1), a.H = q.size(2), a.D = q.size(3), a.Hkv = k.size(1), a.S = k.size(2);
+    a.G = a.H / a.Hkv, a.div = static_cast<float>(std::sqrt(static_cast<double>(a.D)));
+    a.q = q.data_ptr<float>(), a.k = k.data_ptr<float>();
+    a.lo = range.data_ptr<int64_t>(), a.hi = a.lo + a.T;
+    return a;
+  }
+
+  // range [2, T]: each query row's allowed keys [lo, hi).
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q_in,
+                                                const at::Tensor& k_in, const at::Tensor& v_in,
+                                                const at::Tensor& range) {
+    at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+    FusedAttention a = args(q, k, range);
+    a.v = v.data_ptr<float>();
+    at::Tensor out = at::empty_like(q);
+    float* o = out.data_ptr<float>();
+    at::parallel_for(0, a.B * a.T * a.H, 16, [&](int64_t begin, int64_t end) {
+      std::vector<float> p(std::max<int64_t>(a.S, 1));
+      for (int64_t row = begin; row < end; ++row) a.forward_row(row, p.data(), o + row * a.D);
+    });
+    ctx->save_for_backward({q, k, v, range, out});
+    return {out};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto saved = ctx->get_saved_variables();
+    at::Tensor q = saved[0], k = saved[1], v = saved[2], range = saved[3], out = saved[4];
+    at::Tensor gout = grad_out[0].contiguous();
+    FusedAttention a = args(q, k, range);
+    a.v = v.data_ptr<float>(), a.out = out.data_ptr<float>(), a.gout = gout.data_ptr<float>();
+    at::Tensor gq = at::empty_like(q), gk = at::empty_like(k), gv = at::empty_like(v);
+    a.gq = gq.data_ptr<float>(), a.gk = gk.data_ptr<float>(), a.gv = gv.data_ptr<float>();
+    at::parallel_for(0, a.B * a.Hkv, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> p(std::max<int64_t>(a.S, 1)), dp(std::max<int64_t>(a.S, 1));
+      for (int64_t bj = begin; bj < end; ++bj) a.backward_group(bj, p.data(), dp.data());
+    });
+    return {gq, gk, gv, at::Tensor()};
+  }
+};
+
+// [2, T] int64 (lo, hi) when every row of the [T, S] bool mask allows one contiguous range of keys;
+// undefined otherwise.
+at::Tensor mask_ranges(const at::Tensor& mask) {
+  at::Tensor m = mask.to(at::kCPU).contiguous();
+  const int64_t T = m.size(0), S = m.size(1);
+  at::Tensor range = at::empty({2, T}, at::kLong);
+  const bool* mp = m.data_ptr<bool>();
+  int64_t *lo = range.data_ptr<int64_t>(), *hi = lo + T;
+  for (int64_t t = 0; t < T; ++t) {
+    const bool* row = mp + t * S;
+    int64_t a = 0;
+    while (a < S && !row[a]) ++a;
+    int64_t b = a;
+    while (b < S && row[b]) ++b;
+    for (int64_t s = b; s < S; ++s)
+      if (row[s]) return {};  // a second range: not for the fused kernel
+    lo[t] = a, hi[t] = b;
+  }
+  return range;
+}
+
+}  // namespace
+
+at::Tensor grouped_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                       const at::Tensor& mask) {
   const int64_t B = q.size(0), T = q.size(1), H = q.size(2), D = q.size(3);
-  const int64_t Hkv = k.size(1), S = k.size(2), G = H / Hkv;
+  const int64_t Hkv = k.size(1), G = H / Hkv;
   // [B, T, H, D] -> [B, Hkv, G, T, D]: query heads of one KV group share its keys and values.
   at::Tensor qg = q.transpose(1, 2).reshape({B, Hkv, G, T, D});
   at::Tensor scores = at::matmul(qg, k.unsqueeze(2).transpose(-1, -2)) / std::sqrt(static_cast<double>(D));
   scores = scores.to(at::kFloat).masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
   at::Tensor probs = at::softmax(scores, -1).to(q.scalar_type());  // [B, Hkv, G, T, S]
   at::Tensor out = at::matmul(probs, v.unsqueeze(2));               // [B, Hkv, G, T, D]
-  (void)S;
   return out.reshape({B, H, T, D}).transpose(1, 2);                 // [B, T, H, D]
+}
+
+at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
+  const bool fused = q.device().is_cpu() && q.scalar_type() == at::kFloat && k.scalar_type() == at::kFloat &&
+                     v.scalar_type() == at::kFloat && mask.dim() == 2 && mask.scalar_type() == at::kBool &&
+                     mask.size(0) == q.size(1) && mask.size(1) == k.size(2) && k.size(1) > 0 &&
+                     q.size(2) % k.size(1) == 0;
+  if (fused) {
+    at::Tensor range = mask_ranges(mask);
+    if (range.defined()) return FusedAttentionFunction::apply(q, k, v, range)[0];
+  }
+  return grouped_attention_reference(q, k, v, mask);
 }
 
 at::Tensor Attention::forward(const at::Tensor& x, MixerContext& ctx) {

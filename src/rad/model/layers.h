@@ -85,8 +85,13 @@ class Attention : public Mixer {
 
 // Scaled dot-product attention for GQA without materialising repeated K/V.
 // q: [B, T, H, D]; k, v: [B, Hkv, S, D]; mask: [T, S] bool. Returns [B, T, H, D].
-// Softmax runs in float32 and is cast back to q's dtype (HF eager semantics).
+// Softmax runs in float32 and is cast back to q's dtype (HF eager semantics). Float32 CPU tensors
+// with a mask whose rows each allow one contiguous range of keys (causal, sliding window) take a
+// fused kernel (forward and backward, no T x S tensors); everything else the reference below.
 at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask);
+// The same as libtorch ops: masked T x S scores, softmax, matmul.
+at::Tensor grouped_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                       const at::Tensor& mask);
 
 // Pre-norm decoder block: x + mixer(norm(x)), then + mlp(norm(x)).
 class DecoderLayerImpl : public torch::nn::Module {
