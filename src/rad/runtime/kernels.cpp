@@ -159,7 +159,7 @@ void weighted_sum_portable(const float* p, const E* V, int64_t ld, int64_t n, in
   }
 }
 
-void softmax_portable(float* s, int64_t n) {
+float softmax_portable(float* s, int64_t n) {
   float mx = -INFINITY;
   for (int64_t j = 0; j < n; ++j) mx = std::max(mx, s[j]);
   float sum = 0;
@@ -168,6 +168,7 @@ void softmax_portable(float* s, int64_t n) {
     sum += s[j];
   }
   for (int64_t j = 0; j < n; ++j) s[j] /= sum;
+  return mx + std::log(sum);
 }
 
 void ssm_step_portable(float* S, int64_t P, int64_t N, float alpha, const float* x, const float* B, const float* C,
@@ -394,7 +395,7 @@ RAD_AVX2 inline __m256 exp8(__m256 x) {
   return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
-RAD_AVX2 void softmax_avx2(float* s, int64_t n) {
+RAD_AVX2 float softmax_avx2(float* s, int64_t n) {
   __m256 vm = _mm256_set1_ps(-INFINITY);
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(s + j));
@@ -420,6 +421,7 @@ RAD_AVX2 void softmax_avx2(float* s, int64_t n) {
   j = 0;
   for (; j + 8 <= n; j += 8) _mm256_storeu_ps(s + j, _mm256_div_ps(_mm256_loadu_ps(s + j), vsum));
   for (; j < n; ++j) s[j] /= sum;
+  return mx + std::log(sum);
 }
 
 RAD_AVX2 void ssm_step_avx2(float* S, int64_t P, int64_t N, float alpha, const float* x, const float* B,
@@ -536,11 +538,11 @@ void round_to_f16(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = f16_to_f32(f32_to_f16(x[i]));
 }
 
-void softmax(float* s, int64_t n) {
+float softmax(float* s, int64_t n) {
 #if RAD_HAVE_X86
   if (g_isa == Isa::kAvx2) return softmax_avx2(s, n);
 #endif
-  softmax_portable(s, n);
+  return softmax_portable(s, n);
 }
 
 void ssm_step(float* S, int64_t P, int64_t N, float alpha, const float* x, const float* B, const float* C, float* y) {

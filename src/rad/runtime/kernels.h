@@ -43,8 +43,9 @@ void weighted_sum(const float* p, const float* V, int64_t ld, int64_t n, int64_t
 void attn_scores_f16(const float* q, const uint16_t* K, int64_t ld, int64_t n, int64_t Dh, float div, float* out);
 void weighted_sum_f16(const float* p, const uint16_t* V, int64_t ld, int64_t n, int64_t Dh, float* out);
 
-// In place: s[j] = exp(s[j] - max) / sum (float32 softmax over n scores).
-void softmax(float* s, int64_t n);
+// In place: s[j] = exp(s[j] - max) / sum (float32 softmax over n scores). Returns the
+// log-sum-exp of the input, max + log(sum).
+float softmax(float* s, int64_t n);
 
 // One SSM step of one head: S = alpha * S + x B^T; y = S C   (S [P, N], x/y [P], B/C [N]).
 void ssm_step(float* S, int64_t P, int64_t N, float alpha, const float* x, const float* B, const float* C, float* y);

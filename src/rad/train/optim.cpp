@@ -1,6 +1,12 @@
 #include "rad/train/optim.h"
 
+#include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <vector>
+
+#include "rad/runtime/kernels.h"
 
 namespace rad {
 
@@ -72,19 +78,89 @@ at::Tensor weighted_cross_entropy(const at::Tensor& logits, const at::Tensor& ta
   return weighted_cross_entropy_share(logits, targets, weights, cross_entropy_weight_total(weights));
 }
 
-at::Tensor kl_divergence(const at::Tensor& teacher_logits, const at::Tensor& student_logits) {
+namespace {
+
+// sum over rows of KL(softmax(t) || softmax(s)) / divisor, fused for float32 CPU logits [rows, V]
+// with a teacher that needs no gradient. Hand-written because as libtorch ops the loss makes about
+// ten passes over [rows, V] tensors (two log-softmaxes, exp, difference, product, sum, and their
+// backward), each a fresh allocation of the full size; here each row is one softmax of the
+// teacher and one of the student in a row buffer, forward and backward:
+//   KL_row = sum_v p_v (t_v - s_v) - lse(t) + lse(s),   dKL/ds_v = q_v - p_v.
+struct FusedKlFunction : public torch::autograd::Function<FusedKlFunction> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& t_in,
+                                                const at::Tensor& s_in, double divisor) {
+    at::Tensor t = t_in.contiguous(), s = s_in.contiguous();
+    const int64_t R = t.size(0), V = t.size(1);
+    const float *tp = t.data_ptr<float>(), *sp = s.data_ptr<float>();
+    std::vector<double> per_row(R);
+    at::parallel_for(0, R, 8, [&](int64_t begin, int64_t end) {
+      std::vector<float> p(V), q(V);
+      for (int64_t r = begin; r < end; ++r) {
+        const float *tr = tp + r * V, *sr = sp + r * V;
+        std::copy(tr, tr + V, p.begin());
+        std::copy(sr, sr + V, q.begin());
+        const float lse_t = runtime::softmax(p.data(), V), lse_s = runtime::softmax(q.data(), V);
+        for (int64_t v = 0; v < V; ++v) q[v] = tr[v] - sr[v];
+        per_row[r] = static_cast<double>(runtime::dot(p.data(), q.data(), V)) - lse_t + lse_s;
+      }
+    });
+    double total = 0;
+    for (double x : per_row) total += x;  // in row order: the same on any thread count
+    ctx->save_for_backward({t, s});
+    ctx->saved_data["divisor"] = divisor;
+    return {at::scalar_tensor(total / divisor, t.options())};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto saved = ctx->get_saved_variables();
+    at::Tensor t = saved[0], s = saved[1];
+    const int64_t R = t.size(0), V = t.size(1);
+    const float scale = static_cast<float>(grad_out[0].item<double>() / ctx->saved_data["divisor"].toDouble());
+    at::Tensor gs = at::empty_like(s);
+    const float *tp = t.data_ptr<float>(), *sp = s.data_ptr<float>();
+    float* gp = gs.data_ptr<float>();
+    at::parallel_for(0, R, 8, [&](int64_t begin, int64_t end) {
+      std::vector<float> p(V);
+      for (int64_t r = begin; r < end; ++r) {
+        float* g = gp + r * V;
+        std::copy(tp + r * V, tp + (r + 1) * V, p.begin());
+        std::copy(sp + r * V, sp + (r + 1) * V, g);
+        runtime::softmax(p.data(), V);
+        runtime::softmax(g, V);
+        for (int64_t v = 0; v < V; ++v) g[v] = (g[v] - p[v]) * scale;
+      }
+    });
+    return {at::Tensor(), gs, at::Tensor()};
+  }
+};
+
+// Sum over tokens of KL(p_teacher || p_student), float32, divided by `divisor`.
+at::Tensor kl_divergence_sum(const at::Tensor& teacher_logits, const at::Tensor& student_logits, double divisor) {
+  const int64_t V = teacher_logits.size(-1);
+  at::Tensor t = teacher_logits.reshape({-1, V}).to(at::kFloat), s = student_logits.reshape({-1, V}).to(at::kFloat);
+  if (t.device().is_cpu() && s.device().is_cpu() && !t.requires_grad() && t.numel() > 0)
+    return FusedKlFunction::apply(t, s, divisor)[0];
+  return kl_divergence_reference(teacher_logits, student_logits) * (static_cast<double>(t.size(0)) / divisor);
+}
+
+}  // namespace
+
+at::Tensor kl_divergence_reference(const at::Tensor& teacher_logits, const at::Tensor& student_logits) {
   const int64_t V = teacher_logits.size(-1);
   at::Tensor log_p = at::log_softmax(teacher_logits.reshape({-1, V}).to(at::kFloat), -1);
   at::Tensor log_q = at::log_softmax(student_logits.reshape({-1, V}).to(at::kFloat), -1);
   return (log_p.exp() * (log_p - log_q)).sum(-1).mean();
 }
 
+at::Tensor kl_divergence(const at::Tensor& teacher_logits, const at::Tensor& student_logits) {
+  const int64_t rows = teacher_logits.numel() / std::max<int64_t>(teacher_logits.size(-1), 1);
+  return kl_divergence_sum(teacher_logits, student_logits, static_cast<double>(rows));
+}
+
 at::Tensor kl_divergence_share(const at::Tensor& teacher_logits, const at::Tensor& student_logits,
                                int64_t global_tokens) {
-  const int64_t V = teacher_logits.size(-1);
-  at::Tensor log_p = at::log_softmax(teacher_logits.reshape({-1, V}).to(at::kFloat), -1);
-  at::Tensor log_q = at::log_softmax(student_logits.reshape({-1, V}).to(at::kFloat), -1);
-  return (log_p.exp() * (log_p - log_q)).sum(-1).sum() / static_cast<double>(global_tokens);
+  return kl_divergence_sum(teacher_logits, student_logits, static_cast<double>(global_tokens));
 }
 
 }  // namespace rad

@@ -52,8 +52,12 @@ at::Tensor weighted_cross_entropy_share(const at::Tensor& logits, const at::Tens
 // The denominator weighted_cross_entropy uses for `weights`: their sum, at least 1e-8.
 at::Tensor cross_entropy_weight_total(const at::Tensor& weights);
 
-// Mean over tokens of KL(p_teacher || p_student), temperature 1, computed in float32.
+// Mean over tokens of KL(p_teacher || p_student), temperature 1, computed in float32. On the CPU,
+// with a teacher that needs no gradient, a fused kernel (one softmax per row and model, no
+// [tokens, vocab] intermediates); elsewhere kl_divergence_reference.
 at::Tensor kl_divergence(const at::Tensor& teacher_logits, const at::Tensor& student_logits);
+// The same mean as libtorch ops (log-softmaxes, exp, product, sum).
+at::Tensor kl_divergence_reference(const at::Tensor& teacher_logits, const at::Tensor& student_logits);
 
 // One data-parallel rank's share of that mean: the sum over its tokens divided by `global_tokens`,
 // the number of tokens in the whole global batch.
