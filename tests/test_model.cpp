@@ -86,13 +86,15 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, DecodeEquivalence,
 // a head dim that is not a multiple of 8, for each ISA this CPU has.
 TEST(Attention, FusedMatchesTheReferenceInValuesAndGradients) {
   at::manual_seed(3);
-  const int64_t B = 2, T = 7, H = 4, Hkv = 2, D = 12, past = 3, S = past + T;
-  at::Tensor q0 = at::randn({B, T, H, D}), k0 = at::randn({B, Hkv, S, D}), v0 = at::randn({B, Hkv, S, D});
-  at::Tensor w = at::randn({B, T, H, D});
   std::vector<runtime::Isa> isas = {runtime::Isa::kPortable};
   if (runtime::detected_isa() == runtime::Isa::kAvx2) isas.push_back(runtime::Isa::kAvx2);
   const runtime::Isa before = runtime::active_isa();
-  for (int64_t window : {0, 4}) {
+  // T = 70 spans three row blocks of the fused kernel; window 40 gives blocks whose rows see
+  // different key ranges.
+  for (auto [T, window] : std::vector<std::pair<int64_t, int64_t>>{{7, 0}, {7, 4}, {70, 0}, {70, 40}}) {
+    const int64_t B = 2, H = 4, Hkv = 2, D = 12, past = 3, S = past + T;
+    at::Tensor q0 = at::randn({B, T, H, D}), k0 = at::randn({B, Hkv, S, D}), v0 = at::randn({B, Hkv, S, D});
+    at::Tensor w = at::randn({B, T, H, D});
     at::Tensor mask = causal_mask(past, T, window, at::kCPU);
     std::vector<at::Tensor> ref = {q0.clone().requires_grad_(), k0.clone().requires_grad_(), v0.clone().requires_grad_()};
     at::Tensor y_ref = grouped_attention_reference(ref[0], ref[1], ref[2], mask);
@@ -103,19 +105,21 @@ TEST(Attention, FusedMatchesTheReferenceInValuesAndGradients) {
       at::Tensor q = q0.clone().requires_grad_();
       at::Tensor kt = k0.transpose(1, 2).contiguous().requires_grad_(), vt = v0.transpose(1, 2).contiguous().requires_grad_();
       at::Tensor y = grouped_attention(q, kt.transpose(1, 2), vt.transpose(1, 2), mask);
-      EXPECT_LT((y - y_ref).abs().max().item<double>(), 1e-5) << "window " << window << " " << runtime::isa_name(isa);
+      EXPECT_LT((y - y_ref).abs().max().item<double>(), 1e-5) << "T " << T << " window " << window << " " << runtime::isa_name(isa);
       (y * w).sum().backward();
       std::vector<at::Tensor> got = {q.grad(), kt.grad().transpose(1, 2), vt.grad().transpose(1, 2)};
       const char* names[] = {"q", "k", "v"};
       for (int i = 0; i < 3; ++i) {
         EXPECT_GT(ref[i].grad().abs().max().item<double>(), 1e-2) << names[i];
         EXPECT_LT((got[i] - ref[i].grad()).abs().max().item<double>(), 1e-5)
-            << names[i] << " window " << window << " " << runtime::isa_name(isa);
+            << names[i] << " T " << T << " window " << window << " " << runtime::isa_name(isa);
       }
     }
   }
   runtime::set_isa(before);
   // A mask with two allowed ranges in a row takes the reference path and still gives its result.
+  const int64_t B = 2, T = 7, H = 4, Hkv = 2, D = 12, S = 10;
+  at::Tensor q0 = at::randn({B, T, H, D}), k0 = at::randn({B, Hkv, S, D}), v0 = at::randn({B, Hkv, S, D});
   at::Tensor mask = at::ones({T, S}, at::kBool);
   mask[2][4] = false;
   at::Tensor k = k0, v = v0;

@@ -4,6 +4,9 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/functional/activation.h>
 
+#include <cblas.h>
+
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -54,64 +57,101 @@ std::unique_ptr<LayerCache> Attention::new_cache() const { return std::make_uniq
 
 namespace {
 
-// Fused causal attention for float32 CPU tensors (forward and backward), built on the runtime's
-// attention kernels. Written by hand because libtorch 1.13 (no MKL) computes the masked scores as a
-// full T x S matmul, masks them, soft-maxes them and multiplies again, one matmul per batch slice;
-// here each query row touches only the keys its mask allows (the causal half), and nothing of size
-// T x S is kept for the backward: the probabilities are recomputed there, bit for bit as in the
-// forward. Rows of the mask must allow a contiguous range of keys (causal, sliding window) - other
-// masks take the reference path.
+// Fused causal attention for float32 CPU tensors (forward and backward). Written by hand because
+// libtorch 1.13 (no MKL) computes the masked scores as a full T x S matmul, masks them, soft-maxes
+// them and multiplies again, one matmul per batch slice; here query rows go in blocks of kRowBlock,
+// each block multiplies (OpenBLAS sgemm) only against the keys its rows' masks allow (for causal
+// masks, the lower half plus one diagonal tile), and nothing of size T x S is kept for the
+// backward: the probabilities are recomputed there, bit for bit as in the forward. Rows of the
+// mask must allow a contiguous range of keys (causal, sliding window) - other masks take the
+// reference path. Blocks rather than one row at a time because with head dims of 8-64 a per-key
+// dot product is mostly loop overhead; sgemm keeps the vector units busy.
 struct FusedAttention {
+  static constexpr int64_t kRowBlock = 32;
   int64_t B, T, S, H, Hkv, G, D;
   float div;
   const float *q, *k, *v;              // [B,T,H,D], [B,Hkv,S,D] x2
   const int64_t *lo, *hi;              // allowed keys of query row t: [lo[t], hi[t])
-  const float *out, *gout;             // backward: the forward's output and its gradient
+  const float* gout;                   // backward: the gradient of the output
   float *gq, *gk, *gv;
 
-  const float* qrow(int64_t b, int64_t t, int64_t h) const { return q + ((b * T + t) * H + h) * D; }
+  int64_t n_blocks() const { return (T + kRowBlock - 1) / kRowBlock; }
+  int64_t q_offset(int64_t b, int64_t t, int64_t h) const { return ((b * T + t) * H + h) * D; }
   int64_t kv_offset(int64_t b, int64_t j) const { return (b * Hkv + j) * S * D; }
 
-  // p[0 : hi-lo] = softmax of the scaled scores of query (b, t, h) over its allowed keys.
-  void probabilities(int64_t b, int64_t t, int64_t h, float* p) const {
-    const int64_t n = hi[t] - lo[t];
-    runtime::attn_scores(qrow(b, t, h), k + kv_offset(b, h / G) + lo[t] * D, D, n, D, div, p);
-    runtime::softmax(p, n);
+  // The keys any row of block [t0, t1) may see: [u0, u1).
+  void key_span(int64_t t0, int64_t t1, int64_t& u0, int64_t& u1) const {
+    u0 = S, u1 = 0;
+    for (int64_t t = t0; t < t1; ++t)
+      if (hi[t] > lo[t]) u0 = std::min(u0, lo[t]), u1 = std::max(u1, hi[t]);
   }
 
-  void forward_row(int64_t row, float* p, float* o) const {  // row = (b * T + t) * H + h
-    const int64_t h = row % H, t = (row / H) % T, b = row / (H * T), n = hi[t] - lo[t];
-    for (int64_t d = 0; d < D; ++d) o[d] = 0;
-    if (n <= 0) return;
-    probabilities(b, t, h, p);
-    runtime::weighted_sum(p, v + kv_offset(b, h / G) + lo[t] * D, D, n, D, o);
+  // p [t1 - t0, u1 - u0]: row t holds the softmax of query (b, t, h)'s scaled scores over its
+  // allowed keys and 0 elsewhere.
+  void probabilities(int64_t b, int64_t h, int64_t t0, int64_t t1, int64_t u0, int64_t u1, float* p) const {
+    const int64_t m = t1 - t0, n = u1 - u0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, D, 1.0f / div, q + q_offset(b, t0, h), H * D,
+                k + kv_offset(b, h / G) + u0 * D, D, 0.0f, p, n);
+    for (int64_t r = 0; r < m; ++r) {
+      float* row = p + r * n;
+      const int64_t a = std::max(lo[t0 + r], u0) - u0, e = std::min(hi[t0 + r], u1) - u0;
+      if (e <= a) {
+        std::fill(row, row + n, 0.0f);
+        continue;
+      }
+      std::fill(row, row + a, 0.0f);
+      std::fill(row + e, row + n, 0.0f);
+      runtime::softmax(row + a, e - a);
+    }
   }
 
-  // dp_s = dO . v_s;  ds_s = p_s (dp_s - sum_s' p_s' dp_s') / div;
-  // dq = sum_s ds_s k_s;  dk_s += ds_s q;  dv_s += p_s dO.
+  // One (batch, head, row block): out rows = p v.
+  void forward_block(int64_t task, float* p, float* out) const {
+    const int64_t blk = task % n_blocks(), h = (task / n_blocks()) % H, b = task / (n_blocks() * H);
+    const int64_t t0 = blk * kRowBlock, t1 = std::min(T, t0 + kRowBlock);
+    int64_t u0, u1;
+    key_span(t0, t1, u0, u1);
+    float* o = out + q_offset(b, t0, h);
+    if (u1 <= u0) {
+      for (int64_t t = t0; t < t1; ++t) std::fill(o + (t - t0) * H * D, o + (t - t0) * H * D + D, 0.0f);
+      return;
+    }
+    probabilities(b, h, t0, t1, u0, u1, p);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, D, u1 - u0, 1.0f, p, u1 - u0,
+                v + kv_offset(b, h / G) + u0 * D, D, 0.0f, o, H * D);
+  }
+
+  // dp = dO v^T;  ds = p (dp - rowsum(p dp)) / div;  dq = ds k;  dk += ds^T q;  dv += p^T dO.
   // One (batch, KV group) per call, so its dk / dv have a single writer.
   void backward_group(int64_t bj, float* p, float* dp) const {
     const int64_t b = bj / Hkv, j = bj % Hkv;
     const float *kb = k + kv_offset(b, j), *vb = v + kv_offset(b, j);
     float *gkb = gk + kv_offset(b, j), *gvb = gv + kv_offset(b, j);
-    for (int64_t i = 0; i < S * D; ++i) gkb[i] = gvb[i] = 0;
+    std::fill(gkb, gkb + S * D, 0.0f);
+    std::fill(gvb, gvb + S * D, 0.0f);
     for (int64_t h = j * G; h < (j + 1) * G; ++h)
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t n = hi[t] - lo[t], off = ((b * T + t) * H + h) * D;
-        float* dq = gq + off;
-        for (int64_t d = 0; d < D; ++d) dq[d] = 0;
-        if (n <= 0) continue;
-        const float* dO = gout + off;
-        probabilities(b, t, h, p);
-        runtime::attn_scores(dO, vb + lo[t] * D, D, n, D, 1.0f, dp);
-        const float mean = runtime::dot(p, dp, n);
-        for (int64_t s = 0; s < n; ++s) dp[s] = p[s] * (dp[s] - mean) / div;
-        runtime::weighted_sum(dp, kb + lo[t] * D, D, n, D, dq);
-        const float* qv = q + off;
-        for (int64_t s = 0; s < n; ++s) {
-          runtime::axpy(dp[s], qv, gkb + (lo[t] + s) * D, D);
-          runtime::axpy(p[s], dO, gvb + (lo[t] + s) * D, D);
+      for (int64_t t0 = 0; t0 < T; t0 += kRowBlock) {
+        const int64_t t1 = std::min(T, t0 + kRowBlock), m = t1 - t0;
+        int64_t u0, u1;
+        key_span(t0, t1, u0, u1);
+        float* dq = gq + q_offset(b, t0, h);
+        if (u1 <= u0) {
+          for (int64_t r = 0; r < m; ++r) std::fill(dq + r * H * D, dq + r * H * D + D, 0.0f);
+          continue;
         }
+        const int64_t n = u1 - u0;
+        const float *dO = gout + q_offset(b, t0, h), *qb = q + q_offset(b, t0, h);
+        probabilities(b, h, t0, t1, u0, u1, p);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, D, 1.0f, dO, H * D, vb + u0 * D, D, 0.0f, dp, n);
+        for (int64_t r = 0; r < m; ++r) {
+          const float* pr = p + r * n;
+          float* dr = dp + r * n;
+          const float mean = runtime::dot(pr, dr, n);
+          for (int64_t s = 0; s < n; ++s) dr[s] = pr[s] == 0.0f ? 0.0f : pr[s] * (dr[s] - mean) / div;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, D, n, 1.0f, dp, n, kb + u0 * D, D, 0.0f, dq, H * D);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, D, m, 1.0f, dp, n, qb, H * D, 1.0f, gkb + u0 * D, D);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, D, m, 1.0f, p, n, dO, H * D, 1.0f, gvb + u0 * D, D);
       }
   }
 };
@@ -135,25 +175,26 @@ struct FusedAttentionFunction : public torch::autograd::Function<FusedAttentionF
     a.v = v.data_ptr<float>();
     at::Tensor out = at::empty_like(q);
     float* o = out.data_ptr<float>();
-    at::parallel_for(0, a.B * a.T * a.H, 16, [&](int64_t begin, int64_t end) {
-      std::vector<float> p(std::max<int64_t>(a.S, 1));
-      for (int64_t row = begin; row < end; ++row) a.forward_row(row, p.data(), o + row * a.D);
+    at::parallel_for(0, a.B * a.H * a.n_blocks(), 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> p(FusedAttention::kRowBlock * std::max<int64_t>(a.S, 1));
+      for (int64_t task = begin; task < end; ++task) a.forward_block(task, p.data(), o);
     });
-    ctx->save_for_backward({q, k, v, range, out});
+    ctx->save_for_backward({q, k, v, range});
     return {out};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
     auto saved = ctx->get_saved_variables();
-    at::Tensor q = saved[0], k = saved[1], v = saved[2], range = saved[3], out = saved[4];
+    at::Tensor q = saved[0], k = saved[1], v = saved[2], range = saved[3];
     at::Tensor gout = grad_out[0].contiguous();
     FusedAttention a = args(q, k, range);
-    a.v = v.data_ptr<float>(), a.out = out.data_ptr<float>(), a.gout = gout.data_ptr<float>();
+    a.v = v.data_ptr<float>(), a.gout = gout.data_ptr<float>();
     at::Tensor gq = at::empty_like(q), gk = at::empty_like(k), gv = at::empty_like(v);
     a.gq = gq.data_ptr<float>(), a.gk = gk.data_ptr<float>(), a.gv = gv.data_ptr<float>();
     at::parallel_for(0, a.B * a.Hkv, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> p(std::max<int64_t>(a.S, 1)), dp(std::max<int64_t>(a.S, 1));
+      const int64_t size = FusedAttention::kRowBlock * std::max<int64_t>(a.S, 1);
+      std::vector<float> p(size), dp(size);
       for (int64_t bj = begin; bj < end; ++bj) a.backward_group(bj, p.data(), dp.data());
     });
     return {gq, gk, gv, at::Tensor()};
