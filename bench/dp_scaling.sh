@@ -25,7 +25,7 @@ common=(distill --teacher models/default-teacher --student "$tmp/student" --corp
         --kd-steps "$n" --batch 16 --seq 256 --seed 0 --log-every "$warm" --eval-every 100000 --save-every 100000
         --probe-examples 4)
 rate() {  # rate METRICS STAGE: tokens/s over the windows after the first of STAGE
-  python3 - "$1" "$2" "$warm" <<'PY'
+  /usr/bin/python3 - "$1" "$2" "$warm" <<'PY'
 import json, sys
 path, stage, warm = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rows = [json.loads(l) for l in open(path) if '"tokens_per_s"' in l]
@@ -51,7 +51,7 @@ for setup in "1x1" "2x1" "1x2"; do
     "$(rate "$out/metrics.jsonl" align)" "$(rate "$out/metrics.jsonl" kd)" "$load" "$wall"
 done
 # Same weights within float tolerance on 1 and 2 processes (the suite tests it; shown here too).
-python3 - "$tmp/run_1x1/model.safetensors" "$tmp/run_2x1/model.safetensors" <<'PY'
+/usr/bin/python3 - "$tmp/run_1x1/model.safetensors" "$tmp/run_2x1/model.safetensors" <<'PY'
 import json, struct, sys
 import numpy as np
 def load(p):
