@@ -6,6 +6,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <optional>
 
 #include "rad/core/atomic_file.h"
 #include "rad/core/error.h"
@@ -135,11 +136,17 @@ json evaluate_models(const std::vector<std::string>& dirs, const EvalOptions& op
   int64_t done = 0;
   for (const auto& dir : dirs) {
     Codec codec = load_codec(dir);
-    CausalLM model = io::load_causal_lm(dir, at::kFloat);
+    // Weights held as stored (a bf16 teacher stays memory-mapped, no float32 copy), computed in
+    // float32 one layer at a time: the same numbers as a float32 copy (bf16 -> float32 is exact).
+    const at::ScalarType held = io::resolve_weights_dtype("auto", dir);
+    std::optional<io::HybridModel> hybrid;
+    if (io::is_hybrid_dir(dir)) hybrid = io::load_hybrid(dir, held);
+    CausalLM model = hybrid ? hybrid->model : io::load_causal_lm(dir, held);
+    model->set_compute_dtype(at::kFloat);
     json m = {{"name", fs::path(dir).filename().string()}, {"dir", dir}, {"parameters", model->parameter_count()}};
     CacheCost cost, cost_fp32;
-    if (io::is_hybrid_dir(dir)) {
-      io::HybridModel h = io::load_hybrid(dir, at::kFloat);
+    if (hybrid) {
+      const io::HybridModel& h = *hybrid;
       cost = hybrid_cache_cost(h.config, opt.kv_dtype_bytes);
       cost_fp32 = hybrid_cache_cost(h.config, 4);
       m["heads_kept"] = h.config.plan.size();
