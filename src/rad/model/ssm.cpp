@@ -228,6 +228,9 @@ void scan_backward_portable(const ScanArgs& g, int64_t bh) { scan_backward_body(
 #if RAD_SCAN_HAVE_X86
 RAD_SCAN_AVX2 void scan_forward_avx2(const ScanArgs& g, int64_t bh) { scan_forward_body(g, bh); }
 RAD_SCAN_AVX2 void scan_backward_avx2(const ScanArgs& g, int64_t bh) { scan_backward_body(g, bh); }
+#else
+void scan_forward_avx2(const ScanArgs& g, int64_t bh) { scan_forward_body(g, bh); }  // never chosen (use_avx2)
+void scan_backward_avx2(const ScanArgs& g, int64_t bh) { scan_backward_body(g, bh); }
 #endif
 
 bool use_avx2() {
@@ -246,24 +249,27 @@ void for_each_head(const ScanArgs& g, void (*portable)(const ScanArgs&, int64_t)
 }
 
 struct SsdScanFunction : public torch::autograd::Function<SsdScanFunction> {
+  // Sizes and input pointers of contiguous x [B, T, H, P], log alpha [B, T, H], B / C [B, T, H, N].
+  static ScanArgs inputs(const at::Tensor& x, const at::Tensor& la, const at::Tensor& Bm, const at::Tensor& Cm,
+                         int64_t K) {
+    ScanArgs g{};
+    g.Bsz = x.size(0), g.T = x.size(1), g.H = x.size(2), g.P = x.size(3), g.N = Bm.size(3), g.K = K;
+    g.nseg = std::max<int64_t>(1, (g.T + K - 1) / K);
+    g.x = x.data_ptr<float>(), g.la = la.data_ptr<float>(), g.B = Bm.data_ptr<float>(), g.C = Cm.data_ptr<float>();
+    return g;
+  }
+
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x_in,
                                                 const at::Tensor& la_in, const at::Tensor& B_in,
                                                 const at::Tensor& C_in, const at::Tensor& init_in, int64_t K) {
     at::Tensor x = x_in.contiguous(), la = la_in.contiguous(), Bm = B_in.contiguous(), Cm = C_in.contiguous();
     at::Tensor init = init_in.contiguous();
-    ScanArgs g{};
-    g.Bsz = x.size(0), g.T = x.size(1), g.H = x.size(2), g.P = x.size(3), g.N = Bm.size(3), g.K = K;
-    g.nseg = std::max<int64_t>(1, (g.T + K - 1) / K);
+    ScanArgs g = inputs(x, la, Bm, Cm, K);
     at::Tensor y = at::empty_like(x), final_state = at::empty_like(init);
     at::Tensor ckpt = at::empty({g.Bsz * g.H, g.nseg, g.N, g.P}, x.options());
-    g.x = x.data_ptr<float>(), g.la = la.data_ptr<float>(), g.B = Bm.data_ptr<float>(), g.C = Cm.data_ptr<float>();
     g.init = init.data_ptr<float>(), g.y = y.data_ptr<float>(), g.final_state = final_state.data_ptr<float>();
     g.ckpt = ckpt.data_ptr<float>();
-#if RAD_SCAN_HAVE_X86
     for_each_head(g, scan_forward_portable, scan_forward_avx2);
-#else
-    for_each_head(g, scan_forward_portable, scan_forward_portable);
-#endif
     ctx->save_for_backward({x, la, Bm, Cm, ckpt});
     ctx->saved_data["K"] = K;
     return {y, final_state};
@@ -275,22 +281,15 @@ struct SsdScanFunction : public torch::autograd::Function<SsdScanFunction> {
     at::Tensor x = saved[0], la = saved[1], Bm = saved[2], Cm = saved[3], ckpt = saved[4];
     at::Tensor gy = grad_out[0].defined() ? grad_out[0].contiguous() : at::Tensor();
     at::Tensor gfinal = grad_out[1].defined() ? grad_out[1].contiguous() : at::Tensor();
-    ScanArgs g{};
-    g.Bsz = x.size(0), g.T = x.size(1), g.H = x.size(2), g.P = x.size(3), g.N = Bm.size(3);
-    g.K = ctx->saved_data["K"].toInt(), g.nseg = ckpt.size(1);
+    ScanArgs g = inputs(x, la, Bm, Cm, ctx->saved_data["K"].toInt());
     at::Tensor gx = at::empty_like(x), gla = at::empty_like(la), gB = at::empty_like(Bm), gC = at::empty_like(Cm);
     at::Tensor ginit = at::empty({g.Bsz, g.H, g.P, g.N}, x.options());
-    g.x = x.data_ptr<float>(), g.la = la.data_ptr<float>(), g.B = Bm.data_ptr<float>(), g.C = Cm.data_ptr<float>();
     g.ckpt = ckpt.data_ptr<float>();
     g.gy = gy.defined() ? gy.data_ptr<float>() : nullptr;
     g.gfinal = gfinal.defined() ? gfinal.data_ptr<float>() : nullptr;
     g.gx = gx.data_ptr<float>(), g.gla = gla.data_ptr<float>(), g.gB = gB.data_ptr<float>(), g.gC = gC.data_ptr<float>();
     g.ginit = ginit.data_ptr<float>();
-#if RAD_SCAN_HAVE_X86
     for_each_head(g, scan_backward_portable, scan_backward_avx2);
-#else
-    for_each_head(g, scan_backward_portable, scan_backward_portable);
-#endif
     return {gx, gla, gB, gC, ginit, at::Tensor()};
   }
 };
