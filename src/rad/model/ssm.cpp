@@ -124,7 +124,8 @@ struct ScanArgs {
   float *gx, *gla, *gB, *gC, *ginit;
 };
 
-// Dot product with 8 independent partial sums (vectorised by the compiler in either ISA).
+// Dot product with 8 independent partial sums, vectorised by the compiler in either ISA. Not
+// runtime::dot: that is an out-of-line call with its own ISA dispatch, inside the scan's inner loop.
 RAD_SCAN_INLINE float dot8(const float* a, const float* b, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
@@ -133,6 +134,13 @@ RAD_SCAN_INLINE float dot8(const float* a, const float* b, int64_t n) {
   float tail = 0;
   for (; i < n; ++i) tail += a[i] * b[i];
   return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+}
+
+// dst [cols][rows] = src [rows][cols] transposed: the state between the API's [P][N] and the
+// scan's [N][P].
+RAD_SCAN_INLINE void transpose(const float* src, float* dst, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
 }
 
 // S <- a S + x B^T (S as [N][P]); optionally y = S C.
@@ -154,17 +162,13 @@ RAD_SCAN_INLINE void scan_step(float* S, float a, const float* x, const float* B
 RAD_SCAN_INLINE void scan_forward_body(const ScanArgs& g, int64_t bh) {
   const int64_t b = bh / g.H, h = bh % g.H, P = g.P, N = g.N, NP = N * P;
   std::vector<float> S(NP);
-  const float* s0 = g.init + bh * NP;
-  for (int64_t p = 0; p < P; ++p)
-    for (int64_t n = 0; n < N; ++n) S[n * P + p] = s0[p * N + n];
+  transpose(g.init + bh * NP, S.data(), P, N);
   for (int64_t t = 0; t < g.T; ++t) {
     if (t % g.K == 0) std::memcpy(g.ckpt + (bh * g.nseg + t / g.K) * NP, S.data(), NP * sizeof(float));
     const int64_t row = (b * g.T + t) * g.H + h;
     scan_step(S.data(), std::exp(g.la[row]), g.x + row * P, g.B + row * N, g.C + row * N, g.y + row * P, P, N);
   }
-  float* sf = g.final_state + bh * NP;
-  for (int64_t p = 0; p < P; ++p)
-    for (int64_t n = 0; n < N; ++n) sf[p * N + n] = S[n * P + p];
+  transpose(S.data(), g.final_state + bh * NP, N, P);
 }
 
 // Backward of the recurrence, walking time in reverse with G = dL/dS_t:
@@ -174,11 +178,7 @@ RAD_SCAN_INLINE void scan_forward_body(const ScanArgs& g, int64_t bh) {
 RAD_SCAN_INLINE void scan_backward_body(const ScanArgs& g, int64_t bh) {
   const int64_t b = bh / g.H, h = bh % g.H, P = g.P, N = g.N, NP = N * P, K = g.K;
   std::vector<float> G(NP, 0.0f), states(K * NP), dx(P);
-  if (g.gfinal != nullptr) {
-    const float* gf = g.gfinal + bh * NP;
-    for (int64_t p = 0; p < P; ++p)
-      for (int64_t n = 0; n < N; ++n) G[n * P + p] = gf[p * N + n];
-  }
+  if (g.gfinal != nullptr) transpose(g.gfinal + bh * NP, G.data(), P, N);
   for (int64_t seg = g.nseg - 1; seg >= 0; --seg) {
     const int64_t t0 = seg * K, t1 = std::min(g.T, t0 + K);
     const float* start = g.ckpt + (bh * g.nseg + seg) * NP;
@@ -218,9 +218,7 @@ RAD_SCAN_INLINE void scan_backward_body(const ScanArgs& g, int64_t bh) {
       for (int64_t i = 0; i < NP; ++i) G[i] *= a;
     }
   }
-  float* gi = g.ginit + bh * NP;
-  for (int64_t p = 0; p < P; ++p)
-    for (int64_t n = 0; n < N; ++n) gi[p * N + n] = G[n * P + p];
+  transpose(G.data(), g.ginit + bh * NP, N, P);
 }
 
 void scan_forward_portable(const ScanArgs& g, int64_t bh) { scan_forward_body(g, bh); }

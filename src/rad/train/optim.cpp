@@ -4,6 +4,7 @@
 #include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <utility>
 #include <vector>
 
 #include "rad/runtime/kernels.h"
@@ -86,6 +87,14 @@ namespace {
 // backward), each a fresh allocation of the full size; here each row is one softmax of the
 // teacher and one of the student in a row buffer, forward and backward:
 //   KL_row = sum_v p_v (t_v - s_v) - lse(t) + lse(s),   dKL/ds_v = q_v - p_v.
+// p = softmax(t), q = softmax(s) of one row of V logits; returns {lse(t), lse(s)}.
+std::pair<float, float> row_softmaxes(const float* t, const float* s, int64_t V, float* p, float* q) {
+  std::copy(t, t + V, p);
+  std::copy(s, s + V, q);
+  const float lse_t = runtime::softmax(p, V);
+  return {lse_t, runtime::softmax(q, V)};
+}
+
 struct FusedKlFunction : public torch::autograd::Function<FusedKlFunction> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& t_in,
                                                 const at::Tensor& s_in, double divisor) {
@@ -97,9 +106,7 @@ struct FusedKlFunction : public torch::autograd::Function<FusedKlFunction> {
       std::vector<float> p(V), q(V);
       for (int64_t r = begin; r < end; ++r) {
         const float *tr = tp + r * V, *sr = sp + r * V;
-        std::copy(tr, tr + V, p.begin());
-        std::copy(sr, sr + V, q.begin());
-        const float lse_t = runtime::softmax(p.data(), V), lse_s = runtime::softmax(q.data(), V);
+        const auto [lse_t, lse_s] = row_softmaxes(tr, sr, V, p.data(), q.data());
         for (int64_t v = 0; v < V; ++v) q[v] = tr[v] - sr[v];
         per_row[r] = static_cast<double>(runtime::dot(p.data(), q.data(), V)) - lse_t + lse_s;
       }
@@ -124,10 +131,7 @@ struct FusedKlFunction : public torch::autograd::Function<FusedKlFunction> {
       std::vector<float> p(V);
       for (int64_t r = begin; r < end; ++r) {
         float* g = gp + r * V;
-        std::copy(tp + r * V, tp + (r + 1) * V, p.begin());
-        std::copy(sp + r * V, sp + (r + 1) * V, g);
-        runtime::softmax(p.data(), V);
-        runtime::softmax(g, V);
+        row_softmaxes(tp + r * V, sp + r * V, V, p.data(), g);
         for (int64_t v = 0; v < V; ++v) g[v] = (g[v] - p[v]) * scale;
       }
     });
