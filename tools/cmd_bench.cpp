@@ -106,6 +106,7 @@ void register_bench(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--json", json_out, "Print JSON instead of a table");
   cmd->callback([] {
+    require_cpu_device("bench");
     const runtime::CacheType kv_type = runtime::parse_cache_type(cache_type);
     RAD_CHECK(engine == "runtime" || kv_type == runtime::CacheType::kF32,
               "bench: --cache-type {} needs --engine runtime (the libtorch model's cache is float32)", cache_type);

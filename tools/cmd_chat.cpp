@@ -35,6 +35,7 @@ void register_chat(CLI::App& app) {
   cmd->add_option("--stop", stops, "End a reply once it contains this text (repeatable)");
   cmd->add_flag("--stats", stats, "Print tokens/s and cache bytes after each reply on stderr");
   cmd->callback([] {
+    require_cpu_device("chat");
     sampling.validate();
     const runtime::CacheType kv_type = runtime::parse_cache_type(cache_type);
     auto model = runtime::Model::load(dir);

@@ -2,6 +2,7 @@
 
 #include "commands.h"
 #include "rad/core/atomic_file.h"
+#include "rad/core/device.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/dist/process_group.h"
@@ -74,6 +75,8 @@ void register_distill(CLI::App& app) {
       log_info("teacher weights held in {}{}, computed in float32", io::dtype_name(weights),
                weights == io::stored_dtype(teacher_dir) ? " as stored (memory-mapped)" : " (converted on load)");
       io::HybridModel student = io::load_hybrid(student_dir, at::kFloat);
+      to_compute_device(*teacher);
+      to_compute_device(*student.model);
       o.mix.tasks = split_comma_list(tasks_list);
       o.align_trainable = align_trains;
       o.kd_trainable = [](const std::string& n) { return kd_trains(n, freeze_kept); };

@@ -1,4 +1,5 @@
 #include "commands.h"
+#include "rad/core/device.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/io/checkpoint.h"
@@ -33,6 +34,7 @@ void register_eval_tasks(CLI::App& app) {
     if (!key_file.empty()) o.custom_keys = tasks::load_key_file(key_file);
     TextCodec codec = load_text_codec(dir);
     CausalLM model = io::load_causal_lm(dir, io::parse_dtype(dtype));
+    to_compute_device(*model);
     std::vector<tasks::EncodedExample> encoded;
     for (const auto& ex : tasks::make_examples(task, o, examples, seed))
       encoded.push_back(tasks::encode_example(ex, codec.encode, codec.bos));

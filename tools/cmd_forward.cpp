@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "rad/core/device.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/io/checkpoint.h"
@@ -55,6 +56,7 @@ void register_forward(CLI::App& app) {
     CausalLM model =
         io::load_causal_lm(dir, weights_dtype.empty() ? compute : io::resolve_weights_dtype(weights_dtype, dir));
     if (!weights_dtype.empty()) model->set_compute_dtype(compute);
+    to_compute_device(*model);
     at::NoGradGuard no_grad;
     auto t0 = std::chrono::steady_clock::now();
     at::Tensor logits = model->forward(at::tensor(ids, at::kLong).unsqueeze(0)).squeeze(0).to(at::kFloat);  // [T, V]

@@ -1,6 +1,7 @@
 #include <cstdio>
 
 #include "commands.h"
+#include "rad/core/device.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/io/checkpoint.h"
@@ -59,6 +60,7 @@ void register_generate(CLI::App& app) {
       RAD_CHECK(sampling.temperature == 0 && sampling.repetition_penalty == 1 && stops.empty(),
                 "generate --engine torch is greedy only; sampling options and --stop need --engine runtime");
       CausalLM model = io::load_causal_lm(dir, io::parse_dtype(dtype));
+      to_compute_device(*model);
       GenerateOptions options;
       options.max_new_tokens = max_new;
       options.stop_at_eos = !ignore_eos;
@@ -68,6 +70,7 @@ void register_generate(CLI::App& app) {
       prefill_s = r.prefill_seconds;
       decode_s = r.decode_seconds;
     } else {
+      require_cpu_device("generate --engine runtime (use --engine torch on a GPU)");
       RAD_CHECK(io::parse_dtype(dtype) == at::kFloat,
                 "generate --engine runtime computes in float32 with the weights as stored; --dtype {} needs --engine torch",
                 dtype);

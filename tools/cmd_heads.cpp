@@ -1,6 +1,7 @@
 #include <cmath>
 
 #include "commands.h"
+#include "rad/core/device.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/dist/process_group.h"
@@ -51,6 +52,7 @@ void register_heads(CLI::App& app) {
       TextCodec codec = load_text_codec(dir);
       CausalLM model = io::load_causal_lm(dir, io::resolve_weights_dtype(weights_dtype, dir));
       model->set_compute_dtype(io::parse_dtype(dtype));
+      to_compute_device(*model);
       const ModelConfig& c = model->config();
       if (b->count() == 0 && f->count() == 0 && t->count() == 0) {
         o.selector.budget = std::max<int64_t>(1, std::lround(0.03 * c.n_query_heads_total()));

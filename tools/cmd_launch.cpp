@@ -23,6 +23,10 @@ void register_launch(CLI::App& app) {
     std::vector<std::string> prefix;
     if (std::none_of(o.args.begin(), o.args.end(), [](const std::string& a) { return a.rfind("--threads", 0) == 0; }))
       prefix = {"--threads", std::to_string(g.threads > 0 ? g.threads : std::max(1, available_cores() / o.processes))};
+    // A bare --device cuda becomes cuda:LOCAL_RANK in each copy (one GPU per rank).
+    if (g.device != "cpu" &&
+        std::none_of(o.args.begin(), o.args.end(), [](const std::string& a) { return a.rfind("--device", 0) == 0; }))
+      prefix.insert(prefix.end(), {"--device", g.device});
     if (g.quiet) prefix.push_back("--quiet");
     if (g.verbose) prefix.push_back("--verbose");
     o.args.insert(o.args.begin(), prefix.begin(), prefix.end());

@@ -87,6 +87,7 @@ int run_child(const std::vector<std::string>& args) {
   std::vector<std::string> full = {self_exe()};
   const GlobalOptions& g = global_options();
   if (g.threads > 0) full.insert(full.end(), {"--threads", std::to_string(g.threads)});
+  if (g.device != "cpu") full.insert(full.end(), {"--device", g.device});
   if (g.quiet) full.push_back("--quiet");
   if (g.verbose) full.push_back("--verbose");
   full.insert(full.end(), args.begin(), args.end());

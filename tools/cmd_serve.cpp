@@ -44,6 +44,7 @@ void register_serve(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--max-body", max_body, "Largest request body; larger ones get 413")->capture_default_str();
   cmd->callback([] {
+    require_cpu_device("serve");
     o.scheduler.cache_type = runtime::parse_cache_type(cache_type);
     o.scheduler.cache_budget = serve::parse_byte_size(budget);
     o.max_body_bytes = static_cast<size_t>(serve::parse_byte_size(max_body));

@@ -33,10 +33,15 @@ void register_launch(CLI::App& app);
 // The global options (before the subcommand), so `run` can pass them on to the stages it starts.
 struct GlobalOptions {
   int threads = 0;
+  std::string device = "cpu";  // --device: where training, head sweeps and evaluation compute
   bool quiet = false;
   bool verbose = false;
 };
 GlobalOptions& global_options();
+
+// Refuses (rad::Error naming `what`) unless --device is cpu: the inference engine (generate, chat,
+// bench, serve) runs on the CPU only.
+void require_cpu_device(const std::string& what);
 
 // The prompt of forward/generate: --token-ids as given, or --text encoded with MODEL_DIR's tokenizer
 // with special tokens added as its post-processor says (e.g. BOS). Exactly one must be given.

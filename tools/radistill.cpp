@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "commands.h"
+#include "rad/core/device.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/core/torch_setup.h"
@@ -13,6 +14,11 @@ rad::cli::GlobalOptions& rad::cli::global_options() {
   return options;
 }
 
+void rad::cli::require_cpu_device(const std::string& what) {
+  RAD_CHECK(rad::compute_device().is_cpu(), "--device {}: {} runs on the CPU inference engine only",
+            global_options().device, what);
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"radistill: retrieval-aware distillation of Llama-family Transformers into Transformer-SSM hybrids"};
   app.require_subcommand(1);
@@ -20,11 +26,16 @@ int main(int argc, char** argv) {
   int& threads = g.threads;
   bool &quiet = g.quiet, &verbose = g.verbose;
   app.add_option("--threads", threads, "CPU threads for libtorch and OpenBLAS (default: all available cores)");
+  app.add_option("--device", g.device,
+                 "Device for pretrain, distill, heads, eval, eval-tasks, forward and the torch engine of generate/chat: "
+                 "cpu, cuda or cuda:N (a CUDA build; bare cuda under a launcher is cuda:LOCAL_RANK)")
+      ->capture_default_str();
   app.add_flag("-q,--quiet", quiet, "Only print warnings and errors on stderr");
   app.add_flag("-v,--verbose", verbose, "Print debug diagnostics on stderr");
   app.parse_complete_callback([&] {
     rad::set_log_level(quiet ? rad::LogLevel::kQuiet : verbose ? rad::LogLevel::kDebug : rad::LogLevel::kInfo);
     rad::configure_torch(threads);
+    rad::set_compute_device(rad::parse_device(g.device));
   });
   rad::cli::register_env(app);
   rad::cli::register_inspect(app);

@@ -12,6 +12,12 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <unistd.h>
+// A CUDA build (CMake's RAD_CUDA / a CUDA libtorch) also runs NCCL for the CUDA tensors of
+// --device cuda; gloo stays for everything on the CPU (and would carry CUDA tensors too, slower).
+#if defined(RAD_WITH_CUDA) && defined(USE_C10D_NCCL)
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#define RAD_HAVE_NCCL 1
+#endif
 
 #include <cerrno>
 #include <cstdlib>
@@ -20,6 +26,7 @@
 #include <thread>
 #include <optional>
 
+#include "rad/core/device.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 
@@ -117,6 +124,9 @@ struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::TCPStore> tcp;
   c10::intrusive_ptr<c10d::Store> store;  // radistill's own keys (liveness, progress, failures)
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+#ifdef RAD_HAVE_NCCL
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;  // only under --device cuda
+#endif
   int64_t seq = 0;            // collectives begun by this rank
   int64_t checks = 0;         // check_same calls
   std::string last_what;      // the latest of them
@@ -125,6 +135,13 @@ struct ProcessGroup::Impl {
 
   std::string key(const char* kind, int rank) const { return fmt::format("{}/{}", kind, rank); }
   bool has(const std::string& k) const { return store->check({k}); }
+  // NCCL for CUDA tensors when there is an NCCL group, gloo otherwise.
+  c10d::ProcessGroup& backend_for(const at::Tensor& t) {
+#ifdef RAD_HAVE_NCCL
+    if (t.is_cuda() && nccl) return *nccl;
+#endif
+    return *pg;
+  }
   std::string get(const std::string& k) const { return text(store->get(k)); }
 };
 
@@ -139,6 +156,9 @@ ProcessGroup::~ProcessGroup() {
     } catch (...) {
     }
   }
+#ifdef RAD_HAVE_NCCL
+  impl_->nccl.reset();
+#endif
   impl_->pg.reset();
   impl_->store.reset();
   impl_->tcp.reset();
@@ -189,6 +209,16 @@ std::shared_ptr<ProcessGroup> ProcessGroup::connect(const LaunchEnv& env, std::c
     else
       options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     impl->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(gloo_store, env.rank, env.world_size, options);
+#ifdef RAD_HAVE_NCCL
+    if (compute_device().is_cuda()) {
+      // Without async error handling a hung NCCL collective ignores the timeout (PyTorch 1.13).
+      ::setenv("NCCL_ASYNC_ERROR_HANDLING", "1", 0);
+      auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+      nccl_options->timeout = timeout;
+      impl->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+          c10::make_intrusive<c10d::PrefixStore>("nccl", impl->tcp), env.rank, env.world_size, nccl_options);
+    }
+#endif
   } catch (const std::exception& e) {
     std::string missing;
     try {
@@ -200,9 +230,14 @@ std::shared_ptr<ProcessGroup> ProcessGroup::connect(const LaunchEnv& env, std::c
          timeout_s, where, missing.empty() ? "" : fmt::format("; ranks that never joined: {}", missing), brief(e));
   }
   group->impl_ = std::move(impl);
+#ifdef RAD_HAVE_NCCL
+  const char* cuda_backend = group->impl_->nccl ? " and NCCL for CUDA tensors" : "";
+#else
+  const char* cuda_backend = compute_device().is_cuda() ? " (CUDA tensors too: no NCCL in this build)" : "";
+#endif
   if (env.rank == 0)
-    log_info("data-parallel: {} processes, gloo over {}, store {}, collective timeout {} s", env.world_size,
-             is_loopback(env.master_addr) ? "loopback" : "TCP", where, timeout_s);
+    log_info("data-parallel: {} processes, gloo over {}{}, store {}, collective timeout {} s", env.world_size,
+             is_loopback(env.master_addr) ? "loopback" : "TCP", cuda_backend, where, timeout_s);
   return group;
 }
 
@@ -320,7 +355,7 @@ void ProcessGroup::allreduce(at::Tensor& t, Reduce op, const std::string& what) 
   c10d::AllreduceOptions o;
   o.reduceOp = c10d::ReduceOp::SUM;  // gloo has no AVG: the mean divides below
   try {
-    impl_->pg->allreduce(v, o)->wait();
+    impl_->backend_for(buffer).allreduce(v, o)->wait();
   } catch (const std::exception& e) {
     fail_collective(what, e);
   }
@@ -342,7 +377,7 @@ void ProcessGroup::broadcast(const std::vector<at::Tensor>& tensors, int root, c
     c10d::BroadcastOptions o;
     o.rootRank = root;
     try {
-      impl_->pg->broadcast(v, o)->wait();
+      impl_->backend_for(v[0]).broadcast(v, o)->wait();
     } catch (const std::exception& e) {
       fail_collective(what, e);
     }

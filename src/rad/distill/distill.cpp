@@ -146,8 +146,8 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
     };
     for (int64_t step = start; step < st.steps; ++step) {
       // A data-parallel rank reads the corpus windows of its own rows only (the same rows as one process).
-      Batch b = make_batch(data.corpus.train, o.mix, data.encode, data.bos, o.batch, o.seq, o.seed + run.seed_offset,
-                           step, group.distributed() ? &shard : nullptr);
+      Batch b = on_compute_device(make_batch(data.corpus.train, o.mix, data.encode, data.bos, o.batch, o.seq,
+                                             o.seed + run.seed_offset, step, group.distributed() ? &shard : nullptr));
       double lr = sched.at(step);
       set_learning_rate(*optimizer, lr);
       // Data-parallel: this rank's rows, and loss shares normalised by the global batch so that the
@@ -192,8 +192,8 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
       loss.backward();
       // The global loss (and its KL and CE parts) ride in the gradient buffer: one collective a step.
       at::Tensor sums = at::stack({loss.detach().to(at::kFloat),
-                                   kl.defined() ? kl.detach().to(at::kFloat) : at::zeros({}, at::kFloat),
-                                   ce.defined() ? ce.detach().to(at::kFloat) : at::zeros({}, at::kFloat)});
+                                   kl.defined() ? kl.detach().to(at::kFloat) : at::zeros({}, loss.options().dtype(at::kFloat)),
+                                   ce.defined() ? ce.detach().to(at::kFloat) : at::zeros({}, loss.options().dtype(at::kFloat))});
       group.allreduce_gradients(student->parameters(), dist::Reduce::kSum, &sums,
                                 fmt::format("the gradient all-reduce of {} step {}", run.name, step + 1));
       double value = sums[0].item<double>();

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "rad/core/atomic_file.h"
+#include "rad/core/device.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/core/progress.h"
@@ -143,6 +144,7 @@ json evaluate_models(const std::vector<std::string>& dirs, const EvalOptions& op
     if (io::is_hybrid_dir(dir)) hybrid = io::load_hybrid(dir, held);
     CausalLM model = hybrid ? hybrid->model : io::load_causal_lm(dir, held);
     model->set_compute_dtype(at::kFloat);
+    to_compute_device(*model);
     json m = {{"name", fs::path(dir).filename().string()}, {"dir", dir}, {"parameters", model->parameter_count()}};
     CacheCost cost, cost_fp32;
     if (hybrid) {

@@ -58,8 +58,9 @@ struct BatchScore {
 // Scores a batch from the final hidden states.
 BatchScore score_batch(CausalLM& model, const at::Tensor& hidden, const ProbeBatch& b) {
   at::Tensor logits = model->final_logits(hidden.index({b.rows, b.cols})).to(at::kFloat);  // [N, V]
-  at::Tensor hit = (logits.argmax(-1) == b.targets).contiguous();
-  at::Tensor lp = logits.log_softmax(-1).gather(1, b.targets.unsqueeze(1)).squeeze(1).to(at::kDouble).contiguous();
+  const at::Tensor targets = b.targets.to(logits.device());
+  at::Tensor hit = (logits.argmax(-1) == targets).to(at::kCPU).contiguous();
+  at::Tensor lp = logits.log_softmax(-1).gather(1, targets.unsqueeze(1)).squeeze(1).to(at::kCPU, at::kDouble).contiguous();
   const bool* h = hit.data_ptr<bool>();
   const double* l = lp.data_ptr<double>();
   BatchScore s;
@@ -85,12 +86,13 @@ HeadAblator::HeadAblator(CausalLM& model, std::vector<tasks::EncodedExample> pro
   if (mode_ == "mean") {
     const ModelConfig& c = model_->config();
     at::NoGradGuard no_grad;
-    at::Tensor sums = at::zeros({c.n_layer, c.n_head, c.d_head}, at::kDouble);
+    const at::TensorOptions on_model = at::TensorOptions(at::kDouble).device(model_->device());
+    at::Tensor sums = at::zeros({c.n_layer, c.n_head, c.d_head}, on_model);
     int64_t count = 0;
     for (size_t s = 0; s < probe_.size(); s += batch_size_) {
       ProbeBatch b = make_probe_batch(probe_, s, std::min(probe_.size(), s + batch_size_));
       ForwardHooks hooks;
-      at::Tensor real = b.real.to(at::kDouble).unsqueeze(-1).unsqueeze(-1);  // [B, T, 1, 1]
+      at::Tensor real = b.real.to(model_->device(), at::kDouble).unsqueeze(-1).unsqueeze(-1);  // [B, T, 1, 1]
       hooks.head_output = [&](int64_t layer, const at::Tensor& z) {
         sums[layer] += (z.to(at::kDouble) * real).sum(at::IntArrayRef{0, 1});
         return z;

@@ -32,7 +32,7 @@ std::string model_hash(CausalLM& model) {
     f.add(item.key());
     f.add(c10::str(item.value().sizes()));
     for (int64_t i = 0; i < t.numel(); i += kChunk) {
-      at::Tensor c = t.narrow(0, i, std::min(kChunk, t.numel() - i)).to(at::kFloat).contiguous();
+      at::Tensor c = t.narrow(0, i, std::min(kChunk, t.numel() - i)).to(at::kCPU, at::kFloat).contiguous();
       f.add(c.data_ptr(), c.numel() * sizeof(float));
     }
   }

@@ -50,6 +50,8 @@ CausalLMImpl::CausalLMImpl(const ModelConfig& c, const std::vector<std::shared_p
 
 at::ScalarType CausalLMImpl::dtype() const { return model->embed_tokens->weight.scalar_type(); }
 
+at::Device CausalLMImpl::device() const { return model->embed_tokens->weight.device(); }
+
 int64_t CausalLMImpl::parameter_count() const {
   int64_t n = 0;
   for (const auto& p : parameters()) n += p.numel();
@@ -78,7 +80,9 @@ at::Tensor CausalLMImpl::embed(const at::Tensor& input_ids) {
     RAD_CHECK(lo >= 0 && hi < config_.n_vocab, "token id out of range: ids span [{}, {}] but the vocabulary has {} tokens",
               lo, hi, config_.n_vocab);
   }
-  at::Tensor h = model->embed_tokens->forward(input_ids);
+  // Token ids are made on the CPU; a model moved to a GPU (--device) takes them there.
+  const at::Device device = this->device();
+  at::Tensor h = model->embed_tokens->forward(input_ids.device() == device ? input_ids : input_ids.to(device));
   const at::ScalarType compute = compute_dtype();
   return h.scalar_type() == compute ? h : h.to(compute);
 }

@@ -59,6 +59,7 @@ class CausalLMImpl : public torch::nn::Module {
   DecodeCache new_cache() const;
   const ModelConfig& config() const { return config_; }
   at::ScalarType dtype() const;  // the parameters' (the embeddings') dtype
+  at::Device device() const;  // where the weights are (the global --device once moved)
 
   // Weights may be held in another dtype than the forward computes in. A frozen bf16 teacher keeps
   // its memory-mapped bf16 weights (no float32 copy of the model) and computes in float32: on CPUs

@@ -94,7 +94,7 @@ std::vector<uint8_t> answer_correctness(CausalLM& model, const std::vector<Encod
     }
     at::Tensor hidden = model->run_layers(model->embed(ids), 0, model->config().n_layer, nullptr, hooks);
     at::Tensor picked = hidden.index({at::tensor(rows, at::kLong), at::tensor(cols, at::kLong)});  // [N, d]
-    at::Tensor pred = model->final_logits(picked).argmax(-1).contiguous();
+    at::Tensor pred = model->final_logits(picked).argmax(-1).to(at::kCPU).contiguous();
     const int64_t* p = pred.data_ptr<int64_t>();
     size_t k = 0;
     for (size_t i = start; i < end; ++i)

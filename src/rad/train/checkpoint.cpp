@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "rad/core/atomic_file.h"
+#include "rad/core/device.h"
 #include "rad/core/error.h"
 #include "rad/io/checkpoint.h"
 #include "rad/io/hf_config.h"
@@ -88,7 +89,7 @@ nlohmann::json load_training_checkpoint(const std::string& checkpoint_dir, Causa
   std::string opt_path = (fs::path(checkpoint_dir) / "optimizer.pt").string();
   RAD_CHECK(fs::exists(opt_path), "{}: missing", opt_path);
   try {
-    torch::load(optimizer, opt_path);
+    torch::load(optimizer, opt_path, compute_device());  // its state where the parameters now are
   } catch (const c10::Error& e) {
     fail("cannot read optimizer state {}: {}", opt_path, e.what_without_backtrace());
   }

@@ -5,6 +5,7 @@
 #include <random>
 #include <sstream>
 
+#include "rad/core/device.h"
 #include "rad/core/error.h"
 #include "rad/train/recipe.h"
 
@@ -204,6 +205,13 @@ std::vector<at::Tensor> heldout_windows(const TokenSeq& tokens, int64_t seq, int
     out.push_back(at::tensor(w, at::kLong));
   }
   return out;
+}
+
+Batch on_compute_device(Batch b) {
+  b.input_ids = to_compute_device(b.input_ids);
+  b.targets = to_compute_device(b.targets);
+  b.weights = to_compute_device(b.weights);
+  return b;
 }
 
 }  // namespace rad

@@ -71,6 +71,9 @@ Batch make_batch(const TokenSeq& tokens, const TaskMix& mix, const tasks::Encode
                  std::optional<int64_t> bos, int64_t batch, int64_t seq, uint64_t seed, int64_t step, int64_t stage,
                  const RecipeTokens* recipe, const dist::RowShard* read_rows = nullptr);
 
+// `b` with its tensors on compute_device() (batches are made on the CPU).
+Batch on_compute_device(Batch b);
+
 // The same at stage mix.stage_at(step), building the recipe's tables when needed.
 Batch make_batch(const TokenSeq& tokens, const TaskMix& mix, const tasks::Encoder& encode,
                  std::optional<int64_t> bos, int64_t batch, int64_t seq, uint64_t seed, int64_t step,

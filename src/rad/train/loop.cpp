@@ -16,8 +16,8 @@ double perplexity(CausalLM& model, const std::vector<at::Tensor>& windows, int64
     std::vector<at::Tensor> rows(windows.begin() + s, windows.begin() + std::min(windows.size(), s + batch_size));
     at::Tensor x = at::stack(rows);
     at::Tensor logits = model->forward(x.narrow(1, 0, x.size(1) - 1)).to(at::kFloat);
-    at::Tensor nll = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), x.narrow(1, 1, x.size(1) - 1).reshape({-1}),
-                                            {}, at::Reduction::Sum);
+    const at::Tensor targets = x.narrow(1, 1, x.size(1) - 1).reshape({-1}).to(logits.device());
+    at::Tensor nll = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), targets, {}, at::Reduction::Sum);
     total += nll.item<double>();
     count += logits.size(0) * logits.size(1);
   }

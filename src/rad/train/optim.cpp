@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "rad/core/device.h"
 #include "rad/runtime/kernels.h"
 
 namespace rad {
@@ -54,12 +55,17 @@ AutocastBF16::AutocastBF16(bool on) : on_(on) {
   if (on_) {
     at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
     at::autocast::set_cpu_enabled(true);
+    if (compute_device().is_cuda()) {  // --device cuda: CUDA's autocast, in bf16 too
+      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+      at::autocast::set_enabled(true);
+    }
   }
 }
 
 AutocastBF16::~AutocastBF16() {
   if (on_) {
     at::autocast::set_cpu_enabled(false);
+    if (compute_device().is_cuda()) at::autocast::set_enabled(false);
     at::autocast::clear_cache();
   }
 }

@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "rad/core/atomic_file.h"
+#include "rad/core/device.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/core/progress.h"
@@ -100,6 +101,7 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
   torch::manual_seed(opt.seed);
   CausalLM model(opt.model);
   init_parameters(*model, opt.init_std, opt.seed);
+  to_compute_device(*model);  // before the optimizer, whose state follows the parameters
   model->train();
   auto adamw = make_adamw(model, opt.weight_decay, opt.schedule.peak, nullptr, opt.embedding_weight_decay);
   torch::optim::AdamW& optimizer = *adamw;
@@ -162,8 +164,9 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
   for (int64_t step = start_step; step < total; ++step) {
     const int64_t stage = stage_at(step);
     // A data-parallel rank reads the corpus windows of its own rows only (the same rows as one process).
-    Batch b = make_batch(data.corpus.train, opt.mix, data.encode, data.bos, opt.batch, opt.seq, opt.seed, step, stage,
-                         recipe ? &*recipe : nullptr, group.distributed() ? &shard : nullptr);
+    Batch b = on_compute_device(make_batch(data.corpus.train, opt.mix, data.encode, data.bos, opt.batch, opt.seq,
+                                           opt.seed, step, stage, recipe ? &*recipe : nullptr,
+                                           group.distributed() ? &shard : nullptr));
     double lr = opt.schedule.at(step);
     set_learning_rate(optimizer, lr);
     // This rank's rows of the global batch; its loss is its share of the global mean (normalised by
