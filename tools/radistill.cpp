@@ -27,8 +27,8 @@ int main(int argc, char** argv) {
   bool &quiet = g.quiet, &verbose = g.verbose;
   app.add_option("--threads", threads, "CPU threads for libtorch and OpenBLAS (default: all available cores)");
   app.add_option("--device", g.device,
-                 "Device for pretrain, distill, heads, eval, eval-tasks, forward and the torch engine of generate/chat: "
-                 "cpu, cuda or cuda:N (a CUDA build; bare cuda under a launcher is cuda:LOCAL_RANK)")
+                 "Device for pretrain, distill, heads, eval, eval-tasks, forward and generate --engine torch: cpu, "
+                 "cuda or cuda:N (a CUDA build; bare cuda under a launcher is cuda:LOCAL_RANK)")
       ->capture_default_str();
   app.add_flag("-q,--quiet", quiet, "Only print warnings and errors on stderr");
   app.add_flag("-v,--verbose", verbose, "Print debug diagnostics on stderr");

@@ -191,9 +191,9 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
       optimizer->zero_grad();
       loss.backward();
       // The global loss (and its KL and CE parts) ride in the gradient buffer: one collective a step.
-      at::Tensor sums = at::stack({loss.detach().to(at::kFloat),
-                                   kl.defined() ? kl.detach().to(at::kFloat) : at::zeros({}, loss.options().dtype(at::kFloat)),
-                                   ce.defined() ? ce.detach().to(at::kFloat) : at::zeros({}, loss.options().dtype(at::kFloat))});
+      const at::Tensor zero = at::zeros({}, loss.options().dtype(at::kFloat));  // on the loss's device
+      at::Tensor sums = at::stack({loss.detach().to(at::kFloat), kl.defined() ? kl.detach().to(at::kFloat) : zero,
+                                   ce.defined() ? ce.detach().to(at::kFloat) : zero});
       group.allreduce_gradients(student->parameters(), dist::Reduce::kSum, &sums,
                                 fmt::format("the gradient all-reduce of {} step {}", run.name, step + 1));
       double value = sums[0].item<double>();

@@ -60,7 +60,8 @@ BatchScore score_batch(CausalLM& model, const at::Tensor& hidden, const ProbeBat
   at::Tensor logits = model->final_logits(hidden.index({b.rows, b.cols})).to(at::kFloat);  // [N, V]
   const at::Tensor targets = b.targets.to(logits.device());
   at::Tensor hit = (logits.argmax(-1) == targets).to(at::kCPU).contiguous();
-  at::Tensor lp = logits.log_softmax(-1).gather(1, targets.unsqueeze(1)).squeeze(1).to(at::kCPU, at::kDouble).contiguous();
+  at::Tensor lp =
+      logits.log_softmax(-1).gather(1, targets.unsqueeze(1)).squeeze(1).to(at::kCPU, at::kDouble).contiguous();
   const bool* h = hit.data_ptr<bool>();
   const double* l = lp.data_ptr<double>();
   BatchScore s;

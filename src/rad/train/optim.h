@@ -27,7 +27,8 @@ std::string weight_decay_group(const std::string& parameter_name);
 
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
 
-// Enables bf16 autocast (CPU, and CUDA under --device cuda) for its lifetime (parameters and optimizer state stay float32).
+// Enables bf16 autocast (CPU, and CUDA under --device cuda) for its lifetime (parameters and
+// optimizer state stay float32).
 class AutocastBF16 {
  public:
   explicit AutocastBF16(bool on);

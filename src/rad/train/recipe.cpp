@@ -173,7 +173,8 @@ int64_t paper_probe_length(const RecipeTokens& t, int64_t pairs) {
 double mean_embedding_cosine(CausalLM& model, const std::vector<int64_t>& ids) {
   RAD_CHECK(ids.size() >= 2, "embedding cosine needs at least two tokens, got {}", ids.size());
   at::NoGradGuard no_grad;
-  at::Tensor e = model->model->embed_tokens->weight.index_select(0, at::tensor(ids, at::kLong).to(model->device())).to(at::kFloat);
+  const at::Tensor index = at::tensor(ids, at::kLong).to(model->device());
+  at::Tensor e = model->model->embed_tokens->weight.index_select(0, index).to(at::kFloat);
   e = e / e.norm(2, {1}, true).clamp_min(1e-12);
   const double m = static_cast<double>(ids.size());
   return (at::matmul(e, e.t()).sum().item<double>() - m) / (m * (m - 1));
