@@ -1,7 +1,9 @@
 // The OpenAI-compatible server (src/rad/serve): the Jinja subset against Python's jinja2, the text
 // stream's stop strings, and the server over HTTP with curl on a loopback port - greedy output
 // equals `radistill generate`, streaming, chat templates, hostile input, a client killed
-// mid-stream while another finishes, and admission by cache budget (queue, then 503 + Retry-After).
+// mid-stream while another finishes, and admission by cache budget (queue, then 503 + Retry-After);
+// log-probabilities (completions' logprobs/echo, chat's logprobs/top_logprobs) against the
+// runtime's own logits and libtorch's, n choices and seeds.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -10,7 +12,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -18,7 +22,10 @@
 #include <sstream>
 #include <thread>
 
+#include "rad/io/npy.h"
 #include "rad/runtime/engine.h"
+#include "rad/runtime/sampler.h"
+#include "rad/serve/api.h"
 #include "rad/serve/chat_template.h"
 #include "rad/serve/jinja.h"
 #include "rad/serve/server.h"
@@ -548,7 +555,7 @@ TEST(Serve, HostileInputGetsJsonErrorsAndTheServerKeepsServing) {
   expect_error_shape(post(port, path, {{"prompt", 42}}), 400, "'prompt' must be a string or a list of token ids", "prompt");
   expect_error_shape(post(port, path, {{"prompt", "a"}, {"max_tokens", "ten"}}), 400, "'max_tokens' must be an integer",
                      "max_tokens");
-  expect_error_shape(post(port, path, {{"prompt", "a"}, {"max_tokens", 0}}), 400, "in [1,", "max_tokens");
+  expect_error_shape(post(port, path, {{"prompt", "a"}, {"max_tokens", -1}}), 400, "in [0,", "max_tokens");
   expect_error_shape(post(port, path, {{"prompt", "a"}, {"temperature", 5}}), 400, "'temperature' must be in [0, 2]",
                      "temperature");
   expect_error_shape(post(port, path, {{"prompt", "a"}, {"stream", "yes"}}), 400, "'stream' must be a boolean", "stream");
@@ -559,7 +566,7 @@ TEST(Serve, HostileInputGetsJsonErrorsAndTheServerKeepsServing) {
   expect_error_shape(post(port, path, {{"prompt", {1, -5}}}), 400, "outside the vocabulary", "prompt");
   expect_error_shape(post(port, path, {{"prompt", std::vector<int64_t>(100, 5)}}), 400,
                      "the prompt has 100 tokens but the context holds 64", "prompt");
-  expect_error_shape(post(port, path, {{"prompt", "a"}, {"n", 2}}), 400, "'n' must be 1", "n");
+  expect_error_shape(post(port, path, {{"prompt", "a"}, {"n", 17}}), 400, "'n' must be an integer in [1, 16]", "n");
   expect_error_shape(post(port, path, {{"prompt", "a"}, {"frequency_penalty", 0.5}}), 400, "use 'repetition_penalty'",
                      "frequency_penalty");
   expect_error_shape(post(port, path, {{"prompt", "a"}, {"stop", {"a", "b", "c", "d", "e"}}}), 400, "at most 4", "stop");
@@ -866,6 +873,364 @@ TEST(Serve, RequestsAreBoundedInTimeAndStopEndsStreamsAndTheQueue) {
   waitpid(a.pid, &status, 0);
   close(a.out);
   EXPECT_EQ(a_out.find("[DONE]"), std::string::npos);  // cut short, not completed
+}
+
+// ---------------------------------------------------------------- log-probabilities, n, seed
+
+// log_softmax (in double) of the runtime's logits at every position of `ids`: [ids.size()][n_vocab].
+std::vector<std::vector<double>> runtime_logprobs(const std::string& dir, const std::vector<int64_t>& ids) {
+  auto model = runtime::Model::load(dir);
+  runtime::SessionOptions so;
+  so.n_ctx = static_cast<int64_t>(ids.size());
+  so.threads = 1;
+  runtime::Session session(model, so);
+  const int64_t V = model->config().n_vocab;
+  std::vector<float> logits(ids.size() * V);
+  session.forward(ids.data(), static_cast<int64_t>(ids.size()), logits.data());
+  std::vector<std::vector<double>> out(ids.size(), std::vector<double>(V));
+  for (size_t t = 0; t < ids.size(); ++t) {
+    const float* row = logits.data() + t * V;
+    double mx = row[0], sum = 0;
+    for (int64_t i = 0; i < V; ++i) mx = std::max<double>(mx, row[i]);
+    for (int64_t i = 0; i < V; ++i) sum += std::exp(row[i] - mx);
+    for (int64_t i = 0; i < V; ++i) out[t][i] = row[i] - mx - std::log(sum);
+  }
+  return out;
+}
+
+// The runtime's greedy continuation (the server's temperature 0, ignore_eos).
+std::vector<int64_t> greedy_tokens(const std::string& dir, const std::vector<int64_t>& prompt, int64_t n) {
+  runtime::SessionOptions so;
+  so.threads = 1;
+  runtime::Session session(runtime::Model::load(dir), so);
+  runtime::GenerateOptions g;
+  g.max_new_tokens = n;
+  g.stop_at_eos = false;
+  return runtime::generate(session, prompt, g).tokens;
+}
+
+// The k largest values of a reference row, largest first.
+std::vector<double> top_values(const std::vector<double>& row, size_t k) {
+  std::vector<double> v = row;
+  std::partial_sort(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end(), std::greater<>());
+  v.resize(k);
+  return v;
+}
+
+std::vector<int64_t> join(std::vector<int64_t> a, const std::vector<int64_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+TEST(ServeLogprobs, CompletionLogprobsAndEchoEqualTheRuntimesLogSoftmax) {
+  const std::string prompt = "And God said, Let there be light: and there was light.";
+  Tokenizer tok = Tokenizer::load(teacher_dir());
+  const std::vector<int64_t> prompt_ids = tok.encode(prompt, true);
+  const std::vector<int64_t> gen = greedy_tokens(teacher_dir(), prompt_ids, 6);
+  const std::vector<int64_t> all = join(prompt_ids, gen);
+  const auto ref = runtime_logprobs(teacher_dir(), all);
+  const size_t P = prompt_ids.size();
+  ASSERT_GT(P, 9u);
+
+  serve::ServerOptions o = options(teacher_dir(), 256);
+  o.scheduler.prefill_chunk = 4;  // the prompt's logits come from several prefill chunks
+  TestServer server(o);
+  const int port = server.port();
+  Http h = post(port, "/v1/completions",
+                {{"prompt", prompt}, {"max_tokens", 6}, {"temperature", 0}, {"ignore_eos", true}, {"logprobs", 5}, {"echo", true}});
+  ASSERT_EQ(h.status, 200) << h.body;
+  const json c = h.parsed()["choices"][0];
+  const std::string completion = tok.decode(gen, true);
+  EXPECT_EQ(c["text"], prompt + completion);
+  const json& lp = c["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), all.size()) << lp.dump();
+  ASSERT_EQ(lp["token_logprobs"].size(), all.size());
+  ASSERT_EQ(lp["top_logprobs"].size(), all.size());
+  ASSERT_EQ(lp["text_offset"].size(), all.size());
+  // The first prompt token has no context: null, as OpenAI and llama-server answer.
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  EXPECT_EQ(lp["tokens"][0], "<|begin_of_text|>");  // BOS, by name; it has no text
+  std::string concat;
+  for (size_t i = 0; i < all.size(); ++i) {
+    EXPECT_EQ(lp["text_offset"][i], serve::utf8_chars(concat)) << i;
+    if (i > 0) concat += lp["tokens"][i].get<std::string>();
+    if (i == 0) continue;
+    // Token i's log-probability is position i - 1's log-softmax at token i.
+    ASSERT_TRUE(lp["token_logprobs"][i].is_number()) << i;
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), ref[i - 1][all[i]], 1e-4) << "position " << i;
+    // The 5 alternatives (plus the chosen token when it is not among them) are the 5 most likely.
+    const json& top = lp["top_logprobs"][i];
+    ASSERT_TRUE(top.is_object());
+    EXPECT_TRUE(top.size() == 5 || top.size() == 6) << top.dump();
+    EXPECT_TRUE(top.contains(lp["tokens"][i].get<std::string>())) << top.dump();
+    std::vector<double> got;
+    for (const auto& [k, v] : top.items()) got.push_back(v.get<double>());
+    std::sort(got.begin(), got.end(), std::greater<>());
+    const std::vector<double> want = top_values(ref[i - 1], 5);
+    for (size_t k = 0; k < 5; ++k) EXPECT_NEAR(got[k], want[k], 1e-4) << "position " << i << " rank " << k;
+    // Greedy: every generated token is its position's most likely one.
+    if (i >= P) {
+      EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), want[0], 1e-6) << i;
+    }
+  }
+  EXPECT_EQ(concat, prompt + completion);
+
+  // The same, independently: libtorch's forward (`radistill forward --dump-logits`).
+  TempDir d;
+  std::string ids;
+  for (int64_t id : all) ids += (ids.empty() ? "" : ",") + std::to_string(id);
+  CliResult r = run_cli("forward " + teacher_dir() + " --token-ids " + ids + " --dump-logits " + d.file("logits.npy"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  at::Tensor torch_lp = at::log_softmax(io::load_npy(d.file("logits.npy")).to(at::kDouble), -1);
+  ASSERT_EQ(torch_lp.size(0), static_cast<int64_t>(all.size()));
+  for (size_t i = 1; i < all.size(); ++i)
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), torch_lp[i - 1][all[i]].item<double>(), 1e-4) << i;
+
+  // Without echo: the reply's tokens only, offsets from 0; logprobs 0 lists the chosen token alone.
+  h = post(port, "/v1/completions",
+           {{"prompt", prompt}, {"max_tokens", 6}, {"temperature", 0}, {"ignore_eos", true}, {"logprobs", 0}});
+  ASSERT_EQ(h.status, 200) << h.body;
+  const json lp0 = h.parsed()["choices"][0]["logprobs"];
+  EXPECT_EQ(h.parsed()["choices"][0]["text"], completion);
+  ASSERT_EQ(lp0["tokens"].size(), gen.size());
+  EXPECT_EQ(lp0["text_offset"][0], 0);
+  for (size_t j = 0; j < gen.size(); ++j) {
+    EXPECT_NEAR(lp0["token_logprobs"][j].get<double>(), ref[P + j - 1][gen[j]], 1e-4) << j;
+    EXPECT_EQ(lp0["top_logprobs"][j].size(), 1u);
+    EXPECT_EQ(lp0["tokens"][j], lp["tokens"][P + j]);
+  }
+  // A stop string cuts the reply: its tokens end with the one that reached the cut.
+  const std::string stop = lp0["tokens"][3];
+  h = post(port, "/v1/completions",
+           {{"prompt", prompt}, {"max_tokens", 6}, {"temperature", 0}, {"ignore_eos", true}, {"logprobs", 1}, {"stop", stop}});
+  ASSERT_EQ(h.status, 200) << h.body;
+  const std::string cut = h.parsed()["choices"][0]["text"];
+  const json lps = h.parsed()["choices"][0]["logprobs"];
+  EXPECT_EQ(h.parsed()["choices"][0]["finish_reason"], "stop");
+  EXPECT_LT(cut.size(), completion.size());
+  EXPECT_LT(lps["tokens"].size(), gen.size());
+  std::string joined;
+  for (size_t j = 0; j < lps["tokens"].size(); ++j) {
+    EXPECT_LT(lps["text_offset"][j].get<int64_t>(), serve::utf8_chars(cut)) << j;
+    joined += lps["tokens"][j].get<std::string>();
+  }
+  EXPECT_EQ(joined.substr(0, cut.size()), cut);
+  EXPECT_GE(joined.size(), cut.size());
+  // Without logprobs the field stays null; echo alone returns the prompt's text.
+  h = post(port, "/v1/completions", {{"prompt", prompt}, {"max_tokens", 6}, {"temperature", 0}, {"ignore_eos", true}, {"echo", true}});
+  EXPECT_TRUE(h.parsed()["choices"][0]["logprobs"].is_null());
+  EXPECT_EQ(h.parsed()["choices"][0]["text"], prompt + completion);
+}
+
+TEST(ServeLogprobs, MaxTokensZeroWithEchoScoresEveryPromptTokenAsLmEvalAsks) {
+  Tokenizer tok = Tokenizer::load(teacher_dir());
+  const std::string text = "In the beginning God created the heaven and the earth.";
+  const std::vector<int64_t> ids = tok.encode(text, true);
+  const auto ref = runtime_logprobs(teacher_dir(), ids);
+  TestServer server(options(teacher_dir(), 256));
+  const int port = server.port();
+  // lm-evaluation-harness's local-completions: token ids in a one-element list, max_tokens 0.
+  for (const json& prompt : {json(text), json::array({json(ids)})}) {
+    Http h = post(port, "/v1/completions",
+                  {{"model", "default-teacher"}, {"prompt", prompt}, {"max_tokens", 0}, {"temperature", 0}, {"logprobs", 1},
+                   {"echo", true}, {"seed", 1234}});
+    ASSERT_EQ(h.status, 200) << h.body;
+    const json j = h.parsed();
+    const json& c = j["choices"][0];
+    EXPECT_EQ(c["text"], text);
+    EXPECT_EQ(c["finish_reason"], "length");
+    EXPECT_EQ(j["usage"]["prompt_tokens"], ids.size());
+    EXPECT_EQ(j["usage"]["completion_tokens"], 0);
+    const json& lp = c["logprobs"];
+    ASSERT_EQ(lp["token_logprobs"].size(), ids.size()) << lp.dump();
+    EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+    double sum = 0;
+    for (size_t i = 1; i < ids.size(); ++i) {
+      EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), ref[i - 1][ids[i]], 1e-4) << i;
+      sum += lp["token_logprobs"][i].get<double>();
+      // lm-eval's greedy check: the token's log-probability equals the largest listed.
+      const json& top = lp["top_logprobs"][i];
+      ASSERT_TRUE(top.size() == 1 || top.size() == 2) << top.dump();
+      double best = -1e30;
+      for (const auto& [k, v] : top.items()) best = std::max(best, v.get<double>());
+      const bool greedy = std::max_element(ref[i - 1].begin(), ref[i - 1].end()) - ref[i - 1].begin() == ids[i];
+      EXPECT_EQ(lp["token_logprobs"][i].get<double>() == best, greedy) << i;
+    }
+    EXPECT_LT(sum, 0);
+  }
+  // max_tokens 0 without echo: an empty completion.
+  Http h = post(port, "/v1/completions", {{"prompt", text}, {"max_tokens", 0}});
+  ASSERT_EQ(h.status, 200) << h.body;
+  EXPECT_EQ(h.parsed()["choices"][0]["text"], "");
+  EXPECT_EQ(h.parsed()["usage"]["completion_tokens"], 0);
+}
+
+TEST(ServeLogprobs, ChatLogprobsAndTopLogprobsInTheChatFormat) {
+  TempDir dir;
+  const std::string model = templated_teacher(dir, json::parse(kTemplateGoldens)["templates"]["smol"]);
+  json messages = json::array({{{"role", "user"}, {"content", "And God said"}}});
+  Tokenizer tok = Tokenizer::load(model);
+  const std::vector<int64_t> prompt = tok.encode(serve::ChatTemplate::load(model)->render(messages), false);
+  const std::vector<int64_t> gen = greedy_tokens(model, prompt, 8);
+  const auto ref = runtime_logprobs(model, join(prompt, gen));
+  TestServer server(options(model, 256));
+  Http h = post(server.port(), "/v1/chat/completions",
+                {{"messages", messages}, {"max_tokens", 8}, {"temperature", 0}, {"ignore_eos", true}, {"logprobs", true},
+                 {"top_logprobs", 3}});
+  ASSERT_EQ(h.status, 200) << h.body;
+  const json c = h.parsed()["choices"][0];
+  const json& content = c["logprobs"]["content"];
+  ASSERT_EQ(content.size(), gen.size()) << c.dump();
+  EXPECT_TRUE(c["logprobs"]["refusal"].is_null());
+  std::string concat;
+  for (size_t j = 0; j < gen.size(); ++j) {
+    const json& e = content[j];
+    const std::vector<double>& row = ref[prompt.size() + j - 1];
+    EXPECT_NEAR(e["logprob"].get<double>(), row[gen[j]], 1e-4) << j;
+    const std::string token = e["token"];
+    concat += token;
+    std::vector<int> bytes(token.begin(), token.end());
+    for (int& b : bytes) b &= 0xff;
+    EXPECT_EQ(e["bytes"], json(bytes)) << j;
+    ASSERT_EQ(e["top_logprobs"].size(), 3u) << e.dump();
+    const std::vector<double> want = top_values(row, 3);
+    for (size_t k = 0; k < 3; ++k) {
+      EXPECT_NEAR(e["top_logprobs"][k]["logprob"].get<double>(), want[k], 1e-4) << j << " " << k;
+      EXPECT_TRUE(e["top_logprobs"][k]["token"].is_string());
+      EXPECT_TRUE(e["top_logprobs"][k]["bytes"].is_array());
+    }
+    EXPECT_EQ(e["top_logprobs"][0]["token"], token);  // greedy: the chosen token is the most likely
+  }
+  EXPECT_EQ(concat, c["message"]["content"]);
+  // logprobs true alone: no alternatives.
+  h = post(server.port(), "/v1/chat/completions", {{"messages", messages}, {"max_tokens", 2}, {"temperature", 0}, {"logprobs", true}});
+  ASSERT_EQ(h.status, 200) << h.body;
+  EXPECT_TRUE(h.parsed()["choices"][0]["logprobs"]["content"][0]["top_logprobs"].empty());
+  // n = 2 on chat too.
+  h = post(server.port(), "/v1/chat/completions", {{"messages", messages}, {"max_tokens", 4}, {"temperature", 0}, {"n", 2}});
+  ASSERT_EQ(h.status, 200) << h.body;
+  ASSERT_EQ(h.parsed()["choices"].size(), 2u);
+  EXPECT_EQ(h.parsed()["choices"][1]["index"], 1);
+  EXPECT_EQ(h.parsed()["choices"][0]["message"], h.parsed()["choices"][1]["message"]);
+}
+
+TEST(ServeLogprobs, NChoicesAndSeeds) {
+  TestServer server(options(teacher_dir(), 256));
+  const int port = server.port();
+  // Temperature 0: n identical choices, indexed, usage counting all of them.
+  Http h = post(port, "/v1/completions", {{"prompt", "And God said"}, {"max_tokens", 8}, {"temperature", 0}, {"n", 2},
+                                          {"ignore_eos", true}});
+  ASSERT_EQ(h.status, 200) << h.body;
+  json j = h.parsed();
+  ASSERT_EQ(j["choices"].size(), 2u);
+  EXPECT_EQ(j["choices"][0]["index"], 0);
+  EXPECT_EQ(j["choices"][1]["index"], 1);
+  EXPECT_EQ(j["choices"][0]["text"], j["choices"][1]["text"]);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 16);
+  // Sampled: the same seed gives the same texts, choice by choice; choices differ from each other.
+  json sampled = {{"prompt", "And God said"}, {"max_tokens", 24}, {"temperature", 1.0}, {"n", 3}, {"seed", 42},
+                  {"ignore_eos", true}};
+  json a = post(port, "/v1/completions", sampled).parsed();
+  json b = post(port, "/v1/completions", sampled).parsed();
+  ASSERT_EQ(a["choices"].size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(a["choices"][i]["text"], b["choices"][i]["text"]) << i;
+  EXPECT_NE(a["choices"][0]["text"], a["choices"][1]["text"]);
+  EXPECT_NE(a["choices"][1]["text"], a["choices"][2]["text"]);
+  // Choice 0 of n is the n = 1 answer with that seed; another seed gives another text.
+  json one = sampled;
+  one["n"] = 1;
+  EXPECT_EQ(post(port, "/v1/completions", one).parsed()["choices"][0]["text"], a["choices"][0]["text"]);
+  one["seed"] = 43;
+  EXPECT_NE(post(port, "/v1/completions", one).parsed()["choices"][0]["text"], a["choices"][0]["text"]);
+  // n with logprobs and echo: every choice gets the prompt's log-probabilities.
+  h = post(port, "/v1/completions", {{"prompt", "And God said"}, {"max_tokens", 3}, {"n", 2}, {"seed", 5}, {"logprobs", 2},
+                                     {"echo", true}});
+  ASSERT_EQ(h.status, 200) << h.body;
+  j = h.parsed();
+  const size_t P = Tokenizer::load(teacher_dir()).encode("And God said", true).size();
+  for (size_t i = 0; i < 2; ++i) {
+    ASSERT_GE(j["choices"][i]["logprobs"]["tokens"].size(), P) << i;
+    for (size_t k = 0; k < P; ++k)
+      EXPECT_EQ(j["choices"][i]["logprobs"]["token_logprobs"][k], j["choices"][0]["logprobs"]["token_logprobs"][k]);
+  }
+  // Streamed, n = 2 and echo: each index's chunks add up to its non-streamed text.
+  json streamed = {{"prompt", "And God said"}, {"max_tokens", 8}, {"temperature", 0.8}, {"n", 2}, {"seed", 9},
+                   {"echo", true}, {"stream", true}, {"stream_options", {{"include_usage", true}}}};
+  h = post(port, "/v1/completions", streamed);
+  ASSERT_EQ(h.status, 200) << h.body;
+  bool done = false;
+  std::vector<json> events = sse_events(h.body, &done);
+  EXPECT_TRUE(done);
+  std::string texts[2];
+  int finishes[2] = {0, 0};
+  json usage;
+  for (const json& e : events) {
+    if (e.contains("usage") && !e["usage"].is_null()) usage = e["usage"];
+    for (const json& c : e["choices"]) {
+      const int64_t i = c["index"];
+      ASSERT_TRUE(i == 0 || i == 1);
+      texts[i] += c["text"].get<std::string>();
+      finishes[i] += !c["finish_reason"].is_null();
+    }
+  }
+  streamed.erase("stream");
+  streamed.erase("stream_options");
+  j = post(port, "/v1/completions", streamed).parsed();
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(texts[i], j["choices"][i]["text"]) << i;
+    EXPECT_EQ(finishes[i], 1) << i;
+    EXPECT_EQ(texts[i].rfind("And God said", 0), 0u) << texts[i];
+  }
+  EXPECT_EQ(usage, j["usage"]);
+}
+
+TEST(ServeLogprobs, BadValuesGet400NamingTheFieldAndTheServerKeepsServing) {
+  TempDir dir;
+  const std::string model = templated_teacher(dir, "{{ messages[0]['content'] }}");
+  TestServer server(options(model, 64));
+  const int port = server.port();
+  const std::string cmpl = "/v1/completions", chat = "/v1/chat/completions";
+  const json p = {{"prompt", "And God said"}, {"max_tokens", 2}};
+  const json m = {{"messages", {{{"role", "user"}, {"content", "And God said"}}}}, {"max_tokens", 2}};
+  auto with = [](json j, const char* key, const json& v) {
+    j[key] = v;
+    return j;
+  };
+  expect_error_shape(post(port, cmpl, with(p, "logprobs", 21)), 400, "'logprobs' must be an integer in [0, 20], got 21", "logprobs");
+  expect_error_shape(post(port, cmpl, with(p, "logprobs", -1)), 400, "'logprobs' must be an integer in [0, 20]", "logprobs");
+  expect_error_shape(post(port, cmpl, with(p, "logprobs", 1.5)), 400, "'logprobs' must be an integer", "logprobs");
+  expect_error_shape(post(port, cmpl, with(p, "logprobs", "2")), 400, "'logprobs' must be an integer", "logprobs");
+  expect_error_shape(post(port, cmpl, with(p, "logprobs", true)), 400, "'logprobs' must be an integer", "logprobs");
+  expect_error_shape(post(port, cmpl, with(p, "echo", 1)), 400, "'echo' must be a boolean", "echo");
+  expect_error_shape(post(port, cmpl, with(p, "top_logprobs", 2)), 400, "use 'logprobs': N", "top_logprobs");
+  expect_error_shape(post(port, cmpl, with(with(p, "logprobs", 2), "stream", true)), 400, "not supported with 'stream'",
+                     "logprobs");
+  expect_error_shape(post(port, cmpl, with(p, "n", 0)), 400, "'n' must be an integer in [1, 16], got 0", "n");
+  expect_error_shape(post(port, cmpl, with(p, "n", 17)), 400, "'n' must be an integer in [1, 16], got 17", "n");
+  expect_error_shape(post(port, cmpl, with(p, "n", 2.5)), 400, "'n' must be an integer", "n");
+  expect_error_shape(post(port, cmpl, with(p, "seed", "x")), 400, "'seed' must be an integer", "seed");
+  expect_error_shape(post(port, chat, with(m, "top_logprobs", 2)), 400, "'top_logprobs' requires 'logprobs': true",
+                     "top_logprobs");
+  expect_error_shape(post(port, chat, with(with(m, "logprobs", false), "top_logprobs", 2)), 400, "requires 'logprobs': true",
+                     "top_logprobs");
+  expect_error_shape(post(port, chat, with(with(m, "logprobs", true), "top_logprobs", 21)), 400,
+                     "'top_logprobs' must be an integer in [0, 20]", "top_logprobs");
+  expect_error_shape(post(port, chat, with(with(m, "logprobs", true), "top_logprobs", -3)), 400,
+                     "'top_logprobs' must be an integer in [0, 20]", "top_logprobs");
+  expect_error_shape(post(port, chat, with(m, "logprobs", 3)), 400, "'logprobs' must be a boolean", "logprobs");
+  expect_error_shape(post(port, chat, with(m, "echo", true)), 400, "'echo' is not a parameter", "echo");
+  expect_error_shape(post(port, chat, with(m, "max_tokens", 0)), 400, "in [1,", "max_tokens");
+  expect_error_shape(post(port, chat, with(with(m, "logprobs", true), "stream", true)), 400, "not supported with 'stream'",
+                     "logprobs");
+  // The server still answers, with log-probabilities.
+  Http h = post(port, cmpl, with(with(p, "logprobs", 20), "echo", true));
+  ASSERT_EQ(h.status, 200) << h.body;
+  EXPECT_GE(h.parsed()["choices"][0]["logprobs"]["top_logprobs"][1].size(), 20u);
+  h = post(port, chat, with(with(with(m, "logprobs", true), "top_logprobs", 20), "ignore_eos", true));
+  ASSERT_EQ(h.status, 200) << h.body;
+  EXPECT_EQ(h.parsed()["choices"][0]["logprobs"]["content"][0]["top_logprobs"].size(), 20u);
+  EXPECT_EQ(get(port, "/health").status, 200);
 }
 
 }  // namespace

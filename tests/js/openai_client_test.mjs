@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // The official `openai` JavaScript client (pinned in package.json; `npm ci --prefix tests/js`)
 // against `radistill serve`: plain and streamed completions and chat completions agree, usage adds
-// up, /v1/models lists the model, a bad parameter surfaces as the client's 400 error, and the server
-// exits cleanly on SIGTERM. Run by ctest (serve_openai_js_client).
+// up, /v1/models lists the model, log-probabilities come back in both formats (completions'
+// logprobs + echo with max_tokens 0, as lm-evaluation-harness scores a text; chat's logprobs +
+// top_logprobs), n = 2 gives two choices, a bad parameter surfaces as the client's 400 error, and
+// the server exits cleanly on SIGTERM. Run by ctest (serve_openai_js_client).
 //
 // usage: node openai_client_test.mjs RADISTILL_BINARY MODEL_DIR
 import assert from "node:assert/strict";
@@ -99,6 +101,38 @@ try {
   assert.equal(chatStreamed, chat.choices[0].message.content);
   assert.deepEqual(usage, chat.usage);
 
+  // The prompt's log-probabilities: every prompt token, the first one null, the rest negative.
+  const scored = await client.completions.create({ ...params, max_tokens: 0, echo: true, logprobs: 1 });
+  assert.equal(scored.choices[0].text, params.prompt);
+  const lp = scored.choices[0].logprobs;
+  assert.equal(lp.tokens.length, scored.usage.prompt_tokens);
+  assert.equal(lp.token_logprobs.length, lp.tokens.length);
+  assert.equal(lp.token_logprobs[0], null);
+  assert.equal(lp.top_logprobs[0], null);
+  for (let i = 1; i < lp.tokens.length; ++i) {
+    assert.ok(lp.token_logprobs[i] < 0, `token ${i}: ${lp.token_logprobs[i]}`);
+    assert.equal(lp.top_logprobs[i][lp.tokens[i]], lp.token_logprobs[i]);
+    assert.ok(lp.text_offset[i] >= lp.text_offset[i - 1]);
+  }
+  assert.equal(scored.usage.completion_tokens, 0);
+
+  const chatLp = await client.chat.completions.create({ ...chatParams, logprobs: true, top_logprobs: 2, n: 2 });
+  assert.equal(chatLp.choices.length, 2);
+  assert.equal(chatLp.choices[1].message.content, chatLp.choices[0].message.content);  // temperature 0
+  const content = chatLp.choices[0].logprobs.content;
+  assert.ok(content.length > 0);
+  assert.equal(content.map((t) => t.token).join(""), chatLp.choices[0].message.content);
+  for (const t of content) {
+    assert.equal(t.top_logprobs.length, 2);
+    assert.equal(t.top_logprobs[0].token, t.token);  // greedy: the chosen token is the most likely
+    assert.ok(t.logprob <= 0 && Array.isArray(t.bytes));
+  }
+
+  await assert.rejects(client.completions.create({ ...params, logprobs: 21 }), (e) => {
+    assert.equal(e.status, 400);
+    assert.match(e.message, /'logprobs' must be an integer in \[0, 20\]/);
+    return true;
+  });
   await assert.rejects(client.completions.create({ ...params, temperature: 5 }), (e) => {
     assert.equal(e.status, 400);
     assert.match(e.message, /'temperature' must be in \[0, 2\]/);

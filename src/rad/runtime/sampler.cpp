@@ -73,6 +73,33 @@ int64_t Sampler::sample(float* logits, const std::vector<int64_t>& history) {
   return cand_.back().second;
 }
 
+void log_softmax(const float* logits, int64_t n, float* out) {
+  RAD_CHECK(n >= 1, "log_softmax: no values");
+  float mx = logits[0];
+  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, logits[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
+  const double lse = static_cast<double>(mx) + std::log(sum);
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(static_cast<double>(logits[i]) - lse);
+}
+
+void top_k(const float* values, int64_t n, int64_t k, std::vector<std::pair<int64_t, float>>& out) {
+  out.clear();
+  k = std::min(std::max<int64_t>(k, 0), n);
+  if (k == 0) return;
+  // Insertion into a sorted list of at most k entries: k is small (the API allows 20).
+  auto better = [](float a, int64_t ia, float b, int64_t ib) { return a > b || (a == b && ia < ib); };
+  out.reserve(static_cast<size_t>(k));
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = values[i];
+    if (static_cast<int64_t>(out.size()) == k && !better(v, i, out.back().second, out.back().first)) continue;
+    if (static_cast<int64_t>(out.size()) == k) out.pop_back();
+    size_t at = out.size();
+    while (at > 0 && better(v, i, out[at - 1].second, out[at - 1].first)) --at;
+    out.insert(out.begin() + static_cast<std::ptrdiff_t>(at), {i, v});
+  }
+}
+
 GenerateResult generate(Session& session, const std::vector<int64_t>& prompt, const GenerateOptions& options) {
   RAD_CHECK(!prompt.empty(), "generate: the prompt is empty");
   const int64_t V = session.model().config().n_vocab;

@@ -38,6 +38,15 @@ class Sampler {
   std::vector<uint8_t> seen_;
 };
 
+// Log-probabilities as the server reports them: log_softmax of the model's raw logits (before the
+// repetition penalty, temperature, top-k and top-p), in float32: out[i] = logits[i] - max -
+// log(sum_j exp(logits[j] - max)), the sum accumulated in double. `out` may equal `logits`.
+void log_softmax(const float* logits, int64_t n, float* out);
+
+// The k largest of `values` [n] as (index, value), largest first, ties to the lower index (as the
+// greedy sampler's argmax). k is clamped to n; `out` is cleared first.
+void top_k(const float* values, int64_t n, int64_t k, std::vector<std::pair<int64_t, float>>& out);
+
 struct GenerateOptions {
   int64_t max_new_tokens = 32;
   bool stop_at_eos = true;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "rad/core/error.h"
 #include "rad/core/log.h"
@@ -53,6 +54,8 @@ struct Scheduler::Running {
   std::unique_ptr<TextStream> text;
   std::vector<int64_t> history;  // prompt + generated (the repetition penalty looks back on it)
   std::vector<float> logits;
+  std::vector<float> chunk_logits;  // [prefill_chunk, n_vocab]: every prompt position's (prompt_logprobs only)
+  std::vector<float> logprobs;      // [n_vocab]: log_softmax scratch (logprobs >= 0 only)
   int64_t prefilled = 0, generated = 0, last = -1, allocated = 0;
   bool alive = true;  // false: finished, failed or cancelled; removed at the end of the iteration
 };
@@ -128,10 +131,12 @@ std::shared_ptr<Sequence> Scheduler::submit(GenerationParams params) {
   RAD_CHECK(n_prompt >= 1 && n_prompt <= o_.n_ctx, "serve: the prompt has {} tokens; the context holds 1 to {}", n_prompt,
             o_.n_ctx);
   params.sampling.validate();
+  RAD_CHECK(params.logprobs <= 1000, "serve: {} log-probability alternatives is too many", params.logprobs);
   // The last new token is never fed back: prompt + max_tokens - 1 tokens must fit the context.
-  params.max_tokens = std::clamp<int64_t>(params.max_tokens, 1, o_.n_ctx - n_prompt + 1);
+  // max_tokens 0 (the prompt alone, e.g. for its log-probabilities) still holds the whole prompt.
+  params.max_tokens = std::clamp<int64_t>(params.max_tokens, 0, o_.n_ctx - n_prompt + 1);
   auto s = std::make_shared<Sequence>();
-  s->n_ctx_ = n_prompt + params.max_tokens - 1;
+  s->n_ctx_ = n_prompt + std::max<int64_t>(params.max_tokens, 1) - 1;
   s->reserved_bytes_ = reservation(s->n_ctx_);
   s->prompt_tokens_ = n_prompt;
   const auto now = Clock::now();
@@ -212,21 +217,59 @@ bool Scheduler::check(Running& r) {
 }
 
 bool Scheduler::prefill(Running& r) {
-  const GenerationParams& p = r.seq->params_;
+  Sequence& s = *r.seq;
+  const GenerationParams& p = s.params_;
   const int64_t n_prompt = static_cast<int64_t>(p.prompt.size());
   const int64_t n = std::min(o_.prefill_chunk, n_prompt - r.prefilled);
-  const float* out = r.session->forward(p.prompt.data() + r.prefilled, n);
+  const int64_t V = model_->config().n_vocab;
+  const float* out;
+  if (p.prompt_logprobs) {
+    // Logits of every position of the chunk: position i's give prompt token i + 1's log-probability.
+    r.chunk_logits.resize(static_cast<size_t>(n * V));
+    out = r.session->forward(p.prompt.data() + r.prefilled, n, r.chunk_logits.data());
+    if (r.prefilled == 0) {
+      TokenLogprob first;
+      first.token = p.prompt[0];
+      first.logprob = std::numeric_limits<float>::quiet_NaN();
+      s.prompt_logprobs_.push_back(std::move(first));
+    }
+    for (int64_t t = 0; t < n && r.prefilled + t + 1 < n_prompt; ++t) {
+      runtime::log_softmax(r.chunk_logits.data() + t * V, V, r.logprobs.data());
+      TokenLogprob e;
+      e.token = p.prompt[r.prefilled + t + 1];
+      e.logprob = r.logprobs[e.token];
+      runtime::top_k(r.logprobs.data(), V, std::max<int64_t>(p.logprobs, 0), e.top);
+      s.prompt_logprobs_.push_back(std::move(e));
+    }
+  } else {
+    out = r.session->forward(p.prompt.data() + r.prefilled, n);
+  }
   r.prefilled += n;
   prompt_tokens_ += n;
   if (r.prefilled < n_prompt) return true;
+  if (p.max_tokens == 0) {  // the prompt alone: nothing to sample
+    s.publish(r.text->finish(), true, "length");
+    return false;
+  }
   return emit(r, out);  // the prompt's last logits give the first new token
 }
 
 bool Scheduler::emit(Running& r, const float* out) {
   Sequence& s = *r.seq;
   const GenerationParams& p = s.params_;
-  std::copy(out, out + r.logits.size(), r.logits.begin());
+  const int64_t V = static_cast<int64_t>(r.logits.size());
+  // The log-probabilities come from the raw logits, before the sampler's penalty and temperature.
+  if (p.logprobs >= 0) runtime::log_softmax(out, V, r.logprobs.data());
+  std::copy(out, out + V, r.logits.begin());
   const int64_t t = r.sampler->sample(r.logits.data(), r.history);
+  s.tokens_.push_back(t);
+  if (p.logprobs >= 0) {
+    TokenLogprob e;
+    e.token = t;
+    e.logprob = r.logprobs[t];
+    runtime::top_k(r.logprobs.data(), V, p.logprobs, e.top);
+    s.logprobs_.push_back(std::move(e));
+  }
   r.history.push_back(t);
   r.last = t;
   ++r.generated;
@@ -241,11 +284,13 @@ bool Scheduler::emit(Running& r, const float* out) {
   }
   const auto& eos = o_.eos_ids.empty() ? model_->config().eos_token_ids : o_.eos_ids;
   if (!p.ignore_eos && std::find(eos.begin(), eos.end(), t) != eos.end()) {
+    s.ended_by_eos_ = true;
     s.publish(r.text->finish(), true, "stop");
     return false;
   }
   std::string delta = r.text->push(t);
   if (r.text->stopped()) {
+    s.stopped_by_string_ = true;
     s.publish(delta, true, "stop");
     return false;
   }
@@ -295,6 +340,8 @@ void Scheduler::loop() {
         r->text = std::make_unique<TextStream>(*tok_, std::move(context), s->params_.stop);
         r->history = prompt;
         r->logits.resize(static_cast<size_t>(model_->config().n_vocab));
+        if (s->params_.logprobs >= 0 || s->params_.prompt_logprobs)
+          r->logprobs.resize(static_cast<size_t>(model_->config().n_vocab));
         r->allocated = r->session->cache_bytes().allocated();
         allocated_ += r->allocated;
         running.push_back(std::move(r));

@@ -52,10 +52,24 @@ struct SchedulerOptions {
 
 struct GenerationParams {
   std::vector<int64_t> prompt;  // non-empty, ids < n_vocab, size <= n_ctx (checked by the API layer)
-  int64_t max_tokens = 16;      // clamped to the context: prompt + max_tokens - 1 <= n_ctx
+  int64_t max_tokens = 16;      // clamped to the context: prompt + max_tokens - 1 <= n_ctx; 0: prompt only
   runtime::SamplingOptions sampling;
   std::vector<std::string> stop;
   bool ignore_eos = false;
+  // Log-probabilities (runtime::log_softmax of the raw logits, before penalty and temperature):
+  // logprobs >= 0 records each new token's and its `logprobs` most likely alternatives;
+  // prompt_logprobs records every prompt token's too (from the prefill's logits of every position),
+  // with as many alternatives.
+  int64_t logprobs = -1;
+  bool prompt_logprobs = false;
+};
+
+// One position's log-probability: the token there, its log-probability (NaN for the first prompt
+// token, which has no context) and the most likely tokens there, most likely first.
+struct TokenLogprob {
+  int64_t token = -1;
+  float logprob = 0;
+  std::vector<std::pair<int64_t, float>> top;
 };
 
 // A 503: the server is full. `retry_after_s` is the hint for the Retry-After header.
@@ -82,6 +96,15 @@ class Sequence {
   int64_t prompt_tokens() const { return prompt_tokens_; }
   int64_t completion_tokens() const { return completion_tokens_.load(); }
   int64_t reserved_bytes() const { return reserved_bytes_; }
+  // Valid once finished. tokens(): every token sampled, an end-of-sequence token that ended the
+  // reply included (ended_by_eos()); stopped_by_string(): a stop string cut the text. logprobs():
+  // one entry per token of tokens() when params.logprobs >= 0; prompt_logprobs(): one per prompt
+  // token when params.prompt_logprobs.
+  const std::vector<int64_t>& tokens() const { return tokens_; }
+  const std::vector<TokenLogprob>& logprobs() const { return logprobs_; }
+  const std::vector<TokenLogprob>& prompt_logprobs() const { return prompt_logprobs_; }
+  bool ended_by_eos() const { return ended_by_eos_; }
+  bool stopped_by_string() const { return stopped_by_string_; }
 
  private:
   friend class Scheduler;
@@ -98,6 +121,10 @@ class Sequence {
   std::condition_variable cv_;
   std::string pending_, finish_reason_, error_;
   bool finished_ = false;
+  // Written by the decode thread before the publish() that finishes the sequence; read after.
+  std::vector<int64_t> tokens_;
+  std::vector<TokenLogprob> logprobs_, prompt_logprobs_;
+  bool ended_by_eos_ = false, stopped_by_string_ = false;
 };
 
 struct SchedulerStats {

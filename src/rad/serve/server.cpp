@@ -118,87 +118,140 @@ struct Server::Impl {
       send_error(res, e.status, e.what(), e.type, e.param);
       return;
     }
-    std::shared_ptr<Sequence> seq;
+    // n choices: n sequences with their own seeds; choice 0's prompt log-probabilities serve all.
+    std::vector<std::shared_ptr<Sequence>> seqs;
     try {
-      seq = scheduler->submit(std::move(r.params));
+      for (int64_t i = 0; i < r.n; ++i) {
+        GenerationParams p = r.params;
+        p.sampling.seed = choice_seed(r.params.sampling.seed, i);
+        if (i > 0) p.prompt_logprobs = false;
+        seqs.push_back(scheduler->submit(std::move(p)));
+      }
     } catch (const Overloaded& e) {
+      for (auto& s : seqs) s->cancel();
       res.set_header("Retry-After", std::to_string(e.retry_after_s));
       send_error(res, 503, e.what());
       return;
     }
+    const size_t n = seqs.size();
     auto result = std::make_shared<CompletionResult>();
     result->id = new_id(chat);
     result->model = model_id;
     result->created = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-    result->prompt_tokens = seq->prompt_tokens();
+    result->prompt_tokens = seqs[0]->prompt_tokens();
+    result->choices.resize(n);
     const auto wait_step = std::chrono::seconds(1);
     // A hard bound above the scheduler's own time limit, in case the decode thread is stuck.
     const auto hard_deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
                                                   scheduler->options().request_timeout_s + 30));
+    auto cancel_all = [seqs] {
+      for (auto& s : seqs) s->cancel();
+    };
     if (!r.stream) {
-      for (;;) {
-        Sequence::Delta d = seq->next(Clock::now() + wait_step);
-        result->text += d.text;
-        if (d.finished) break;
-        if (stopping || Clock::now() > hard_deadline) {
-          seq->cancel();
-          send_error(res, 503, stopping ? "the server is shutting down" : "the request exceeded its time limit");
-          return;
+      for (size_t i = 0; i < n; ++i) {
+        for (;;) {
+          Sequence::Delta d = seqs[i]->next(Clock::now() + wait_step);
+          result->choices[i].text += d.text;
+          if (d.finished) break;
+          if (stopping || Clock::now() > hard_deadline) {
+            cancel_all();
+            send_error(res, 503, stopping ? "the server is shutting down" : "the request exceeded its time limit");
+            return;
+          }
         }
       }
-      if (!seq->error().empty()) {
-        send_error(res, 500, "generation failed: " + seq->error(), "server_error");
-        return;
+      for (size_t i = 0; i < n; ++i)
+        if (!seqs[i]->error().empty()) {
+          send_error(res, 500, "generation failed: " + seqs[i]->error(), "server_error");
+          return;
+        }
+      const int64_t prompt_chars = utf8_chars(r.prompt_text);
+      for (size_t i = 0; i < n; ++i) {
+        ChoiceResult& c = result->choices[i];
+        c.finish_reason = seqs[i]->finish_reason();
+        result->completion_tokens += seqs[i]->completion_tokens();
+        if (r.logprobs >= 0) {
+          const int64_t reply_chars = utf8_chars(c.text);
+          c.logprobs = chat ? chat_logprobs(*tokenizer, r.params.prompt, *seqs[i], reply_chars)
+                            : completion_logprobs(*tokenizer, r.params.prompt, r.echo ? &seqs[0]->prompt_logprobs() : nullptr,
+                                                  *seqs[i], prompt_chars, reply_chars);
+        }
+        if (r.echo) c.text = r.prompt_text + c.text;
       }
-      result->finish_reason = seq->finish_reason();
-      result->completion_tokens = seq->completion_tokens();
       res.set_content(body(completion_response(*result, chat)) + "\n", "application/json");
       return;
     }
-    // Server-sent events: one `data: {...}` per text delta, a last chunk with finish_reason, the
-    // usage chunk when asked for, then `data: [DONE]`. Idle seconds (prefill) send an SSE comment,
-    // which also finds a vanished client.
+    // Server-sent events: one `data: {...}` per text delta of a choice (its index says which), a
+    // last chunk per choice with its finish_reason, the usage chunk when asked for, then
+    // `data: [DONE]`. Idle seconds (prefill) send an SSE comment, which also finds a vanished
+    // client. One choice waits up to a second for its text; several poll each other every 10 ms.
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
+    struct StreamState {
+      std::vector<bool> first, done;
+      Clock::time_point last_write;
+    };
+    auto st = std::make_shared<StreamState>();
+    st->first.assign(n, true);
+    st->done.assign(n, false);
+    st->last_write = Clock::now();
     const bool include_usage = r.include_usage;
-    auto first = std::make_shared<bool>(true);
+    const std::string echo_text = r.echo ? r.prompt_text : "";
+    const auto wait = n == 1 ? std::chrono::duration_cast<Clock::duration>(wait_step)
+                             : std::chrono::duration_cast<Clock::duration>(std::chrono::milliseconds(10));
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, seq, result, chat, include_usage, first, wait_step, hard_deadline](size_t, httplib::DataSink& sink) {
+        [this, seqs, result, chat, include_usage, st, echo_text, wait, wait_step, hard_deadline,
+         cancel_all](size_t, httplib::DataSink& sink) {
           auto send = [&](const std::string& event) {
             if (!sink.write(event.data(), event.size())) {
-              seq->cancel();  // the client is gone: free its session now
+              cancel_all();  // the client is gone: free its sessions now
               return false;
             }
+            st->last_write = Clock::now();
             return true;
           };
-          Sequence::Delta d = seq->next(Clock::now() + wait_step);
-          if (stopping || Clock::now() > hard_deadline) {
-            seq->cancel();
-            return false;
+          bool waited = false;
+          for (size_t i = 0; i < seqs.size(); ++i) {
+            if (st->done[i]) continue;
+            Sequence::Delta d = seqs[i]->next(waited ? Clock::now() : Clock::now() + wait);
+            waited = true;
+            if (stopping || Clock::now() > hard_deadline) {
+              cancel_all();
+              return false;
+            }
+            const bool first = st->first[i];
+            const std::string text = first ? echo_text + d.text : d.text;
+            if (!text.empty() || (first && chat)) {
+              if (!send("data: " + body(stream_chunk(*result, chat, static_cast<int64_t>(i), text, first, std::nullopt)) + "\n\n"))
+                return false;
+              st->first[i] = false;
+            }
+            if (!d.finished) continue;
+            if (!seqs[i]->error().empty()) {
+              cancel_all();
+              send("data: " + body(error_json("generation failed: " + seqs[i]->error(), "server_error", "")) + "\n\n");
+              sink.done();
+              return true;
+            }
+            st->done[i] = true;
+            ChoiceResult& c = result->choices[i];
+            c.finish_reason = seqs[i]->finish_reason();
+            result->completion_tokens += seqs[i]->completion_tokens();
+            if (!send("data: " + body(stream_chunk(*result, chat, static_cast<int64_t>(i), "", false, c.finish_reason)) + "\n\n"))
+              return false;
           }
-          if (!d.text.empty() || (*first && chat)) {
-            if (!send("data: " + body(stream_chunk(*result, chat, d.text, *first, std::nullopt)) + "\n\n")) return false;
-            *first = false;
-          } else if (!d.finished) {
-            return send(": waiting\n\n");
-          }
-          if (!d.finished) return true;
-          if (!seq->error().empty()) {
-            send("data: " + body(error_json("generation failed: " + seq->error(), "server_error", "")) + "\n\n");
+          if (std::find(st->done.begin(), st->done.end(), false) == st->done.end()) {
+            if (include_usage && !send("data: " + body(usage_chunk(*result, chat)) + "\n\n")) return false;
+            if (!send("data: [DONE]\n\n")) return false;
             sink.done();
             return true;
           }
-          result->finish_reason = seq->finish_reason();
-          result->completion_tokens = seq->completion_tokens();
-          if (!send("data: " + body(stream_chunk(*result, chat, "", false, result->finish_reason)) + "\n\n")) return false;
-          if (include_usage && !send("data: " + body(usage_chunk(*result, chat)) + "\n\n")) return false;
-          if (!send("data: [DONE]\n\n")) return false;
-          sink.done();
+          if (Clock::now() - st->last_write >= wait_step) return send(": waiting\n\n");
           return true;
         },
-        [seq](bool success) {
-          if (!success) seq->cancel();  // the connection ended before the stream did
+        [cancel_all](bool success) {
+          if (!success) cancel_all();  // the connection ended before the stream did
         });
   }
 
