@@ -6,6 +6,7 @@
 #include "rad/core/atomic_file.h"
 #include "rad/core/error.h"
 #include "rad/io/checkpoint.h"
+#include "rad/io/hf_modeling.h"
 #include "rad/io/safetensors.h"
 #include "rad/model/hybrid_mixer.h"
 
@@ -53,6 +54,7 @@ void save_hybrid(CausalLM& model, const HybridConfig& config, const std::string&
   for (const auto& item : model->named_parameters()) tensors.emplace_back(item.key(), item.value());
   save_safetensors((fs::path(model_dir) / "model.safetensors").string(), tensors);
   write_text_atomic((fs::path(model_dir) / "config.json").string(), c.to_json().dump(2) + "\n");
+  write_hf_modeling_file(model_dir);  // what config.json's auto_map names, for transformers
 }
 
 void copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir) {
