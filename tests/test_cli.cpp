@@ -215,7 +215,8 @@ TEST(CliRun, PipelineReportResumeAndSigkill) {
   CliResult r = pretrain_tiny_teacher(dir.file("corpus.txt"), dir.file("teacher"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::string args = "run --teacher " + dir.file("teacher") + " --corpus " + dir.file("corpus.txt") +
-                     " --pairs 2 --head-examples 4 --align-steps 4 --kd-steps 4 --shrink-align-steps 2 --shrink-kd-steps 2 --batch 2 --seq 32"
+                     " --pairs 2 --head-examples 4 --bank-steps 4 --max-heads 2 --select-kd-steps 2 --random-draws 3"
+                     " --align-steps 4 --kd-steps 4 --shrink-align-steps 2 --shrink-kd-steps 2 --batch 2 --seq 32"
                      " --eval-examples 2 --eval-kv-pairs 2 --eval-needle-words 20 --save-every 1 --fp32";
   r = run_cli(args + " --out " + dir.file("a"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -229,7 +230,7 @@ TEST(CliRun, PipelineReportResumeAndSigkill) {
   EXPECT_EQ(by_kind.size(), 7u);
   int random_draws = 0;
   for (const auto& m : report["models"]) random_draws += m["kind"] == "random_heads";
-  EXPECT_EQ(random_draws, 3) << "three seeded random-head baselines by default";
+  EXPECT_EQ(random_draws, 3) << "three seeded random-head baselines, as asked";
   for (const char* kind : {"teacher", "hybrid", "shrunk", "pure_ssm", "random_heads", "layerwise_25", "layerwise_50"}) {
     ASSERT_TRUE(by_kind.count(kind)) << kind;
     const auto& m = by_kind[kind];
@@ -248,7 +249,15 @@ TEST(CliRun, PipelineReportResumeAndSigkill) {
   // Fixed-size SSM state: the pure SSM's cache does not grow with the context; the teacher's does.
   EXPECT_EQ(by_kind["pure_ssm"]["cache_bytes"]["128"], by_kind["pure_ssm"]["cache_bytes"]["32768"]);
   EXPECT_LT(by_kind["teacher"]["cache_bytes"]["128"].get<int64_t>(), by_kind["teacher"]["cache_bytes"]["32768"].get<int64_t>());
-  for (const char* f : {"report.md", "memory.svg", "accuracy_vs_heads.svg", "heads/heads.svg", "eval/eval.json"})
+  // --budget auto: the head bank, then the kept set chosen by sufficiency on it.
+  auto sufficiency = nlohmann::json::parse(slurp_file(dir.file("a/select/sufficiency.json")));
+  EXPECT_EQ(sufficiency["k"], by_kind["hybrid"]["heads_kept"]);
+  EXPECT_EQ(sufficiency["probe"]["key_split"], "select");
+  auto bank = nlohmann::json::parse(slurp_file(dir.file("a/bank/bank.json")));
+  EXPECT_EQ(bank["heads"].size(), 8u);
+  EXPECT_NE(slurp_file(dir.file("a/init/hybrid/README.md")).find("head bank"), std::string::npos);
+  for (const char* f : {"report.md", "memory.svg", "accuracy_vs_heads.svg", "heads/heads.svg", "eval/eval.json",
+                        "select/sufficiency.svg", "select/plan.json"})
     EXPECT_TRUE(std::filesystem::exists(dir.file(std::string("a/") + f))) << f;
 
   // Re-running skips finished stages; other settings over the same directory are refused.
@@ -301,7 +310,7 @@ TEST(CliRun, NeedleProbeReusesAnEarlierHeadSweep) {
   EXPECT_EQ(sweep["probe"]["context_words"], 20);
   std::string args = "run --teacher " + dir.file("teacher") + " --corpus " + dir.file("corpus.txt") +
                      " --probe-task needle --context-words 20 --heads-dir " + dir.file("sweep") +
-                     " --budget 2 --random-draws 1 --no-layerwise --align-steps 2 --kd-steps 2 --shrink-align-steps 1"
+                     " --budget 2 --random-draws 1 --no-layerwise --bank-steps 2 --align-steps 2 --kd-steps 2 --shrink-align-steps 1"
                      " --shrink-kd-steps 1 --batch 2 --seq 32 --eval-examples 2 --eval-kv-pairs 2"
                      " --eval-needle-words 30 --fp32";
   // Another selection than the sweep's is refused before any work, naming both.

@@ -469,7 +469,8 @@ TEST(DataParallel, RunPipelineWithTwoProcessesPerStage) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto args = [&](int batch, const std::string& out) {
     return "run --teacher " + dir.file("teacher") + " --corpus " + dir.file("corpus.txt") +
-           " --pairs 2 --head-examples 4 --align-steps 2 --kd-steps 2 --shrink-align-steps 1 --shrink-kd-steps 1"
+           " --pairs 2 --head-examples 4 --bank-steps 2 --max-heads 2 --select-kd-steps 0 --align-steps 2 --kd-steps 2"
+           " --shrink-align-steps 1 --shrink-kd-steps 1"
            " --seq 32 --eval-examples 2 --eval-kv-pairs 2 --save-every 1 --fp32 --quick --nproc 2 --batch " +
            std::to_string(batch) + " --out " + out;
   };
@@ -480,6 +481,7 @@ TEST(DataParallel, RunPipelineWithTwoProcessesPerStage) {
   r = run_cli(args(2, dir.file("a")));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(read_file(dir.file("a/stages/heads.done")).find("radistill launch -n 2 -- heads"), std::string::npos);
+  EXPECT_NE(read_file(dir.file("a/stages/bank.done")).find("radistill launch -n 2 -- bank"), std::string::npos);
   for (const char* s : {"hybrid", "shrunk", "pure_ssm"})
     EXPECT_NE(read_file(dir.file(std::string("a/stages/distill_") + s + ".done")).find("radistill launch -n 2 -- distill"),
               std::string::npos)

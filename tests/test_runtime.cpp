@@ -816,6 +816,40 @@ TEST(RuntimeSampler, GreedyTopKTopPSeedAndRepetitionPenalty) {
   EXPECT_RAD_ERROR(runtime::Sampler(bad, 4), "temperature");
 }
 
+TEST(RuntimeSampler, LogSoftmaxAndTopKAsTheServerReportsThem) {
+  // log_softmax equals the float64 formula, stays finite for far-apart logits and sums to 1.
+  std::vector<float> logits = {2.0f, -1.0f, 0.5f, 2.0f, -80.0f, 30.0f};
+  std::vector<float> lp(logits.size());
+  runtime::log_softmax(logits.data(), static_cast<int64_t>(logits.size()), lp.data());
+  double mx = 30, sum = 0;
+  for (float x : logits) sum += std::exp(static_cast<double>(x) - mx);
+  double total = 0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const double want = logits[i] - mx - std::log(sum);
+    EXPECT_NEAR(lp[i], want, 1e-6 * (1 + std::abs(want))) << i;
+    EXPECT_TRUE(std::isfinite(lp[i]));
+    total += std::exp(static_cast<double>(lp[i]));
+  }
+  EXPECT_NEAR(total, 1.0, 1e-6);
+  // In place gives the same.
+  std::vector<float> in_place = logits;
+  runtime::log_softmax(in_place.data(), static_cast<int64_t>(in_place.size()), in_place.data());
+  EXPECT_EQ(in_place, lp);
+  // top_k: largest first, ties to the lower index (as greedy's argmax), k clamped to n.
+  std::vector<std::pair<int64_t, float>> top;
+  runtime::top_k(logits.data(), static_cast<int64_t>(logits.size()), 3, top);
+  ASSERT_EQ(top.size(), 3u);
+  EXPECT_EQ(top[0].first, 5);
+  EXPECT_EQ(top[1].first, 0);
+  EXPECT_EQ(top[2].first, 3);
+  EXPECT_EQ(top[1].second, 2.0f);
+  runtime::top_k(logits.data(), static_cast<int64_t>(logits.size()), 100, top);
+  ASSERT_EQ(top.size(), logits.size());
+  EXPECT_EQ(top.back().first, 4);
+  runtime::top_k(logits.data(), static_cast<int64_t>(logits.size()), 0, top);
+  EXPECT_TRUE(top.empty());
+}
+
 TEST(RuntimeSampler, StopStringsAndEosEndGeneration) {
   auto m = runtime::Model::load(fixture_model("llama_gqa"));
   runtime::SessionOptions so;

@@ -55,8 +55,9 @@ void register_heads(CLI::App& app) {
       to_compute_device(*model);
       const ModelConfig& c = model->config();
       if (b->count() == 0 && f->count() == 0 && t->count() == 0) {
-        o.selector.budget = std::max<int64_t>(1, std::lround(0.03 * c.n_query_heads_total()));
-        log_info("no selector given: keeping the top {} heads (3% of {})", o.selector.budget, c.n_query_heads_total());
+        o.selector.fraction = 0.03;  // rounded up, as --fraction (heads_for_fraction)
+        log_info("no selector given: keeping the top 3% of heads, rounded up: {} of {}",
+                 heads_for_fraction(0.03, c.n_query_heads_total()), c.n_query_heads_total());
       }
       if (pairs > 0) {
         o.pairs = pairs;

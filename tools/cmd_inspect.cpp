@@ -37,7 +37,7 @@ void inspect_hybrid(const std::string& dir, bool as_json) {
       {"kept_heads", h.config.plan.size()},
       {"ssm_heads", h.config.n_ssm_heads()},
       {"ssm", {{"d_state", s.d_state}, {"conv", s.conv}, {"conv_width", s.conv_width}, {"gate", s.gate},
-               {"bias", s.bias}, {"chunk_size", s.chunk_size}, {"init", s.init}}},
+               {"bias", s.bias}, {"input_step", s.input_step}, {"chunk_size", s.chunk_size}, {"init", s.init}}},
       {"layers", layers},
       {"parameters", h.model->parameter_count()},
       {"dtype", c.torch_dtype},
@@ -58,9 +58,9 @@ void inspect_hybrid(const std::string& dir, bool as_json) {
     fmt::print("    layer {:>3}: attention heads [{}] (KV groups [{}]), {} SSM heads\n", l, fmt::join(kept, ", "),
                fmt::join(h.config.plan.kv_groups(l, c), ", "), c.n_head - static_cast<int64_t>(kept.size()));
   }
-  fmt::print("  SSM                  : d_state {}, conv {}{}, gate {}, bias {}, chunk {}, init {}\n", s.d_state,
-             s.conv ? "on" : "off", s.conv ? fmt::format(" (width {})", s.conv_width) : "", s.gate ? "on" : "off",
-             s.bias ? "on" : "off", s.chunk_size, s.init);
+  fmt::print("  SSM                  : d_state {}, conv {}{}, gate {}, bias {}, input step {}, chunk {}, init {}\n",
+             s.d_state, s.conv ? "on" : "off", s.conv ? fmt::format(" (width {})", s.conv_width) : "",
+             s.gate ? "on" : "off", s.bias ? "on" : "off", s.input_step ? "on" : "off", s.chunk_size, s.init);
   fmt::print("  parameters           : {} ({:.2f} M)\n", h.model->parameter_count(), h.model->parameter_count() / 1e6);
   fmt::print("  dtype                : {}\n", c.torch_dtype);
   fmt::print("  KV cache per token   : {} bytes (kept KV groups; teacher: {})\n", h.config.kv_bytes_per_token(dtype_bytes),

@@ -24,10 +24,12 @@
 #include "rad/heads/ablation.h"
 #include "rad/heads/baselines.h"
 #include "rad/heads/head_plan.h"
+#include "rad/heads/sufficiency.h"
 #include "rad/io/hf_config.h"
 #include "rad/model/hybrid_config.h"
 #include "rad/report/run_report.h"
 #include "rad/train/token_shards.h"
+#include "ssm_flags.h"
 
 namespace rad::cli {
 namespace fs = std::filesystem;
@@ -37,13 +39,25 @@ namespace {
 
 struct RunOptions {
   std::string teacher, corpus, out;
-  int64_t pairs = 50, head_examples = 128, budget = 0;
-  double fraction = 0.03;
-  int64_t d_state = 0, shrink_factor = 8;
-  int64_t align_steps = 300, kd_steps = 600, shrink_align_steps = 100, shrink_kd_steps = 200, batch = 8, seq = 256;
+  int64_t pairs = 50, head_examples = 128;
+  // "auto" (the default): the kept set by sufficiency (`radistill select` on the head bank); or K
+  // heads of the necessity ranking; --fraction F keeps the top F of heads instead.
+  std::string budget = "auto";
+  double fraction = 0.0;
+  SsmOptions ssm = recommended_ssm_options();  // the SSM heads of every student (--d-state, --conv, ...; `radistill bank`'s flags)
+  DecayInit decay;
+  int64_t shrink_factor = 8;
+  // The head bank: every head's replacement aligned once (bank_steps), then each student is
+  // assembled from it and gets align_steps of layer alignment (0 by default) and kd_steps of KD.
+  int64_t bank_steps = 300;
+  double bank_lr = 1e-3;
+  SufficiencyOptions sufficiency;
+  // Sets are judged after this many KD steps each (a proxy of the distilled result; 0: assembled).
+  int64_t select_kd_steps = 100;
+  int64_t align_steps = 0, kd_steps = 600, shrink_align_steps = 100, shrink_kd_steps = 200, batch = 8, seq = 256;
   double align_lr = 1e-3, kd_lr = 5e-4;
   bool fp32 = false, bf16 = false, quick = false, dstate_sweep = false;
-  int64_t random_draws = 3;
+  int64_t random_draws = 5;
   std::vector<int64_t> heads_sweep;  // extra students keeping the top k heads (empty: none)
   uint64_t seed = 0;
   int64_t eval_examples = 100, save_every = 100;
@@ -130,7 +144,7 @@ class Pipeline {
   void run() {
     check_settings();
     ModelConfig config = io::load_hf_config((fs::path(o_.teacher) / "config.json").string());
-    int64_t d_state = resolve_d_state(config, o_.d_state);
+    int64_t d_state = resolve_d_state(config, o_.ssm.d_state);
     int64_t small_state = shrunk_d_state(d_state, o_.shrink_factor);
     std::string plans = path("plans");
     std::vector<Student> students = {{"hybrid", "hybrid", plans + "/hybrid.json", "", d_state},
@@ -152,15 +166,16 @@ class Pipeline {
         if (shrunk_d_state(d_state, f) != d_state && shrunk_d_state(d_state, f) != small_state)
           students.push_back({fmt::format("dstate_{}", shrunk_d_state(d_state, f)), "dstate_sweep", "", "hybrid",
                               shrunk_d_state(d_state, f), true});
-    total_ = 1 + 1 + 2 * static_cast<int64_t>(students.size()) + 1 + 1;
+    total_ = 1 + 1 + (auto_budget() ? 1 : 0) + 1 + 2 * static_cast<int64_t>(students.size()) + 1 + 1;
     Progress progress("run", total_, "stages");
 
     std::string heads_dir = o_.heads_dir.empty() ? path("heads") : o_.heads_dir;
     if (o_.heads_dir.empty()) {
+      HeadSelector sel = heads_selector();
       std::vector<std::string> heads_args = {"heads", o_.teacher, "--out", heads_dir, "--pairs", std::to_string(o_.pairs),
                                              "--examples", std::to_string(o_.head_examples), "--seed",
-                                             std::to_string(o_.seed), o_.budget > 0 ? "--budget" : "--fraction",
-                                             o_.budget > 0 ? std::to_string(o_.budget) : std::to_string(o_.fraction)};
+                                             std::to_string(o_.seed), sel.budget > 0 ? "--budget" : "--fraction",
+                                             sel.budget > 0 ? std::to_string(sel.budget) : fmt::format("{}", sel.fraction)};
       if (o_.probe_task != "kv")
         heads_args.insert(heads_args.end(), {"--task", o_.probe_task, "--context-words", std::to_string(o_.context_words)});
       stage("heads", progress, data_parallel(heads_args));
@@ -169,7 +184,36 @@ class Pipeline {
       log_info("[run] heads: the sweep in {} (not run again)", heads_dir);
       progress.update(++finished_);
     }
-    HeadPlan plan = HeadPlan::load(heads_dir + "/plan.json", config);
+
+    // The head bank: every head's recurrent replacement, aligned once; every student starts from it.
+    const std::string bank_dir = path("bank");
+    {
+      std::vector<std::string> bank_args = {"bank", o_.teacher, "--corpus", o_.corpus, "--out", bank_dir, "--steps",
+                                            std::to_string(o_.bank_steps), "--lr", fmt::format("{}", o_.bank_lr),
+                                            "--batch", std::to_string(o_.batch), "--seq", std::to_string(o_.seq),
+                                            "--seed", std::to_string(o_.seed), "--task-share",
+                                            fmt::format("{}", o_.task_share), "--save-every",
+                                            std::to_string(o_.save_every)};
+      for (const auto& a : ssm_flag_args(o_.ssm, o_.decay)) bank_args.push_back(a);
+      if (use_bf16()) bank_args.push_back("--bf16");
+      if (!done("bank") && fs::exists(fs::path(bank_dir) / "checkpoints" / "latest")) bank_args.push_back("--resume");
+      stage("bank", progress, data_parallel(bank_args));
+    }
+    // The kept set: by sufficiency on the bank (--budget auto), else the necessity ranking's top.
+    std::string plan_path = heads_dir + "/plan.json";
+    if (auto_budget()) {
+      const SufficiencyOptions& so = o_.sufficiency;
+      stage("select", progress,
+            {"select", o_.teacher, "--bank", bank_dir, "--heads", heads_dir, "--out", path("select"), "--examples",
+             std::to_string(o_.head_examples), "--target-ratio", fmt::format("{}", so.target_ratio), "--candidates",
+             std::to_string(so.candidates), "--max-heads", std::to_string(so.max_heads), "--strategy", so.strategy,
+             "--proxy-kd-steps", std::to_string(o_.select_kd_steps), "--corpus", o_.corpus, "--proxy-kd-lr",
+             fmt::format("{}", o_.kd_lr), "--proxy-batch", std::to_string(o_.batch), "--proxy-seq",
+             std::to_string(o_.seq), "--task-share", fmt::format("{}", o_.task_share), "--seed",
+             std::to_string(o_.seed)});
+      plan_path = path("select/plan.json");
+    }
+    HeadPlan plan = HeadPlan::load(plan_path, config);
 
     // Plans: discovered, none, the baselines' (same budget at random, whole layers), the sweep's.
     if (!done("plans")) {
@@ -198,8 +242,7 @@ class Pipeline {
     for (const auto& s : students) {
       if (s.shrink_from.empty()) {
         stage("convert_" + s.name, progress,
-              {"convert", o_.teacher, "--plan", s.plan_file, "--d-state", std::to_string(s.d_state), "--out",
-               path("init/" + s.name)});
+              {"convert", o_.teacher, "--plan", s.plan_file, "--bank", bank_dir, "--out", path("init/" + s.name)});
       } else {
         stage("shrink_" + s.name, progress,
               {"shrink", "--model", path("models/" + s.shrink_from), "--d-state", std::to_string(s.d_state), "--out",
@@ -228,6 +271,11 @@ class Pipeline {
     in.eval = json::parse(read_text_file(path("eval/eval.json")));
     in.heads = json::parse(read_text_file(heads_dir + "/heads.json"));
     in.settings = extended_settings();
+    if (fs::exists(bank_dir + "/bank.json")) in.bank = json::parse(read_text_file(bank_dir + "/bank.json"));
+    if (auto_budget()) {
+      in.sufficiency = json::parse(read_text_file(path("select/sufficiency.json")));
+      in.sufficiency_svg_rel = "select/sufficiency.svg";
+    }
     json kept = json::array();
     for (const auto& [l, h] : plan.kept_heads) kept.push_back({l, h});
     in.settings["kept_heads"] = kept;
@@ -310,6 +358,22 @@ class Pipeline {
   // kernels, and measured on an avx512_bf16 CPU float32 distilled 4-37% faster (bench/RESULTS.md).
   bool use_bf16() const { return o_.bf16 && cpu_has_native_bf16(); }
 
+  // --budget auto (the default, unless --fraction is given): the kept set by sufficiency.
+  bool auto_budget() const { return o_.budget == "auto" && o_.fraction <= 0; }
+
+  // What the heads stage's own plan keeps: --budget K or --fraction F as given; under auto, the
+  // default 3% (its plan is then only the sweep's causal check; the run's plan comes from `select`).
+  HeadSelector heads_selector() const {
+    HeadSelector sel;
+    if (o_.fraction > 0)
+      sel.fraction = o_.fraction;
+    else if (o_.budget != "auto")
+      sel.budget = std::stoll(o_.budget);
+    else
+      sel.fraction = 0.03;
+    return sel;
+  }
+
   json settings_json() const {
     return {{"teacher", fs::absolute(o_.teacher).lexically_normal().string()},
             {"corpus", fs::absolute(o_.corpus).lexically_normal().string()},
@@ -317,7 +381,12 @@ class Pipeline {
             {"head_examples", o_.head_examples},
             {"budget", o_.budget},
             {"fraction", o_.fraction},
-            {"d_state", o_.d_state},
+            {"d_state", o_.ssm.d_state},
+            {"ssm", ssm_flag_args(o_.ssm, o_.decay)},
+            {"bank_steps", o_.bank_steps},
+            {"bank_lr", o_.bank_lr},
+            {"sufficiency", o_.sufficiency.to_json()},
+            {"select_kd_steps", o_.select_kd_steps},
             {"shrink_factor", o_.shrink_factor},
             {"align_steps", o_.align_steps},
             {"kd_steps", o_.kd_steps},
@@ -370,9 +439,7 @@ class Pipeline {
       RAD_CHECK(h["probe"]["context_words"].get<int64_t>() == o_.context_words,
                 "{}: its needle probe has {} filler words, this run's --context-words is {}", heads_json,
                 h["probe"]["context_words"].get<int64_t>(), o_.context_words);
-    HeadSelector mine;
-    mine.budget = o_.budget;
-    mine.fraction = o_.budget > 0 ? 0.0 : o_.fraction;
+    HeadSelector mine = heads_selector();
     RAD_CHECK(h["selector"] == mine.to_json(),
               "{}: its heads were selected by {}, this run's selection is {} (pass the same --budget or --fraction)",
               heads_json, h["selector"].dump(), mine.to_json().dump());
@@ -437,11 +504,28 @@ void register_run(CLI::App& app) {
   cmd->add_option("--out", o.out, "Run directory (re-running the same command resumes it)")->required();
   cmd->add_option("--pairs", o.pairs, "KV-probe pairs for head scoring and the report's probe accuracy")->capture_default_str();
   cmd->add_option("--head-examples", o.head_examples, "Probe examples for head scoring")->capture_default_str();
-  auto* budget = cmd->add_option("--budget", o.budget, "Keep the top K heads (instead of --fraction)");
-  cmd->add_option("--fraction", o.fraction, "Keep the top fraction of heads (rounded up)")->capture_default_str()->excludes(budget);
-  cmd->add_option("--d-state", o.d_state, "SSM state size (default: the teacher's head dim)");
+  auto* budget = cmd->add_option("--budget", o.budget, "auto: the smallest kept set that suffices (greedy on the head "
+                                 "bank, select keys); or K: the top K heads of the ablation ranking")
+                     ->capture_default_str();
+  cmd->add_option("--fraction", o.fraction, "Keep the top fraction of heads (rounded up) instead of --budget")
+      ->excludes(budget);
+  add_ssm_flags(cmd, o.ssm, o.decay);
+  cmd->add_option("--bank-steps", o.bank_steps, "Head-bank alignment steps (every head at once)")->capture_default_str();
+  cmd->add_option("--bank-lr", o.bank_lr, "Head-bank learning rate")->capture_default_str();
+  cmd->add_option("--target-ratio", o.sufficiency.target_ratio,
+                  "--budget auto: a set suffices when its probe accuracy (select keys) reaches this x the teacher's")
+      ->capture_default_str();
+  cmd->add_option("--select-candidates", o.sufficiency.candidates,
+                  "--budget auto: heads tried at each step (the top of the ablation ranking)")->capture_default_str();
+  cmd->add_option("--max-heads", o.sufficiency.max_heads, "--budget auto: largest kept set tried")->capture_default_str();
+  cmd->add_option("--select-strategy", o.sufficiency.strategy, "--budget auto: ranking (walk the ablation ranking, "
+                  "then prune) or greedy (forward selection over the top candidates)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"ranking", "greedy"}));
+  cmd->add_option("--select-kd-steps", o.select_kd_steps, "--budget auto: judge each candidate set after this many KD "
+                  "steps (0: assembled from the bank, no KD)")->capture_default_str();
   cmd->add_option("--shrink-factor", o.shrink_factor, "The shrunk hybrid has d_state / this")->capture_default_str();
-  cmd->add_option("--align-steps", o.align_steps, "Hidden-state alignment steps per student")->capture_default_str();
+  cmd->add_option("--align-steps", o.align_steps, "Hidden-state alignment steps per student after assembly from the bank (0: KD only)")->capture_default_str();
   cmd->add_option("--kd-steps", o.kd_steps, "Logit-distillation steps per student")->capture_default_str();
   cmd->add_option("--shrink-align-steps", o.shrink_align_steps, "Alignment steps after shrinking")->capture_default_str();
   cmd->add_option("--shrink-kd-steps", o.shrink_kd_steps, "Distillation steps after shrinking")->capture_default_str();
@@ -485,6 +569,12 @@ void register_run(CLI::App& app) {
         std::find(o.eval_needle_words.begin(), o.eval_needle_words.end(), o.context_words) == o.eval_needle_words.end())
       o.eval_needle_words.insert(o.eval_needle_words.begin(), o.context_words);
     RAD_CHECK(o.shrink_factor >= 1, "--shrink-factor must be >= 1, got {}", o.shrink_factor);
+    if (o.budget != "auto") {
+      char* end = nullptr;
+      long long k = std::strtoll(o.budget.c_str(), &end, 10);
+      RAD_CHECK(end != o.budget.c_str() && *end == '\0' && k >= 1, "--budget {}: expected auto or a number of heads >= 1",
+                o.budget);
+    }
     Pipeline(o).run();
   });
 }

@@ -29,6 +29,8 @@ void register_import_gguf(CLI::App& app);
 void register_export_gguf(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_launch(CLI::App& app);
+void register_bank(CLI::App& app);
+void register_select(CLI::App& app);
 
 // The global options (before the subcommand), so `run` can pass them on to the stages it starts.
 struct GlobalOptions {

@@ -50,6 +50,8 @@ int main(int argc, char** argv) {
   rad::cli::register_shrink(app);
   rad::cli::register_eval(app);
   rad::cli::register_convert(app);
+  rad::cli::register_bank(app);
+  rad::cli::register_select(app);
   rad::cli::register_export_data(app);
   rad::cli::register_run(app);
   rad::cli::register_bench(app);

@@ -13,6 +13,7 @@
 #include "rad/core/progress.h"
 #include "rad/dist/process_group.h"
 #include "rad/dist/shard.h"
+#include "rad/distill/head_bank.h"
 #include "rad/train/optim.h"
 #include "rad/train/schedule.h"
 #include "rad/train/settings.h"
@@ -57,6 +58,9 @@ LrSchedule stage_schedule(const DistillOptions& o, const DistillStage& s) {
 void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, const PretrainData& data,
              const ModelSaver& save_model) {
   o.mix.validate();
+  RAD_CHECK(o.align_target == "layers" || o.align_target == "heads",
+            "distill: unknown alignment target \"{}\" (expected layers or heads)", o.align_target);
+  const bool align_heads = o.align_target == "heads";
   RAD_CHECK(o.align.steps >= 0 && o.kd.steps >= 0 && o.align.steps + o.kd.steps > 0,
             "distill: give at least one stage some steps (--align-steps, --kd-steps)");
   const ModelConfig& tc = teacher->config();
@@ -157,26 +161,33 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
       auto rows = [&](const at::Tensor& t) { return dp ? t.narrow(0, shard.begin, shard.count) : t; };
       const at::Tensor input = rows(b.input_ids);
       at::Tensor loss, kl, ce;
+      HeadErrorSums head_sums;
       {
         AutocastBF16 autocast(o.bf16);
         // The teacher's outputs exist for this batch only (never stored for the corpus): its
         // residual streams for alignment, its logits for KD. Alignment does not need the logits,
         // so their [batch, seq, vocab] tensor is not computed there.
-        std::vector<at::Tensor> t_in, t_out;
-        at::Tensor t_logits;
-        {
-          at::NoGradGuard no_grad;
-          ForwardHooks capture;
-          capture.residual_in = &t_in;
-          capture.residual_out = &t_out;
-          if (is_align)
+        const bool logging = main_rank && ((step + 1) % o.log_every == 0 || step + 1 == st.steps);
+        if (is_align && align_heads) {
+          // One teacher pass gives every head's target (its per-head outputs).
+          loss = head_alignment_loss(student, capture_teacher_heads(teacher, input), dp ? global_tokens : 0,
+                                     logging ? &head_sums : nullptr);
+        } else if (is_align) {
+          std::vector<at::Tensor> t_in, t_out;
+          {
+            at::NoGradGuard no_grad;
+            ForwardHooks capture;
+            capture.residual_in = &t_in;
+            capture.residual_out = &t_out;
             teacher->run_layers(teacher->embed(input), 0, tc.n_layer, nullptr, &capture);
-          else
-            t_logits = teacher->forward(input);
-        }
-        if (is_align) {
+          }
           loss = hidden_alignment_loss(student, t_in, t_out, dp ? global_tokens : 0);
         } else {
+          at::Tensor t_logits;
+          {
+            at::NoGradGuard no_grad;
+            t_logits = teacher->forward(input);
+          }
           at::Tensor s_logits = student->forward(input);
           kl = dp ? kl_divergence_share(t_logits, s_logits, global_tokens) : kl_divergence(t_logits, s_logits);
           loss = kl;
@@ -215,6 +226,14 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
         nlohmann::json rec = {{"step", global_done}, {"stage", run.name}, {"stage_step", done}, {"loss", value},
                               {"lr", lr}, {"grad_norm", grad_norm}, {"tokens_per_s", tps}};
         if (kl.defined()) rec["kl"] = sums[1].item<double>();
+        if (head_sums.error.defined()) {
+          // Each head's relative residual on this batch (this rank's rows): ||error|| / ||target||.
+          at::Tensor rel = head_sums.error / head_sums.target.clamp_min(1e-12);
+          std::vector<std::vector<double>> grid(tc.n_layer);
+          for (int64_t l = 0; l < tc.n_layer; ++l)
+            for (int64_t h = 0; h < tc.n_head; ++h) grid[l].push_back(rel[l][h].item<double>());
+          rec["head_residual"] = grid;
+        }
         if (ce.defined()) rec["ce"] = sums[2].item<double>();
         append_jsonl(metrics_path, rec);
         progress->update(done, fmt::format("loss {:.4f} | lr {:.2e} | {:.0f} tok/s", value, lr, tps));

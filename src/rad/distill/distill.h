@@ -27,6 +27,10 @@ struct DistillStage {
 struct DistillOptions : TrainingLoopOptions {
   DistillOptions() { batch = 16; }
   DistillStage align{0, 1e-3};
+  // What alignment matches: "layers" (each student block's output to the teacher's residual stream)
+  // or "heads" (each SSM head's contribution through its slice of o_proj to the teacher head's:
+  // the head bank's alignment, distill/head_bank.h).
+  std::string align_target = "layers";
   DistillStage kd{0, 5e-4};
   double ce_weight = 0.0;  // kd: weight of the data cross-entropy added to the KL
   bool activation_checkpointing = false;  // recompute each student layer in backward (less memory)

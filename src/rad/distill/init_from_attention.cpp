@@ -62,7 +62,19 @@ std::vector<int64_t> ssm_state_dims(int64_t d_head, int64_t d_state) {
   return order;
 }
 
-CausalLM convert_from_teacher(CausalLM& teacher, const HybridConfig& hc, SsmInit init, uint64_t seed) {
+void DecayInit::validate() const {
+  RAD_CHECK(dt_min > 0 && dt_max >= dt_min, "decay init: need 0 < dt_min <= dt_max, got dt_min {} and dt_max {}",
+            dt_min, dt_max);
+}
+
+at::Tensor head_decay_steps(int64_t n_head, const DecayInit& decay) {
+  decay.validate();
+  if (n_head == 1) return at::full({1}, std::sqrt(decay.dt_min * decay.dt_max), at::kDouble);
+  return at::logspace(std::log10(decay.dt_min), std::log10(decay.dt_max), n_head, 10.0, at::kDouble);
+}
+
+CausalLM convert_from_teacher(CausalLM& teacher, const HybridConfig& hc, SsmInit init, uint64_t seed,
+                              const DecayInit& decay) {
   const ModelConfig& tc = teacher->config();
   const ModelConfig& c = hc.base;
   RAD_CHECK(tc.n_layer == c.n_layer && tc.n_head == c.n_head && tc.n_head_kv == c.n_head_kv && tc.d_head == c.d_head &&
@@ -106,14 +118,14 @@ CausalLM convert_from_teacher(CausalLM& teacher, const HybridConfig& hc, SsmInit
     const int64_t hs = static_cast<int64_t>(mixer->ssm_heads.size());
     std::vector<int64_t> groups;
     for (int64_t h : mixer->ssm_heads) groups.push_back(h / c.n_group());
-    // Decay: w_a = 0; softplus(b_a) log-spaced over [1e-3, 1e-1] (long memory, see header).
+    // Decay: w_a = 0; softplus(b_a) = the head's own step on the log-spaced range (see header).
     s.a_proj->weight.zero_();
-    at::Tensor dt = hs == 1 ? at::full({1}, 1e-2, at::kDouble) : at::logspace(-3.0, -1.0, hs, 10.0, at::kDouble);
+    at::Tensor dt = head_decay_steps(c.n_head, decay).index_select(0, at::tensor(mixer->ssm_heads, at::kLong));
     s.a_proj->bias.copy_(at::log(at::expm1(dt)));
     if (init == SsmInit::kAttention) {
-      // Per C row: 1/sqrt(d) (the attention score's scale) times 1 - alpha_h (the EMA
-      // normalisation, see the header), constant over each head's N rows.
-      const at::Tensor ema = (1.0 - at::exp(-dt)).repeat_interleave(N);
+      // Per C row: 1/sqrt(d) (the attention score's scale); without the input step in the forward
+      // pass also 1 - alpha_h (the EMA normalisation, see the header), constant over each head's N rows.
+      const at::Tensor ema = hc.ssm.input_step ? at::ones({hs * N}, at::kDouble) : (1.0 - at::exp(-dt)).repeat_interleave(N);
       const at::Tensor scale = (ema / std::sqrt(static_cast<double>(d))).to(at::kFloat).unsqueeze(1);
       s.x_proj->weight.copy_(gather_rows(att->v_proj->weight, groups, d, d));
       const std::vector<int64_t> dims = ssm_state_dims(d, N);

@@ -124,6 +124,24 @@ ForwardHooks HeadAblator::hooks_for(const HeadSet& heads) const {
   return hooks;
 }
 
+ProbeScore probe_score(CausalLM& model, const std::vector<tasks::EncodedExample>& probe, int64_t batch_size) {
+  RAD_CHECK(!probe.empty() && batch_size >= 1, "probe score: need examples and a batch size >= 1");
+  at::NoGradGuard no_grad;
+  ProbeScore out;
+  double logprob = 0;
+  const int64_t L = model->config().n_layer;
+  for (size_t s = 0; s < probe.size(); s += batch_size) {
+    ProbeBatch b = make_probe_batch(probe, s, std::min(probe.size(), s + batch_size));
+    at::Tensor hidden = model->run_layers(model->embed(b.ids.to(model->device())), 0, L);
+    BatchScore bs = score_batch(model, hidden, b);
+    out.accuracy.correct += bs.correct;
+    out.accuracy.total += static_cast<int64_t>(b.answer_slices.size());
+    logprob += bs.logprob;
+  }
+  out.mean_logprob = logprob / std::max<int64_t>(1, out.accuracy.total);
+  return out;
+}
+
 double HeadAblator::accuracy(const HeadSet& heads) {
   at::NoGradGuard no_grad;
   ForwardHooks hooks = hooks_for(heads);
@@ -220,6 +238,12 @@ nlohmann::json HeadSelector::to_json() const {
   return {{"kind", "none"}};
 }
 
+int64_t heads_for_fraction(double fraction, int64_t n_heads) {
+  RAD_CHECK(fraction > 0 && fraction <= 1.0, "--fraction must be in (0, 1], got {}", fraction);
+  // The 1e-9 keeps a product that is an integer up to rounding (0.25 x 48) from rounding up past it.
+  return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(fraction * static_cast<double>(n_heads) - 1e-9)));
+}
+
 HeadSet select_heads(const std::vector<HeadScore>& ranked, const HeadSelector& sel) {
   int used = (sel.budget > 0) + (sel.fraction > 0) + sel.threshold.has_value();
   RAD_CHECK(used == 1, "choose exactly one of --budget, --fraction or --threshold");
@@ -229,8 +253,7 @@ HeadSet select_heads(const std::vector<HeadScore>& ranked, const HeadSelector& s
       if (s.score >= *sel.threshold) out.insert({s.layer, s.head});
     return out;
   }
-  int64_t k = sel.budget > 0 ? sel.budget : static_cast<int64_t>(std::ceil(sel.fraction * ranked.size()));
-  RAD_CHECK(sel.fraction <= 1.0, "--fraction must be in (0, 1], got {}", sel.fraction);
+  int64_t k = sel.budget > 0 ? sel.budget : heads_for_fraction(sel.fraction, static_cast<int64_t>(ranked.size()));
   RAD_CHECK(k <= static_cast<int64_t>(ranked.size()), "--budget {} exceeds the {} heads of the model", k, ranked.size());
   for (int64_t i = 0; i < k; ++i) out.insert({ranked[i].layer, ranked[i].head});
   return out;

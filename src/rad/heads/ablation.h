@@ -73,6 +73,14 @@ class HeadAblator {
   at::Tensor head_means_;  // [n_layer, n_head, d_head] for mean ablation
 };
 
+// A model's probe result: exact-match accuracy (with its Wilson interval) and the mean over answers
+// of the answer's log-probability (summed over its tokens), the continuous signal the head scores use.
+struct ProbeScore {
+  tasks::Accuracy accuracy;
+  double mean_logprob = 0;
+};
+ProbeScore probe_score(CausalLM& model, const std::vector<tasks::EncodedExample>& probe, int64_t batch_size);
+
 // Deterministic ranking (score desc, then layer, then head) with ranks filled in.
 std::vector<HeadScore> rank_heads(std::vector<HeadScore> scores);
 
@@ -84,5 +92,9 @@ struct HeadSelector {
   nlohmann::json to_json() const;
 };
 HeadSet select_heads(const std::vector<HeadScore>& ranked, const HeadSelector& selector);
+
+// The one rounding rule for a fraction of heads (`heads --fraction`, `run --fraction`, the default
+// 3%): rounded up, so any positive fraction keeps at least one head. Fractions outside (0, 1] are refused.
+int64_t heads_for_fraction(double fraction, int64_t n_heads);
 
 }  // namespace rad

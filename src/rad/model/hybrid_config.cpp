@@ -20,9 +20,13 @@ json HybridConfig::to_json() const {
   j["teacher_model_type"] = base.model_type;
   j["architectures"] = {kHybridArchitecture};
   j["model_type"] = kHybridModelType;
+  // transformers: AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True) (rad/io/hf_modeling.h)
+  j["auto_map"] = {{"AutoConfig", "modeling_radistill.RadistillHybridConfig"},
+                   {"AutoModelForCausalLM", "modeling_radistill.RadistillHybridForCausalLM"}};
   j["head_plan"] = plan.to_json(base);
-  j["ssm"] = {{"d_state", ssm.d_state}, {"conv", ssm.conv},   {"conv_width", ssm.conv_width}, {"gate", ssm.gate},
-              {"bias", ssm.bias},       {"chunk_size", ssm.chunk_size}, {"init", ssm.init}};
+  j["ssm"] = {{"d_state", ssm.d_state}, {"conv", ssm.conv},     {"conv_width", ssm.conv_width},
+              {"gate", ssm.gate},       {"bias", ssm.bias},     {"input_step", ssm.input_step},
+              {"chunk_size", ssm.chunk_size}, {"init", ssm.init}};
   return j;
 }
 
@@ -59,6 +63,7 @@ HybridConfig HybridConfig::from_json(const json& j, const std::string& where) {
   h.ssm.conv_width = get_int("conv_width", 4);
   h.ssm.gate = get_bool("gate", false);
   h.ssm.bias = get_bool("bias", false);
+  h.ssm.input_step = get_bool("input_step", false);  // absent in hybrids written before the option
   h.ssm.chunk_size = get_int("chunk_size", 64);
   if (s.contains("init") && s["init"].is_string()) h.ssm.init = s["init"].get<std::string>();
   h.validate(where);
@@ -76,6 +81,12 @@ int64_t HybridConfig::ssm_state_bytes(int64_t dtype_bytes) const {
   int64_t bytes = hs * P * N * dtype_bytes;
   if (ssm.conv) bytes += hs * (P + 2 * N) * (ssm.conv_width - 1) * dtype_bytes;
   return bytes;
+}
+
+SsmOptions recommended_ssm_options() {
+  SsmOptions o;
+  o.conv = true;
+  return o;
 }
 
 int64_t resolve_d_state(const ModelConfig& teacher, int64_t requested) {

@@ -5,7 +5,7 @@
 //   "model_type": "radistill_hybrid", "architectures": ["RadistillHybridForCausalLM"],
 //   "teacher_model_type" / "teacher_architecture": the teacher's originals,
 //   "head_plan": the plan (rad/heads/head_plan.h format),
-//   "ssm": {"d_state", "conv", "conv_width", "gate", "bias", "chunk_size", "init"}.
+//   "ssm": {"d_state", "conv", "conv_width", "gate", "bias", "input_step", "chunk_size", "init"}.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -25,6 +25,11 @@ struct SsmOptions {
   int64_t conv_width = 4;
   bool gate = false;        // y *= silu(z_proj(u))
   bool bias = false;        // biases on x/B/C projections
+  // The input step in the forward pass: H_t = alpha_t H_{t-1} + (1 - alpha_t) x_t B_t^T, so the
+  // state is an exponential moving average (the size of one value, like the softmax head it
+  // replaces) whatever alpha training moves to; the D skip uses the unscaled x_t. Without it the
+  // attention init folds 1 - alpha into C instead (distill/init_from_attention.h).
+  bool input_step = false;
   int64_t chunk_size = 64;  // SSD chunk length in training / prefill
   std::string init = "attention";  // how convert initialised the SSM heads (informational)
 };
@@ -47,6 +52,12 @@ struct HybridConfig {
   int64_t ssm_state_bytes(int64_t dtype_bytes = 4) const;
   int64_t n_ssm_heads() const { return base.n_query_heads_total() - plan.size(); }
 };
+
+// The SSM options `convert`, `bank` and `run` start from (a fresh SsmOptions is the plain head: no
+// conv, gate, bias or input step). Chosen by measurement on the default teacher (bench/RESULTS.md,
+// "Student parity"): the width-4 causal conv on x/B/C as in the authors' mixer; the input step, the
+// gate and the biases off (no measured gain at this scale).
+SsmOptions recommended_ssm_options();
 
 // The SSM state size: `requested` when > 0, else the teacher's head dim (so the attention init
 // can copy whole Q/K rows into C/B; DESIGN section 4).

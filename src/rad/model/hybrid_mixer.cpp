@@ -51,14 +51,16 @@ at::Tensor SsmHeadsImpl::forward(const at::Tensor& u, HybridCache* cache) {
   at::Tensor b4 = bs.reshape({Bsz, T, H, N});
   at::Tensor c4 = cs.reshape({Bsz, T, H, N});
   at::Tensor log_alpha = -at::softplus(a_proj->forward(u).to(at::kFloat));  // [B, T, H]
-  at::Tensor y;                                                            // [B, T, H, P]
+  // With the input step, the state takes (1 - alpha_t) x_t: an exponential moving average.
+  at::Tensor x_in = options.input_step ? x4 * (-at::expm1(log_alpha)).unsqueeze(-1) : x4;
+  at::Tensor y;  // [B, T, H, P]
   if (cache != nullptr && T == 1) {
     at::Tensor state = cache->ssm_state;
-    y = ssd_step(state, x4.select(1, 0), log_alpha.select(1, 0), b4.select(1, 0), c4.select(1, 0)).unsqueeze(1);
+    y = ssd_step(state, x_in.select(1, 0), log_alpha.select(1, 0), b4.select(1, 0), c4.select(1, 0)).unsqueeze(1);
     cache->ssm_state = state;
   } else {
     auto [yy, final_state] =
-        ssd_sequence(x4, log_alpha, b4, c4, options.chunk_size, cache != nullptr ? cache->ssm_state : at::Tensor());
+        ssd_sequence(x_in, log_alpha, b4, c4, options.chunk_size, cache != nullptr ? cache->ssm_state : at::Tensor());
     y = yy;
     if (cache != nullptr) cache->ssm_state = final_state;
   }

@@ -23,6 +23,9 @@ struct RunReportInput {
   // the eval's depths of needle_{probe_context_words}w_d*).
   std::string probe_task = "kv";
   int64_t probe_context_words = 0;
+  nlohmann::json sufficiency;  // select/sufficiency.json of `radistill select` (null: the budget was given)
+  nlohmann::json bank;         // bank.json of `radistill bank` (null: no bank)
+  std::string sufficiency_svg_rel;  // relative path of sufficiency.svg from the report (empty: none)
 };
 
 // "KV probe (50 pairs)" or "needle probe (40 filler words)": the probe in the report's words.

@@ -113,6 +113,9 @@ std::shared_ptr<const Model> ModelLoader::load(const std::string& dir) {
   return m;
 }
 
+// The largest SSM head dim the runtime takes (a stack buffer per head and token; checked at load).
+constexpr int64_t kMaxSsmHeadDim = 1024;
+
 void ModelLoader::load_layer(int64_t l, const HybridConfig* hc) {
   const ModelConfig& c = m_->config_;
   LayerWeights w;
@@ -152,6 +155,7 @@ void ModelLoader::load_layer(int64_t l, const HybridConfig* hc) {
   if (hs > 0) {
     const SsmOptions& o = m_->ssm_;
     const int64_t P = Dh, N = o.d_state;
+    RAD_CHECK(P <= kMaxSsmHeadDim, "layer {}: SSM head dim {} exceeds the runtime's limit of {}", l, P, kMaxSsmHeadDim);
     const std::string s = a + "ssm.";
     w.x = mat(s + "x_proj.weight", hs * P, d);
     w.B = mat(s + "B_proj.weight", hs * N, d);
@@ -333,7 +337,15 @@ void ssm_head_token(const LayerWeights& w, const SsmOptions& so, int64_t i, int6
     for (int64_t n = 0; n < N; ++n) conv_channel(hs * P + hs * N + i * N + n, Cs + n);
   }
   const float alpha = std::exp(-softplus(a));
-  ssm_step(S, P, N, alpha, xs, Bs, Cs, y);
+  if (so.input_step) {
+    // The state takes (1 - alpha) x (an exponential moving average); the D skip the unscaled x.
+    const float step = -std::expm1(-softplus(a));
+    float xin[kMaxSsmHeadDim];  // P <= kMaxSsmHeadDim is checked when the weights load
+    for (int64_t p = 0; p < P; ++p) xin[p] = step * xs[p];
+    ssm_step(S, P, N, alpha, xin, Bs, Cs, y);
+  } else {
+    ssm_step(S, P, N, alpha, xs, Bs, Cs, y);
+  }
   for (int64_t p = 0; p < P; ++p) y[p] = y[p] + w.D[i] * xs[p];
   if (z != nullptr)
     for (int64_t p = 0; p < P; ++p) y[p] *= silu(z[p]);

@@ -1,0 +1,227 @@
+#include "rad/heads/sufficiency.h"
+
+#include <algorithm>
+#include <optional>
+
+#include "rad/core/error.h"
+
+namespace rad {
+using nlohmann::json;
+
+json SufficiencyOptions::to_json() const {
+  return {{"target_ratio", target_ratio},
+          {"candidates", candidates},
+          {"max_heads", max_heads},
+          {"fallback_ratio", fallback_ratio},
+          {"strategy", strategy}};
+}
+
+namespace {
+
+json heads_json(const HeadSet& set) {
+  json a = json::array();
+  for (const auto& [l, h] : set) a.push_back({l, h});
+  return a;
+}
+
+json accuracy_json(const tasks::Accuracy& a) {
+  return {{"accuracy", a.value()}, {"correct", a.correct}, {"n", a.total}, {"low", a.low()}, {"high", a.high()}};
+}
+
+}  // namespace
+
+json SufficiencyResult::to_json() const {
+  json steps = json::array();
+  for (const auto& s : path)
+    steps.push_back({{"action", s.action},
+                     {"head", {s.head.first, s.head.second}},
+                     {"k", static_cast<int64_t>(s.set.size())},
+                     {"kept_heads", heads_json(s.set)},
+                     {"probe", accuracy_json(s.accuracy)},
+                     {"mean_answer_logprob", s.mean_logprob}});
+  json proxy_steps = json::array();
+  for (const auto& s : proxy_path)
+    proxy_steps.push_back({{"k", static_cast<int64_t>(s.set.size())},
+                           {"kept_heads", heads_json(s.set)},
+                           {"probe", accuracy_json(s.accuracy)},
+                           {"mean_answer_logprob", s.mean_logprob}});
+  return {{"kept_heads", heads_json(chosen)},
+          {"proxy", proxy.empty() ? json(nullptr) : json(proxy)},
+          {"proxy_path", proxy_steps},
+          {"k", static_cast<int64_t>(chosen.size())},
+          {"probe", accuracy_json(chosen_accuracy)},
+          {"sufficient", sufficient},
+          {"teacher_accuracy", teacher_accuracy},
+          {"no_heads", accuracy_json(empty_accuracy)},
+          {"evaluations", evaluations},
+          {"path", steps}};
+}
+
+SufficiencyResult select_sufficient_set(const std::vector<std::pair<int64_t, int64_t>>& ranked,
+                                        double teacher_accuracy, const SetScorer& score, const SufficiencyOptions& o,
+                                        const std::function<void()>& on_evaluation) {
+  RAD_CHECK(o.target_ratio > 0 && o.target_ratio <= 1, "sufficiency: target ratio must be in (0, 1], got {}",
+            o.target_ratio);
+  RAD_CHECK(o.candidates >= 1 && o.max_heads >= 1, "sufficiency: candidates and max heads must be >= 1");
+  SufficiencyResult r;
+  r.teacher_accuracy = teacher_accuracy;
+  const double target = o.target_ratio * teacher_accuracy;
+  auto eval = [&](const HeadSet& s) {
+    ProbeScore a = score(s);
+    ++r.evaluations;
+    if (on_evaluation) on_evaluation();
+    return a;
+  };
+  auto sufficient = [&](const tasks::Accuracy& a) { return a.value() >= target; };
+  std::vector<std::pair<int64_t, int64_t>> pool(ranked.begin(),
+                                                ranked.begin() + std::min<size_t>(ranked.size(), o.candidates));
+  HeadSet set;
+  r.empty_accuracy = eval(set).accuracy;
+  tasks::Accuracy current = r.empty_accuracy;
+  bool reached = sufficient(current);
+  // 1-2. Grow.
+  while (!reached && static_cast<int64_t>(set.size()) < o.max_heads) {
+    std::optional<std::pair<int64_t, int64_t>> best;
+    ProbeScore best_score;
+    for (const auto& head : pool) {  // in ranking order: a tie keeps the better-ranked head
+      if (set.count(head)) continue;
+      HeadSet trial = set;
+      trial.insert(head);
+      ProbeScore a = eval(trial);
+      if (!best || a.mean_logprob > best_score.mean_logprob) {
+        best = head;
+        best_score = a;
+      }
+    }
+    if (!best) break;  // every candidate is in the set
+    set.insert(*best);
+    current = best_score.accuracy;
+    r.path.push_back({"add", *best, set, current, best_score.mean_logprob});
+    reached = sufficient(current);
+  }
+  // 3. Prune (latest added first): a head whose removal keeps the set sufficient is not needed.
+  if (reached) {
+    std::vector<std::pair<int64_t, int64_t>> added;
+    for (const auto& s : r.path) added.push_back(s.head);
+    for (auto it = added.rbegin(); it != added.rend() && set.size() > 1; ++it) {
+      HeadSet trial = set;
+      trial.erase(*it);
+      ProbeScore a = eval(trial);
+      if (sufficient(a.accuracy)) {
+        set = trial;
+        current = a.accuracy;
+        r.path.push_back({"drop", *it, set, current, a.mean_logprob});
+      }
+    }
+    r.chosen = set;
+    r.chosen_accuracy = current;
+    r.sufficient = true;
+    return r;
+  }
+  // Fallback: the smallest set on the growth path within fallback_ratio of the path's best.
+  int64_t best_correct = r.empty_accuracy.correct;
+  for (const auto& s : r.path) best_correct = std::max(best_correct, s.accuracy.correct);
+  r.chosen = {};
+  r.chosen_accuracy = r.empty_accuracy;
+  if (r.empty_accuracy.correct < o.fallback_ratio * best_correct) {
+    for (const auto& s : r.path)
+      if (s.accuracy.correct >= o.fallback_ratio * best_correct) {
+        r.chosen = s.set;
+        r.chosen_accuracy = s.accuracy;
+        break;
+      }
+  }
+  r.sufficient = false;
+  return r;
+}
+
+SufficiencyResult walk_ranking_and_prune(const std::vector<std::pair<int64_t, int64_t>>& ranked,
+                                         double teacher_accuracy, const SetScorer& score, const SufficiencyOptions& o,
+                                         const std::function<void()>& on_evaluation) {
+  RAD_CHECK(o.max_heads >= 1, "sufficiency: max heads must be >= 1");
+  SufficiencyResult r;
+  r.teacher_accuracy = teacher_accuracy;
+  const double target = o.target_ratio * teacher_accuracy;
+  auto eval = [&](const HeadSet& s) {
+    ProbeScore a = score(s);
+    ++r.evaluations;
+    if (on_evaluation) on_evaluation();
+    return a;
+  };
+  HeadSet set;
+  tasks::Accuracy current;
+  bool reached = false;
+  const int64_t limit = std::min<int64_t>(o.max_heads, static_cast<int64_t>(ranked.size()));
+  for (int64_t k = 0; k < limit && !reached; ++k) {
+    set.insert(ranked[k]);
+    ProbeScore a = eval(set);
+    current = a.accuracy;
+    r.path.push_back({"add", ranked[k], set, current, a.mean_logprob});
+    reached = current.value() >= target;
+  }
+  if (!reached) {
+    r.sufficient = false;
+    if (r.path.empty()) return r;
+    int64_t best = 0;
+    for (const auto& s : r.path) best = std::max(best, s.accuracy.correct);
+    for (const auto& s : r.path)
+      if (s.accuracy.correct >= o.fallback_ratio * best) {
+        r.chosen = s.set;
+        r.chosen_accuracy = s.accuracy;
+        break;
+      }
+    return r;
+  }
+  // Prune, lowest-ranked first (the walk added them last).
+  std::vector<std::pair<int64_t, int64_t>> added;
+  for (const auto& s : r.path) added.push_back(s.head);
+  for (auto it = added.rbegin(); it != added.rend() && set.size() > 1; ++it) {
+    HeadSet trial = set;
+    trial.erase(*it);
+    ProbeScore a = eval(trial);
+    if (a.accuracy.value() >= target) {
+      set = trial;
+      current = a.accuracy;
+      r.path.push_back({"drop", *it, set, current, a.mean_logprob});
+    }
+  }
+  r.chosen = set;
+  r.chosen_accuracy = current;
+  r.sufficient = true;
+  return r;
+}
+
+SufficiencyResult confirm_by_proxy(SufficiencyResult r, const SetScorer& proxy, const std::string& proxy_name,
+                                   const SufficiencyOptions& o, const std::function<void()>& on_evaluation) {
+  const double target = o.target_ratio * r.teacher_accuracy;
+  r.proxy = proxy_name;
+  r.proxy_path.clear();
+  HeadSet set;
+  for (const auto& step : r.path) {
+    if (step.action != "add") continue;
+    set.insert(step.head);
+    ProbeScore a = proxy(set);
+    ++r.evaluations;
+    if (on_evaluation) on_evaluation();
+    r.proxy_path.push_back({"add", step.head, set, a.accuracy, a.mean_logprob});
+    if (a.accuracy.value() >= target) {
+      r.chosen = set;
+      r.chosen_accuracy = a.accuracy;
+      r.sufficient = true;
+      return r;
+    }
+  }
+  r.sufficient = false;
+  if (r.proxy_path.empty()) return r;
+  int64_t best = 0;
+  for (const auto& s : r.proxy_path) best = std::max(best, s.accuracy.correct);
+  for (const auto& s : r.proxy_path)
+    if (s.accuracy.correct >= o.fallback_ratio * best) {
+      r.chosen = s.set;
+      r.chosen_accuracy = s.accuracy;
+      break;
+    }
+  return r;
+}
+
+}  // namespace rad

@@ -1,0 +1,94 @@
+// The kept set chosen by sufficiency (DESIGN section 3): ablation ranks heads by *necessity*, but a
+// hybrid needs a kept set that is *sufficient*: with only those heads as attention (every other head
+// a recurrent replacement from the head bank) the probe must still be solved. The set is built by
+// greedy forward selection on the "select" keys:
+//   1. start from no head; at each step try adding each candidate (the top `candidates` of the
+//      necessity ranking) and keep the one whose assembled hybrid gives the answers the highest mean
+//      log-probability (ties: the better-ranked head). The log-probability, not the accuracy, picks:
+//      a gather head without its aggregate head (or the reverse) raises the answers' probability
+//      long before it makes them the argmax, so accuracy alone leaves the first steps to noise;
+//   2. stop when the probe's accuracy reaches `target_ratio` x the teacher's (sufficient), or at
+//      `max_heads`. The point estimate, not the Wilson lower bound: a teacher at 84% on 128 answers
+//      has a lower bound of 77%, so "lower bound >= 0.95 x teacher" could never hold at that size;
+//      the intervals are reported beside every number instead, and the test keys judge the result;
+//   3. prune: drop each kept head, latest first, whose removal keeps the set sufficient.
+// If no set reaches the target within `max_heads`, the smallest set on the path whose accuracy is
+// within `fallback_ratio` of the best on the path is taken, and the result says so.
+//
+// Hybrids assembled without distillation are a pessimistic proxy (measured on the default teacher:
+// 7 heads to reach 81% assembled, where 3 of them reach 83% at 20 pairs after 100 KD steps), so a
+// stronger proxy can confirm the choice: confirm_by_proxy scores the greedy path's prefixes (k = 1,
+// 2, ...) with it, e.g. after a short KD, and takes the smallest that suffices under the same rule.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "rad/heads/ablation.h"
+#include "rad/tasks/scorer.h"
+
+namespace rad {
+
+struct SufficiencyOptions {
+  double target_ratio = 0.95;   // sufficient: accuracy >= target_ratio x the teacher's
+  int64_t candidates = 12;      // heads tried at each step: the top of the necessity ranking
+  int64_t max_heads = 12;       // give up growing the set beyond this
+  double fallback_ratio = 0.95;  // no sufficient set: smallest set with accuracy >= this x the path's best
+  // "ranking" (walk_ranking_and_prune) or "greedy" (select_sufficient_set, then confirm_by_proxy
+  // when a proxy is given). Measured on the default teacher, bench/RESULTS.md.
+  std::string strategy = "ranking";
+  nlohmann::json to_json() const;
+};
+
+struct SufficiencyStep {
+  std::string action;  // "add" or "drop"
+  std::pair<int64_t, int64_t> head;
+  HeadSet set;         // the set after the step
+  tasks::Accuracy accuracy;
+  double mean_logprob = 0;
+};
+
+struct SufficiencyResult {
+  HeadSet chosen;
+  tasks::Accuracy chosen_accuracy;
+  bool sufficient = false;  // the target was reached (else the fallback rule chose)
+  double teacher_accuracy = 0;
+  tasks::Accuracy empty_accuracy;  // no head kept (the pure SSM from the bank)
+  std::vector<SufficiencyStep> path;  // every step taken, in order
+  int64_t evaluations = 0;
+  // confirm_by_proxy: each prefix of the greedy path it scored (empty without it).
+  std::string proxy;  // what the proxy was, in words
+  std::vector<SufficiencyStep> proxy_path;
+  nlohmann::json to_json() const;
+};
+
+// Scores a kept set (assembles its hybrid and runs the probe).
+using SetScorer = std::function<ProbeScore(const HeadSet&)>;
+
+// Greedy forward selection with pruning over `ranked` (necessity order), as in the header.
+// `on_step` (optional) sees each evaluation (for progress).
+SufficiencyResult select_sufficient_set(const std::vector<std::pair<int64_t, int64_t>>& ranked,
+                                        double teacher_accuracy, const SetScorer& score,
+                                        const SufficiencyOptions& options,
+                                        const std::function<void()>& on_evaluation = nullptr);
+
+// The other strategy: walk the necessity ranking (top-1, top-2, ...) until a prefix suffices, then
+// prune: try dropping each of its heads, the lowest-ranked first, and drop it when the rest still
+// suffices. Each step scores one set, so it suits an expensive proxy (a short KD per set): at most
+// max_heads + k evaluations. Falls back as select_sufficient_set when no prefix suffices.
+SufficiencyResult walk_ranking_and_prune(const std::vector<std::pair<int64_t, int64_t>>& ranked,
+                                         double teacher_accuracy, const SetScorer& score,
+                                         const SufficiencyOptions& options,
+                                         const std::function<void()>& on_evaluation = nullptr);
+
+// Scores the prefixes of `greedy`'s additions with `proxy`, smallest first, and chooses the first that
+// reaches the target (else the smallest within `fallback_ratio` of the best prefix). `proxy_name`
+// describes the proxy in the result.
+SufficiencyResult confirm_by_proxy(SufficiencyResult greedy, const SetScorer& proxy, const std::string& proxy_name,
+                                   const SufficiencyOptions& options,
+                                   const std::function<void()>& on_evaluation = nullptr);
+
+}  // namespace rad
