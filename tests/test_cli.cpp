@@ -252,7 +252,8 @@ TEST(CliRun, PipelineReportResumeAndSigkill) {
   // --budget auto: the head bank, then the kept set chosen by sufficiency on it.
   auto sufficiency = nlohmann::json::parse(slurp_file(dir.file("a/select/sufficiency.json")));
   EXPECT_EQ(sufficiency["k"], by_kind["hybrid"]["heads_kept"]);
-  EXPECT_EQ(sufficiency["probe"]["key_split"], "select");
+  EXPECT_EQ(sufficiency["selection_probe"]["key_split"], "select");
+  EXPECT_TRUE(sufficiency["probe"].contains("accuracy"));
   auto bank = nlohmann::json::parse(slurp_file(dir.file("a/bank/bank.json")));
   EXPECT_EQ(bank["heads"].size(), 8u);
   EXPECT_NE(slurp_file(dir.file("a/init/hybrid/README.md")).find("head bank"), std::string::npos);

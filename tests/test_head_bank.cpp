@@ -261,6 +261,25 @@ TEST(Sufficiency, WithoutASufficientSetTakesTheSmallestNearTheBestAndSaysSo) {
   EXPECT_EQ(one.chosen, (HeadSet{{0, 0}}));
 }
 
+TEST(Sufficiency, WalkingTheRankingThenPruningFindsTheSmallestSufficientSet) {
+  // a = (0,1), the decoy d = (0,0), then b = (1,2): the walk reaches {a, d, b}; pruning drops d.
+  std::vector<std::pair<int64_t, int64_t>> ranked = {{0, 1}, {0, 0}, {1, 2}, {1, 3}};
+  SufficiencyOptions o;
+  o.max_heads = 4;
+  SufficiencyResult r = walk_ranking_and_prune(ranked, 0.97, synthetic_score, o);
+  EXPECT_TRUE(r.sufficient);
+  EXPECT_EQ(r.chosen, (HeadSet{{0, 1}, {1, 2}}));
+  EXPECT_EQ(r.evaluations, 3 + 3);  // three prefixes, then three removals tried
+  ASSERT_EQ(r.path.size(), 4u);
+  EXPECT_EQ(r.path[3].action, "drop");
+  EXPECT_EQ(r.path[3].head, std::make_pair(int64_t{0}, int64_t{0}));
+  // No prefix within max_heads suffices: the smallest within 95% of the best prefix, not sufficient.
+  o.max_heads = 2;
+  SufficiencyResult short_walk = walk_ranking_and_prune(ranked, 0.97, synthetic_score, o);
+  EXPECT_FALSE(short_walk.sufficient);
+  EXPECT_EQ(short_walk.chosen, (HeadSet{{0, 0}, {0, 1}}));
+}
+
 TEST(HeadFraction, OneRoundingRuleRoundsUp) {
   EXPECT_EQ(heads_for_fraction(0.03, 48), 2);   // 1.44 -> 2 (lround would give 1)
   EXPECT_EQ(heads_for_fraction(0.25, 48), 12);  // exact products stay

@@ -35,7 +35,7 @@ void register_bank(CLI::App& app) {
     d.align_target = "heads";
     d.batch = 8;
     d.seq = 256;
-    d.eval_every = 1 << 30;  // a bank alone is a pure SSM: its probe accuracy says nothing
+    d.eval_every = 0;  // none: a bank alone is a pure SSM, its probe accuracy says nothing
     return d;
   }();
   static SsmOptions ssm = recommended_ssm_options();

@@ -40,7 +40,7 @@ void register_select(CLI::App& app) {
     d.batch = 8;
     d.seq = 256;
     d.mix.task_share = 0;
-    d.eval_every = 1 << 30;
+    d.eval_every = 0;  // none: the proxy is scored on the select keys after it
     return d;
   }();
   static std::string corpus_path, tasks_list = "mqar,kv";
@@ -111,6 +111,9 @@ void register_select(CLI::App& app) {
     const tasks::Accuracy teacher_acc = tasks::score(teacher, examples_enc, batch);
     log_info("teacher on the select keys ({}): {:.3f} [{:.3f}, {:.3f}] of {}", describe_probe(probe),
              teacher_acc.value(), teacher_acc.low(), teacher_acc.high(), teacher_acc.total);
+    if (teacher_acc.value() < 0.5)
+      log_warn("the teacher answers only {:.1f}% of the probe: a set that matches it says little (choose a probe the "
+               "teacher solves, e.g. `heads --task needle`)", 100 * teacher_acc.value());
     auto score_set = [&](const HeadSet& set) {
       HeadPlan plan;
       plan.kept_heads.assign(set.begin(), set.end());
@@ -195,7 +198,7 @@ void register_select(CLI::App& app) {
     ensure_directory(out);
     plan.save((fs::path(out) / "plan.json").string(), c);
     json j = r.to_json();
-    j["probe"] = {{"task", probe.task}, {"description", describe_probe(probe)}, {"pairs", probe.pairs},
+    j["selection_probe"] = {{"task", probe.task}, {"description", describe_probe(probe)}, {"pairs", probe.pairs},
                   {"context_words", probe.context_words}, {"examples", examples}, {"seed", probe.seed},
                   {"key_split", "select"}};
     j["chosen"] = j["kept_heads"];

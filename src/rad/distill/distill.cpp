@@ -240,7 +240,7 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
       } else {
         progress->update(done);
       }
-      if (main_rank && (done % o.eval_every == 0 || done == st.steps)) {
+      if (main_rank && o.eval_every > 0 && (done % o.eval_every == 0 || done == st.steps)) {
         EvalMetrics m = evaluate_lm(student, data, o.probe_pairs, o.probe_examples, o.seq, o.ppl_windows, 1234);
         append_jsonl(metrics_path, {{"step", global_done}, {"stage", run.name}, {"probe_accuracy", m.probe.value()},
                                     {"probe_pairs", o.probe_pairs}, {"heldout_perplexity", m.perplexity}});

@@ -300,12 +300,14 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
           "near chance and say nothing about the method. A teacher with real retrieval heads is needed.\n\n";
   const json* hyb = find_kind(report, "hybrid");
   const int64_t k_kept = hyb ? (*hyb)["heads_kept"].get<int64_t>() : 0;
-  if (in.sufficiency.is_object() && in.sufficiency.contains("k")) {
+  if (in.sufficiency.is_object() && in.sufficiency.contains("k") && in.sufficiency.contains("probe") &&
+      in.sufficiency["probe"].contains("accuracy")) {
     const json& sp = in.sufficiency["probe"];
     md += fmt::format("- Head budget chosen by sufficiency (`--budget auto`): **k = {}** of {} heads ({:.1f}%), the "
-                      "smallest set found whose hybrid, assembled from the head bank without distillation, {} on the "
-                      "select keys ({:.1f}% [{:.1f}, {:.1f}] of n = {}, teacher {:.1f}%; {} hybrids scored).\n",
+                      "smallest set found whose hybrid from the head bank ({}) {} on the select keys ({:.1f}% [{:.1f}, "
+                      "{:.1f}] of n = {}, teacher {:.1f}%; {} hybrids scored).\n",
                       in.sufficiency["k"].get<int64_t>(), total, 100.0 * in.sufficiency["k"].get<int64_t>() / total,
+                      in.sufficiency.value("scored", std::string("assembled, no distillation")),
                       in.sufficiency["sufficient"].get<bool>()
                           ? fmt::format("reaches {:.0f}% of the teacher's accuracy",
                                         100 * in.sufficiency["options"].value("target_ratio", 0.95))
@@ -397,7 +399,9 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
       }
       return std::make_pair(parts, worst);
     };
-    if (!largest) {
+    if (!teacher_retrieves) {
+      md += "- Memory at equal retrieval: **cannot be checked** (the teacher does not retrieve).\n";
+    } else if (!largest) {
       md += "- Memory at equal retrieval: **cannot be checked** (no layer-wise hybrid was run).\n";
     } else if (equal) {
       auto [parts, x] = ratios(*hyb, *equal);
@@ -524,10 +528,11 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
     }
   }
   if (in.sufficiency.is_object() && in.sufficiency.contains("path")) {
-    md += "### How the kept set was chosen (select keys, hybrids assembled from the bank, no distillation)\n\n"
-          "| step | head | heads kept | probe [95% CI] |\n|---|---|---|---|\n";
+    md += fmt::format("### How the kept set was chosen (select keys; each set from the head bank, {})\n\n"
+                      "| step | head | heads kept | probe [95% CI] |\n|---|---|---|---|\n",
+                      in.sufficiency.value("scored", std::string("assembled, no distillation")));
     const json& e = in.sufficiency["no_heads"];
-    md += fmt::format("| start | - | 0 | {:.1f}% [{:.1f}, {:.1f}] |\n", 100 * e["accuracy"].get<double>(),
+    md += fmt::format("| start (assembled) | - | 0 | {:.1f}% [{:.1f}, {:.1f}] |\n", 100 * e["accuracy"].get<double>(),
                       100 * e["low"].get<double>(), 100 * e["high"].get<double>());
     for (const auto& stp : in.sufficiency["path"])
       md += fmt::format("| {} | L{}H{} | {} | {:.1f}% [{:.1f}, {:.1f}] |\n", stp["action"].get<std::string>(),
