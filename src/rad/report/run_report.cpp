@@ -160,12 +160,15 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
   write_text_atomic((fs::path(out_dir) / "report.json").string(), report.dump(2) + "\n");
 
   // Figures: cache bytes against context length; probe accuracy against heads kept.
-  static const char* colours[] = {"#222222", "#d62728", "#ff7f0e", "#1f77b4", "#9467bd", "#2ca02c", "#8c564b", "#17becf"};
+  // One colour per model for up to 14 models (a run's default comparison has 11).
+  static const char* colours[] = {"#222222", "#d62728", "#ff7f0e", "#1f77b4", "#9467bd", "#2ca02c", "#8c564b",
+                                  "#17becf", "#e377c2", "#bcbd22", "#7f7f7f", "#aec7e8", "#98df8a", "#ff9896"};
+  constexpr int kColours = sizeof(colours) / sizeof(colours[0]);
   std::vector<svg::Series> memory, accuracy_series;
   int c = 0;
   double max_mb = 0;
   for (const auto& m : report["models"]) {
-    svg::Series s{m["name"].get<std::string>() + " (" + m["kind"].get<std::string>() + ")", colours[c++ % 8], {}, {}};
+    svg::Series s{m["name"].get<std::string>() + " (" + m["kind"].get<std::string>() + ")", colours[c++ % kColours], {}, {}};
     for (auto it = m["cache_bytes"].begin(); it != m["cache_bytes"].end(); ++it) {
       double v = it.value().get<double>() / 1e6;
       max_mb = std::max(max_mb, v);

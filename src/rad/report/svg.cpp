@@ -75,8 +75,13 @@ std::string heat_map(const std::vector<std::vector<double>>& values, const std::
 
 std::string line_chart(const std::vector<Series>& series, const std::string& title, const std::string& x_label,
                        const std::string& y_label, double y_min, double y_max, bool log_x) {
-  const int W = 560, H = 340, left = 60, right = 150, top = 36, bottom = 46;
-  const int pw = W - left - right, ph = H - top - bottom;
+  // The legend sits right of the plot; its width follows the longest name (about 6.5 px a
+  // character at this font size), so no name is cut off at the canvas edge.
+  size_t longest = 0;
+  for (const auto& se : series) longest = std::max(longest, se.name.size());
+  const int right = std::max(150, 36 + static_cast<int>(6.5 * static_cast<double>(longest)));
+  const int pw = 410 - 60, H = 340, left = 60, top = 36, bottom = 46, W = left + pw + right;
+  const int ph = H - top - bottom;
   double x_lo = 1e300, x_hi = -1e300;
   for (const auto& se : series)
     for (const auto& [x, y] : se.points) {
@@ -103,7 +108,8 @@ std::string line_chart(const std::vector<Series>& series, const std::string& tit
   for (const auto& se : series)
     for (const auto& [x, y] : se.points) xs.insert(x);
   for (double x : xs)
-    s += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{:.4g}</text>\n", px(x), top + ph + 14, x);
+    s += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", px(x), top + ph + 14,
+                     x == std::floor(x) && std::abs(x) < 1e9 ? fmt::format("{:.0f}", x) : fmt::format("{:.4g}", x));
   s += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", left + pw / 2.0, H - 8, escape(x_label));
   s += fmt::format("<text x=\"14\" y=\"{}\" transform=\"rotate(-90 14 {})\" text-anchor=\"middle\">{}</text>\n",
                    top + ph / 2.0, top + ph / 2.0, escape(y_label));
