@@ -24,6 +24,19 @@ json heads_json(const HeadSet& set) {
   return a;
 }
 
+// No set reached the target: the first (smallest) set on `path` within `ratio` of the path's best
+// accuracy becomes the choice (nothing changes for an empty path).
+void choose_fallback(SufficiencyResult& r, const std::vector<SufficiencyStep>& path, double ratio) {
+  int64_t best = 0;
+  for (const auto& s : path) best = std::max(best, s.accuracy.correct);
+  for (const auto& s : path)
+    if (s.accuracy.correct >= ratio * best) {
+      r.chosen = s.set;
+      r.chosen_accuracy = s.accuracy;
+      return;
+    }
+}
+
 json accuracy_json(const tasks::Accuracy& a) {
   return {{"accuracy", a.value()}, {"correct", a.correct}, {"n", a.total}, {"low", a.low()}, {"high", a.high()}};
 }
@@ -123,14 +136,7 @@ SufficiencyResult select_sufficient_set(const std::vector<std::pair<int64_t, int
   for (const auto& s : r.path) best_correct = std::max(best_correct, s.accuracy.correct);
   r.chosen = {};
   r.chosen_accuracy = r.empty_accuracy;
-  if (r.empty_accuracy.correct < o.fallback_ratio * best_correct) {
-    for (const auto& s : r.path)
-      if (s.accuracy.correct >= o.fallback_ratio * best_correct) {
-        r.chosen = s.set;
-        r.chosen_accuracy = s.accuracy;
-        break;
-      }
-  }
+  if (r.empty_accuracy.correct < o.fallback_ratio * best_correct) choose_fallback(r, r.path, o.fallback_ratio);
   r.sufficient = false;
   return r;
 }
@@ -161,15 +167,7 @@ SufficiencyResult walk_ranking_and_prune(const std::vector<std::pair<int64_t, in
   }
   if (!reached) {
     r.sufficient = false;
-    if (r.path.empty()) return r;
-    int64_t best = 0;
-    for (const auto& s : r.path) best = std::max(best, s.accuracy.correct);
-    for (const auto& s : r.path)
-      if (s.accuracy.correct >= o.fallback_ratio * best) {
-        r.chosen = s.set;
-        r.chosen_accuracy = s.accuracy;
-        break;
-      }
+    choose_fallback(r, r.path, o.fallback_ratio);
     return r;
   }
   // Prune, lowest-ranked first (the walk added them last).
@@ -212,15 +210,7 @@ SufficiencyResult confirm_by_proxy(SufficiencyResult r, const SetScorer& proxy, 
     }
   }
   r.sufficient = false;
-  if (r.proxy_path.empty()) return r;
-  int64_t best = 0;
-  for (const auto& s : r.proxy_path) best = std::max(best, s.accuracy.correct);
-  for (const auto& s : r.proxy_path)
-    if (s.accuracy.correct >= o.fallback_ratio * best) {
-      r.chosen = s.set;
-      r.chosen_accuracy = s.accuracy;
-      break;
-    }
+  choose_fallback(r, r.proxy_path, o.fallback_ratio);
   return r;
 }
 
