@@ -37,6 +37,27 @@ void choose_fallback(SufficiencyResult& r, const std::vector<SufficiencyStep>& p
     }
 }
 
+// A sufficient `set` (accuracy `current`): try dropping each head of `added`, the latest first, and
+// drop it when the rest still reaches `target`; records each drop in r.path and makes the result
+// the choice.
+void prune_latest_first(SufficiencyResult& r, const std::vector<std::pair<int64_t, int64_t>>& added, HeadSet set,
+                        tasks::Accuracy current, const std::function<ProbeScore(const HeadSet&)>& eval,
+                        double target) {
+  for (auto it = added.rbegin(); it != added.rend() && set.size() > 1; ++it) {
+    HeadSet trial = set;
+    trial.erase(*it);
+    ProbeScore a = eval(trial);
+    if (a.accuracy.value() >= target) {
+      set = trial;
+      current = a.accuracy;
+      r.path.push_back({"drop", *it, set, current, a.mean_logprob});
+    }
+  }
+  r.chosen = set;
+  r.chosen_accuracy = current;
+  r.sufficient = true;
+}
+
 json accuracy_json(const tasks::Accuracy& a) {
   return {{"accuracy", a.value()}, {"correct", a.correct}, {"n", a.total}, {"low", a.low()}, {"high", a.high()}};
 }
@@ -116,19 +137,7 @@ SufficiencyResult select_sufficient_set(const std::vector<std::pair<int64_t, int
   if (reached) {
     std::vector<std::pair<int64_t, int64_t>> added;
     for (const auto& s : r.path) added.push_back(s.head);
-    for (auto it = added.rbegin(); it != added.rend() && set.size() > 1; ++it) {
-      HeadSet trial = set;
-      trial.erase(*it);
-      ProbeScore a = eval(trial);
-      if (sufficient(a.accuracy)) {
-        set = trial;
-        current = a.accuracy;
-        r.path.push_back({"drop", *it, set, current, a.mean_logprob});
-      }
-    }
-    r.chosen = set;
-    r.chosen_accuracy = current;
-    r.sufficient = true;
+    prune_latest_first(r, added, set, current, eval, target);
     return r;
   }
   // Fallback: the smallest set on the growth path within fallback_ratio of the path's best.
@@ -173,19 +182,7 @@ SufficiencyResult walk_ranking_and_prune(const std::vector<std::pair<int64_t, in
   // Prune, lowest-ranked first (the walk added them last).
   std::vector<std::pair<int64_t, int64_t>> added;
   for (const auto& s : r.path) added.push_back(s.head);
-  for (auto it = added.rbegin(); it != added.rend() && set.size() > 1; ++it) {
-    HeadSet trial = set;
-    trial.erase(*it);
-    ProbeScore a = eval(trial);
-    if (a.accuracy.value() >= target) {
-      set = trial;
-      current = a.accuracy;
-      r.path.push_back({"drop", *it, set, current, a.mean_logprob});
-    }
-  }
-  r.chosen = set;
-  r.chosen_accuracy = current;
-  r.sufficient = true;
+  prune_latest_first(r, added, set, current, eval, target);
   return r;
 }
 
