@@ -154,39 +154,190 @@ json build_run_report(const RunReportInput& in) {
   return out;
 }
 
+namespace {
+
+// One style per model kind, the same in every figure; kinds not listed (a heads sweep's top_k, a
+// d_state sweep's students, ...) take the next free styles in the order they appear.
+class KindStyles {
+ public:
+  KindStyles() {
+    for (const char* k : {"teacher", "hybrid", "shrunk", "pure_ssm", "random_heads", "layerwise_25", "layerwise_50"})
+      index_[k] = static_cast<int>(index_.size());
+  }
+  // The style index of a series: per kind, or per model for kinds with one model each at several
+  // budgets (heads_sweep, dstate_sweep), so that no two series share a colour.
+  int operator()(const std::string& key) {
+    auto it = index_.find(key);
+    if (it != index_.end()) return it->second;
+    int i = static_cast<int>(index_.size());
+    index_[key] = i;
+    return i;
+  }
+
+ private:
+  std::map<std::string, int> index_;
+};
+
+svg::Series styled(KindStyles& styles, const std::string& key, const std::string& name) {
+  svg::Series s;
+  int i = styles(key);
+  s.name = name;
+  s.colour = svg::palette(i).colour;
+  s.marker = i;
+  return s;
+}
+
+std::string kind_label(const std::string& kind) {
+  if (kind == "teacher") return "teacher";
+  if (kind == "hybrid") return "hybrid (selected)";
+  if (kind == "shrunk") return "shrunk hybrid";
+  if (kind == "pure_ssm") return "pure SSM";
+  if (kind == "layerwise_25") return "layer-wise 25%";
+  if (kind == "layerwise_50") return "layer-wise 50%";
+  return kind;
+}
+
+}  // namespace
+
+void write_run_figures(const json& report, const std::string& out_dir) {
+  KindStyles styles;
+  const json& models = report["models"];
+  const json* teacher = find_kind(report, "teacher");
+  // Random-heads draws: one series, the mean with the draws' min-max as error bars (a 95% interval
+  // of 3 to 5 draws would mostly show the t quantile; min-max shows what was drawn).
+  int64_t draws = 0;
+  for (const auto& m : models) draws += m["kind"] == "random_heads" ? 1 : 0;
+
+  // memory.svg: cache bytes against context length, log x (context lengths are powers of two).
+  {
+    std::vector<svg::Series> series;
+    std::map<double, std::vector<double>> random_mb;
+    double max_mb = 0;
+    for (const auto& m : models) {
+      const std::string kind = m["kind"], name = m["name"];
+      std::vector<std::pair<double, double>> pts;
+      for (auto it = m["cache_bytes"].begin(); it != m["cache_bytes"].end(); ++it) {
+        double v = it.value().get<double>() / 1e6;
+        max_mb = std::max(max_mb, v);
+        pts.push_back({std::stod(it.key()), v});
+      }
+      std::sort(pts.begin(), pts.end());
+      if (kind == "random_heads") {
+        for (const auto& [x, y] : pts) random_mb[x].push_back(y);
+        continue;
+      }
+      bool per_model = kind == "heads_sweep" || kind == "dstate_sweep" || kind == "other";
+      std::string key = per_model ? "model:" + name : kind;
+      const int64_t k = m["heads_kept"].get<int64_t>();
+      std::string label = per_model          ? fmt::format("{} ({}), {} heads", name, kind, k)
+                          : kind == "teacher" ? fmt::format("teacher {}, {} heads", name, k)
+                                              : fmt::format("{}, {} heads", kind_label(kind), k);
+
+      series.push_back(styled(styles, key, label));
+      series.back().points = pts;
+    }
+    if (!random_mb.empty()) {
+      int64_t k = 0;
+      for (const auto& m : models)
+        if (m["kind"] == "random_heads") k = m["heads_kept"].get<int64_t>();
+      svg::Series r = styled(styles, "random_heads", fmt::format("random heads, {} heads, mean of {} draws", k, draws));
+      for (const auto& [x, ys] : random_mb) {
+        double sum = 0;
+        for (double y : ys) sum += y;
+        r.points.push_back({x, sum / ys.size()});
+        r.band.push_back({*std::min_element(ys.begin(), ys.end()), *std::max_element(ys.begin(), ys.end())});
+      }
+      series.push_back(r);
+    }
+    write_text_atomic(
+        (fs::path(out_dir) / "memory.svg").string(),
+        svg::line_chart(series, "Decode cache (analytic, bf16 KV) against context length", "context length (tokens)",
+                        "decode cache (MB)", 0, std::max(1e-3, max_mb), true,
+                        draws > 1 ? fmt::format("Random heads: error bars span the {} draws (min to max); their KV "
+                                                "groups, and so their caches, differ.", draws)
+                                  : std::string()));
+  }
+
+  // accuracy_vs_heads.svg: the method's line over heads kept (pure SSM at 0, a top-k sweep, the
+  // hybrid), the baselines at their budgets, the random draws' spread, the teacher as a reference.
+  {
+    std::vector<svg::Series> series;
+    auto acc = [](const json& m) { return m["probe_accuracy"].get<double>(); };
+    auto heads = [](const json& m) { return m["heads_kept"].get<double>(); };
+    if (teacher && (*teacher)["probe_accuracy"].is_number()) {
+      svg::Series t = styled(styles, "teacher", fmt::format("teacher, all {} heads", (*teacher)["heads_kept"].get<int64_t>()));
+      t.points = {{heads(*teacher), acc(*teacher)}};
+      t.reference = true;
+      series.push_back(t);
+    }
+    svg::Series method = styled(styles, "hybrid", "selected heads (0: pure SSM)");
+    svg::Series layerwise = styled(styles, "layerwise_25", "layer-wise (25%, 50% of layers)");
+    std::vector<double> random_acc;
+    double random_k = 0, hybrid_k = -1;
+    std::vector<svg::Series> others;
+    for (const auto& m : models) {
+      if (!m["probe_accuracy"].is_number()) continue;
+      const std::string kind = m["kind"], name = m["name"];
+      if (kind == "teacher") continue;
+      if (kind == "hybrid" || kind == "pure_ssm" || kind == "heads_sweep") {
+        method.points.push_back({heads(m), acc(m)});
+        if (kind == "hybrid") hybrid_k = heads(m);
+      } else if (kind == "layerwise_25" || kind == "layerwise_50") {
+        layerwise.points.push_back({heads(m), acc(m)});
+      } else if (kind == "random_heads") {
+        random_acc.push_back(acc(m));
+        random_k = heads(m);
+      } else {
+        bool per_model = kind == "dstate_sweep" || kind == "other";
+        others.push_back(styled(styles, per_model ? "model:" + name : kind,
+                                per_model ? fmt::format("{} ({})", name, kind) : kind_label(kind)));
+        others.back().points = {{heads(m), acc(m)}};
+        others.back().line = false;
+      }
+    }
+    std::sort(method.points.begin(), method.points.end());
+    std::sort(layerwise.points.begin(), layerwise.points.end());
+    if (!method.points.empty()) series.push_back(method);
+    // Students at the hybrid's budget (shrunk, d_state sweep) sit beside its marker, not on it.
+    double dx = 9;
+    for (auto& o : others) {
+      if (!o.points.empty() && o.points[0].first == hybrid_k) {
+        o.x_offset_px = dx;
+        dx += 9;
+      }
+      series.push_back(o);
+    }
+    if (!random_acc.empty()) {
+      double sum = 0;
+      for (double v : random_acc) sum += v;
+      svg::Series r = styled(styles, "random_heads", fmt::format("random heads, mean of {} draws", random_acc.size()));
+      r.points = {{random_k, sum / random_acc.size()}};
+      r.band = {{*std::min_element(random_acc.begin(), random_acc.end()),
+                 *std::max_element(random_acc.begin(), random_acc.end())}};
+      r.line = false;
+      if (random_k == hybrid_k) r.x_offset_px = -9;
+      series.push_back(r);
+    }
+    if (!layerwise.points.empty()) series.push_back(layerwise);
+    std::string caption = "Dashed: the teacher. Each point is one distilled student's accuracy";
+    caption += random_acc.size() > 1 ? fmt::format("; random heads: the mean of {} draws of the same budget, error bar "
+                                                   "from the lowest to the highest draw.",
+                                                   random_acc.size())
+                                     : ".";
+    write_text_atomic((fs::path(out_dir) / "accuracy_vs_heads.svg").string(),
+                      svg::line_chart(series,
+                                      fmt::format("Accuracy on the {} against attention heads kept",
+                                                  report["probe_label"].get<std::string>()),
+                                      "attention heads kept", "probe accuracy", 0, 1, false, caption));
+  }
+}
+
 void write_run_report(const RunReportInput& in, const std::string& out_dir, const std::string& heads_svg_rel) {
   json report = build_run_report(in);
   ensure_directory(out_dir);
   write_text_atomic((fs::path(out_dir) / "report.json").string(), report.dump(2) + "\n");
 
-  // Figures: cache bytes against context length; probe accuracy against heads kept.
-  // One colour per model for up to 14 models (a run's default comparison has 11).
-  static const char* colours[] = {"#222222", "#d62728", "#ff7f0e", "#1f77b4", "#9467bd", "#2ca02c", "#8c564b",
-                                  "#17becf", "#e377c2", "#bcbd22", "#7f7f7f", "#aec7e8", "#98df8a", "#ff9896"};
-  constexpr int kColours = sizeof(colours) / sizeof(colours[0]);
-  std::vector<svg::Series> memory, accuracy_series;
-  int c = 0;
-  double max_mb = 0;
-  for (const auto& m : report["models"]) {
-    svg::Series s{m["name"].get<std::string>() + " (" + m["kind"].get<std::string>() + ")", colours[c++ % kColours], {}, {}};
-    for (auto it = m["cache_bytes"].begin(); it != m["cache_bytes"].end(); ++it) {
-      double v = it.value().get<double>() / 1e6;
-      max_mb = std::max(max_mb, v);
-      s.points.push_back({std::stod(it.key()), v});
-    }
-    std::sort(s.points.begin(), s.points.end());
-    memory.push_back(s);
-    if (m["probe_accuracy"].is_number())
-      accuracy_series.push_back({s.name, s.colour, {{m["heads_kept"].get<double>(), m["probe_accuracy"].get<double>()}}, {}});
-  }
-  write_text_atomic((fs::path(out_dir) / "memory.svg").string(),
-                    svg::line_chart(memory, "Decode cache (analytic, bf16 KV) against context length",
-                                    "context length (tokens)", "cache MB", 0, std::max(1e-3, max_mb * 1.05), true));
-  write_text_atomic((fs::path(out_dir) / "accuracy_vs_heads.svg").string(),
-                    svg::line_chart(accuracy_series,
-                                    fmt::format("Accuracy on the {} against attention heads kept",
-                                                report["probe_label"].get<std::string>()),
-                                    "attention heads kept", "probe accuracy", 0, 1, false));
+  write_run_figures(report, out_dir);
 
   // report.md
   std::string md = "# radistill run report\n\n";

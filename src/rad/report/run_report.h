@@ -37,6 +37,10 @@ std::optional<double> probe_accuracy(const RunReportInput& input, const nlohmann
 // Builds report.json's document.
 nlohmann::json build_run_report(const RunReportInput& input);
 
+// Writes memory.svg and accuracy_vs_heads.svg into `out_dir` from report.json's document (so a
+// finished run's figures can be drawn again from its report.json alone).
+void write_run_figures(const nlohmann::json& report, const std::string& out_dir);
+
 // Writes report.json, report.md, memory.svg and accuracy_vs_heads.svg into `out_dir` (atomically);
 // the head heat map is the discovery's heads.svg, referenced from report.md.
 void write_run_report(const RunReportInput& input, const std::string& out_dir, const std::string& heads_svg_rel);
