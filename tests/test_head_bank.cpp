@@ -269,7 +269,9 @@ TEST(Sufficiency, WalkingTheRankingThenPruningFindsTheSmallestSufficientSet) {
   SufficiencyResult r = walk_ranking_and_prune(ranked, 0.97, synthetic_score, o);
   EXPECT_TRUE(r.sufficient);
   EXPECT_EQ(r.chosen, (HeadSet{{0, 1}, {1, 2}}));
-  EXPECT_EQ(r.evaluations, 3 + 3);  // three prefixes, then three removals tried
+  // Three prefixes; pass 1 tries three removals (drops d); pass 2 tries {a} (new) and skips {b}
+  // (already failed); nothing more drops.
+  EXPECT_EQ(r.evaluations, 3 + 3 + 1);
   ASSERT_EQ(r.path.size(), 4u);
   EXPECT_EQ(r.path[3].action, "drop");
   EXPECT_EQ(r.path[3].head, std::make_pair(int64_t{0}, int64_t{0}));
@@ -278,6 +280,39 @@ TEST(Sufficiency, WalkingTheRankingThenPruningFindsTheSmallestSufficientSet) {
   SufficiencyResult short_walk = walk_ranking_and_prune(ranked, 0.97, synthetic_score, o);
   EXPECT_FALSE(short_walk.sufficient);
   EXPECT_EQ(short_walk.chosen, (HeadSet{{0, 0}, {0, 1}}));
+}
+
+// A short-KD proxy is not monotone: a head can hurt without a partner. Here D spoils the lookup
+// unless X is kept, so dropping X fails while D is in the set and succeeds once D is gone; one
+// latest-first pass would stop at {A, B, C, X}, a second pass reaches {A, B, C}.
+TEST(Sufficiency, PruningRepeatsPassesUntilNothingDrops) {
+  const std::pair<int64_t, int64_t> A{0, 0}, B{0, 1}, C{1, 0}, D{1, 1}, X{2, 0};
+  std::vector<std::pair<int64_t, int64_t>> ranked = {A, B, D, C, X, {2, 1}};
+  auto score = [&](const HeadSet& s) {
+    const bool lookup = s.count(A) && s.count(B) && s.count(C);
+    const bool spoiled = s.count(D) && !s.count(X);
+    return ProbeScore{{lookup && !spoiled ? 95 : 10, 100}, lookup ? -1.0 : -3.0};
+  };
+  SufficiencyOptions o;
+  o.max_heads = 6;
+  SufficiencyResult r = walk_ranking_and_prune(ranked, 0.97, score, o);
+  EXPECT_TRUE(r.sufficient);
+  EXPECT_EQ(r.chosen, (HeadSet{A, B, C}));
+  ASSERT_EQ(r.path.size(), 5u + 2u);  // five prefixes, then drop D (pass 1) and X (pass 2)
+  EXPECT_EQ(r.path[5].head, D);
+  EXPECT_EQ(r.path[6].head, X);
+}
+
+// Proxy students are cached per kept set: two sets of the same size must never share a cache entry
+// (pruning scores size-k sets after the walk scored another size-k set).
+TEST(Sufficiency, ProxyCacheKeyIdentifiesTheSetNotItsSize) {
+  const HeadSet a = {{0, 4}, {2, 2}, {3, 3}};
+  const HeadSet b = {{0, 4}, {2, 3}, {3, 3}};
+  const HeadSet a_other_order = {{3, 3}, {0, 4}, {2, 2}};
+  EXPECT_EQ(head_set_key(a), "L0H4-L2H2-L3H3");
+  EXPECT_NE(head_set_key(a), head_set_key(b));
+  EXPECT_EQ(head_set_key(a), head_set_key(a_other_order));
+  EXPECT_EQ(head_set_key({}), "none");
 }
 
 TEST(HeadFraction, OneRoundingRuleRoundsUp) {

@@ -138,17 +138,22 @@ void register_select(CLI::App& app) {
       proxy.kd_trainable = [](const std::string& n) { return kd_trains(n, false); };
       proxy.save_every = proxy.kd.steps;
       proxy.log_every = std::max<int64_t>(1, proxy.kd.steps);
-      // Each prefix's proxy student lives in OUT/proxy/kK: a finished one is reloaded, an interrupted one resumes.
+      // Each set's proxy student lives in OUT/proxy/<its heads>: a finished one is reloaded (after
+      // checking it keeps exactly these heads), an interrupted one resumes.
       auto distilled_score = [&](const HeadSet& set) {
         HeadPlan plan;
         plan.kept_heads.assign(set.begin(), set.end());
         HybridConfig hc = bank.config;
         hc.plan = plan;
         DistillOptions d = proxy;
-        d.out_dir = (fs::path(out) / "proxy" / fmt::format("k{}", set.size())).string();
+        d.out_dir = (fs::path(out) / "proxy" / head_set_key(set)).string();
         CausalLM student{nullptr};
         if (fs::exists(fs::path(d.out_dir) / "model.safetensors")) {
-          student = io::load_hybrid(d.out_dir, at::kFloat).model;
+          io::HybridModel cached = io::load_hybrid(d.out_dir, at::kFloat);
+          HeadSet cached_set(cached.config.plan.kept_heads.begin(), cached.config.plan.kept_heads.end());
+          RAD_CHECK(cached_set == set, "{}: a proxy student keeping {}, expected {}; remove the folder and re-run",
+                    d.out_dir, head_set_key(cached_set), head_set_key(set));
+          student = cached.model;
           to_compute_device(*student);
         } else {
           student = assemble_plan(teacher, bank.model, bank.config, plan);
@@ -177,14 +182,13 @@ void register_select(CLI::App& app) {
     if (o.strategy == "ranking") r.empty_accuracy = score_set({}).accuracy;  // (greedy scored it first)
     // The necessity ranking's top-k, assembled the same way, for the curve beside the greedy path.
     json top_k = json::array();
-    std::vector<std::pair<double, double>> top_points, greedy_points, teacher_line;
+    std::vector<std::pair<double, double>> top_points, greedy_points;
     for (int64_t k = 0; k <= curve_k; ++k) {
       HeadSet set(ranked.begin(), ranked.begin() + k);
       tasks::Accuracy a = k == 0 ? r.empty_accuracy : score_set(set).accuracy;
       progress.update(++done);
       top_k.push_back({{"k", k}, {"accuracy", a.value()}, {"low", a.low()}, {"high", a.high()}, {"n", a.total}});
       top_points.emplace_back(k, a.value());
-      teacher_line.emplace_back(k, teacher_acc.value());
     }
     progress.finish();
     if (proxy.kd.steps == 0) greedy_points.emplace_back(0, r.empty_accuracy.value());
@@ -214,7 +218,7 @@ void register_select(CLI::App& app) {
                                                              : std::string("selection path, assembled"),
                                         "#c0392b", greedy_points, {}},
                                        {"ablation top-k, assembled (no KD)", "#2c3e50", top_points, {}},
-                                       {"teacher", "#7f8c8d", teacher_line, {}}},
+                                       svg::reference_line("teacher", "#7f8c8d", teacher_acc.value())},
                                       fmt::format("Kept sets from the head bank, {}, select keys", describe_probe(probe)),
                                       "heads kept (k)", "probe accuracy", 0, 1));
     std::string kept;

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <optional>
+#include <set>
+
+#include <fmt/format.h>
 
 #include "rad/core/error.h"
 
@@ -39,18 +42,30 @@ void choose_fallback(SufficiencyResult& r, const std::vector<SufficiencyStep>& p
 
 // A sufficient `set` (accuracy `current`): try dropping each head of `added`, the latest first, and
 // drop it when the rest still reaches `target`; records each drop in r.path and makes the result
-// the choice.
+// the choice. Passes repeat until one drops nothing: a head that was needed beside a since-dropped
+// head may not be needed without it (on the default teacher the walk's 7th head failed its first
+// try, while the set it sat in still held 3 heads the lookup does not need). A set already scored
+// is not scored again.
 void prune_latest_first(SufficiencyResult& r, const std::vector<std::pair<int64_t, int64_t>>& added, HeadSet set,
                         tasks::Accuracy current, const std::function<ProbeScore(const HeadSet&)>& eval,
                         double target) {
-  for (auto it = added.rbegin(); it != added.rend() && set.size() > 1; ++it) {
-    HeadSet trial = set;
-    trial.erase(*it);
-    ProbeScore a = eval(trial);
-    if (a.accuracy.value() >= target) {
-      set = trial;
-      current = a.accuracy;
-      r.path.push_back({"drop", *it, set, current, a.mean_logprob});
+  std::set<HeadSet> failed;
+  for (bool dropped = true; dropped && set.size() > 1;) {
+    dropped = false;
+    for (auto it = added.rbegin(); it != added.rend() && set.size() > 1; ++it) {
+      if (!set.count(*it)) continue;
+      HeadSet trial = set;
+      trial.erase(*it);
+      if (failed.count(trial)) continue;
+      ProbeScore a = eval(trial);
+      if (a.accuracy.value() >= target) {
+        set = trial;
+        current = a.accuracy;
+        r.path.push_back({"drop", *it, set, current, a.mean_logprob});
+        dropped = true;
+      } else {
+        failed.insert(trial);
+      }
     }
   }
   r.chosen = set;
@@ -89,6 +104,13 @@ json SufficiencyResult::to_json() const {
           {"no_heads", accuracy_json(empty_accuracy)},
           {"evaluations", evaluations},
           {"path", steps}};
+}
+
+std::string head_set_key(const HeadSet& set) {
+  if (set.empty()) return "none";
+  std::string key;
+  for (const auto& [l, h] : set) key += fmt::format("{}L{}H{}", key.empty() ? "" : "-", l, h);
+  return key;
 }
 
 SufficiencyResult select_sufficient_set(const std::vector<std::pair<int64_t, int64_t>>& ranked,

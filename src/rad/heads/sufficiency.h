@@ -11,7 +11,8 @@
 //      `max_heads`. The point estimate, not the Wilson lower bound: a teacher at 84% on 128 answers
 //      has a lower bound of 77%, so "lower bound >= 0.95 x teacher" could never hold at that size;
 //      the intervals are reported beside every number instead, and the test keys judge the result;
-//   3. prune: drop each kept head, latest first, whose removal keeps the set sufficient.
+//   3. prune: drop each kept head, latest first, whose removal keeps the set sufficient; repeat
+//      the pass until one drops nothing (a short-KD proxy is not monotone in the set).
 // If no set reaches the target within `max_heads`, the smallest set on the path whose accuracy is
 // within `fallback_ratio` of the best on the path is taken, and the result says so.
 //
@@ -83,6 +84,11 @@ SufficiencyResult walk_ranking_and_prune(const std::vector<std::pair<int64_t, in
                                          double teacher_accuracy, const SetScorer& score,
                                          const SufficiencyOptions& options,
                                          const std::function<void()>& on_evaluation = nullptr);
+
+// A name that identifies a kept set, for caching one proxy student per set: "none" or
+// "L0H4-L2H2-L3H3" (sorted). Keyed by the set itself, not its size: pruning scores sets of a size
+// the walk has already scored, and those must not reuse the walk's student.
+std::string head_set_key(const HeadSet& set);
 
 // Scores the prefixes of `greedy`'s additions with `proxy`, smallest first, and chooses the first that
 // reaches the target (else the smallest within `fallback_ratio` of the best prefix). `proxy_name`
