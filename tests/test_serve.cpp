@@ -22,6 +22,7 @@
 #include <sstream>
 #include <thread>
 
+#include "rad/core/atomic_file.h"
 #include "rad/io/npy.h"
 #include "rad/runtime/engine.h"
 #include "rad/runtime/sampler.h"
@@ -166,6 +167,41 @@ TEST(ServeOptions, ByteSizesParseWithUnitsAndBadOnesAreNamed) {
   EXPECT_RAD_ERROR(serve::parse_byte_size("lots"), "'lots' is not a byte size");
   EXPECT_RAD_ERROR(serve::parse_byte_size("2XB"), "unknown unit 'XB'");
   EXPECT_RAD_ERROR(serve::parse_byte_size("-1GiB"), "must be a positive byte size");
+}
+
+// /v1/completions encodes a string prompt by the rule generate --text, chat and bench follow
+// (rad::encode_prompt: BOS by default, none with --no-special-tokens); /v1/chat/completions encodes
+// the template's text as is, so a Llama-3 template that writes BOS gives exactly one.
+TEST(ServeApi, PromptsGetBosOnceByTheSharedRuleOnALlama3Tokenizer) {
+  const std::string dir = source_dir() + "/tests/fixtures/tokenizers/llama3";
+  json tok_json = json::parse(read_text_file(dir + "/tokenizer.json"));
+  json config = json::parse(read_text_file(dir + "/tokenizer_config.json"));
+  tok_json["post_processor"] =
+      json::parse(read_text_file(dir + "/golden_bos_template.json"))["override"]["post_processor"];
+  const Tokenizer tok = Tokenizer::from_json(tok_json, config);
+  config["chat_template"] =
+      "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+      "{{ m['content'] }}<|eot_id|>{% endfor %}<|start_header_id|>assistant<|end_header_id|>\n\n";
+  const std::optional<serve::ChatTemplate> chat_template = serve::ChatTemplate::from_config(config, dir);
+  ASSERT_TRUE(chat_template.has_value());
+  serve::ApiContext ctx{tok, chat_template, dir, tok.vocab_size(), 4096};
+  std::vector<int64_t> plain = tok.encode("Hello world", false);
+  std::vector<int64_t> with_bos = plain;
+  with_bos.insert(with_bos.begin(), 128000);
+  const std::string completion = R"({"prompt": "Hello world", "max_tokens": 1})";
+  EXPECT_EQ(serve::parse_completion_request(completion, false, ctx).params.prompt, with_bos);
+  EXPECT_EQ(serve::parse_completion_request(completion, false, ctx).params.prompt, encode_prompt(tok, "Hello world", true));
+  ctx.add_special_tokens = false;  // serve --no-special-tokens
+  EXPECT_EQ(serve::parse_completion_request(completion, false, ctx).params.prompt, plain);
+  for (bool add : {true, false}) {
+    ctx.add_special_tokens = add;  // the chat path does not depend on it: the template decides
+    std::vector<int64_t> chat =
+        serve::parse_completion_request(R"({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1})", true, ctx)
+            .params.prompt;
+    ASSERT_GE(chat.size(), 2u);
+    EXPECT_EQ(chat[0], 128000);
+    EXPECT_EQ(std::count(chat.begin(), chat.end(), 128000), 1);
+  }
 }
 
 // ---------------------------------------------------------------- HTTP helpers

@@ -3,6 +3,7 @@
 // decode round trips, error handling and the BPE trainer.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -15,6 +16,7 @@
 #include "rad/tokenizer/bpe_trainer.h"
 #include "rad/tokenizer/tokenizer.h"
 #include "rad/tokenizer/unicode.h"
+#include "test_util.h"
 
 namespace {
 
@@ -149,6 +151,85 @@ TEST(Tokenizer, SanitizeUtf8MatchesMaximalSubpartRule) {
   EXPECT_EQ(rad::unicode::sanitize_utf8(from_hex("e282")), "\xEF\xBF\xBD");              // truncated: one U+FFFD
   EXPECT_EQ(rad::unicode::sanitize_utf8(from_hex("c0af")), "\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong: two
   EXPECT_EQ(rad::unicode::sanitize_utf8(from_hex("eda080")), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
+}
+
+// Llama-3.1's post-processor (the golden_bos_template.json override): ByteLevel then a template
+// that puts <|begin_of_text|> (128000) before the text.
+nlohmann::json llama3_bos_post_processor() {
+  return nlohmann::json::parse(rad::read_text_file(kFixtures + "/llama3/golden_bos_template.json"))["override"]["post_processor"];
+}
+
+TEST(TokenizerPrompt, Llama3TemplateAddsBosOnceByDefaultAndTheFlagTurnsItOff) {
+  const rad::Tokenizer& tok = fixture_tokenizer("llama3", {{"post_processor", llama3_bos_post_processor()}});
+  const std::vector<int64_t> plain = tok.encode("Hello world", false);
+  ASSERT_FALSE(plain.empty());
+  EXPECT_EQ(tok.special_prefix(), (std::vector<int64_t>{128000}));
+  EXPECT_TRUE(tok.special_suffix().empty());
+  std::vector<int64_t> with_bos = plain;
+  with_bos.insert(with_bos.begin(), 128000);
+  EXPECT_EQ(rad::encode_prompt(tok, "Hello world", true), with_bos);
+  EXPECT_EQ(rad::encode_prompt(tok, "Hello world", false), plain);
+  EXPECT_EQ(rad::prompt_prefix(tok, true), (std::vector<int64_t>{128000}));
+  EXPECT_TRUE(rad::prompt_prefix(tok, false).empty());
+  // A prompt that spells BOS itself gets a second one, as transformers' tokenizer(text) does.
+  std::vector<int64_t> doubled = rad::encode_prompt(tok, "<|begin_of_text|>Hello world", true);
+  ASSERT_GE(doubled.size(), 2u);
+  EXPECT_EQ(doubled[0], 128000);
+  EXPECT_EQ(doubled[1], 128000);
+  // The chat path: a Llama-3 template's text starts with BOS and is encoded as is, one BOS only.
+  const std::string rendered =
+      "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+  std::vector<int64_t> chat = rad::encode_chat_prompt(tok, rendered);
+  EXPECT_EQ(chat, tok.encode(rendered, false));
+  ASSERT_GE(chat.size(), 2u);
+  EXPECT_EQ(chat[0], 128000);
+  EXPECT_EQ(std::count(chat.begin(), chat.end(), 128000), 1);
+}
+
+TEST(TokenizerPrompt, TokenizerConfigAddBosTokenDecidesOverThePostProcessor) {
+  const auto& [json, config] = fixture_json("llama3");
+  ASSERT_EQ(json["post_processor"]["type"], "ByteLevel");  // the first Llama-3 release: adds nothing
+  EXPECT_TRUE(rad::Tokenizer::from_json(json, config).special_prefix().empty());
+  // add_bos_token: true in tokenizer_config.json adds BOS to a ByteLevel-only tokenizer (llama.cpp's
+  // converter writes tokenizer.ggml.add_bos_token from it) ...
+  nlohmann::json add = config;
+  add["add_bos_token"] = true;
+  rad::Tokenizer with = rad::Tokenizer::from_json(json, add);
+  EXPECT_EQ(with.special_prefix(), (std::vector<int64_t>{128000}));
+  std::vector<int64_t> expected = with.encode("Hi", false);
+  expected.insert(expected.begin(), 128000);
+  EXPECT_EQ(rad::encode_prompt(with, "Hi", true), expected);
+  EXPECT_TRUE(with.has_post_processor());
+  // ... and false removes the template's BOS; EOS likewise at the end.
+  nlohmann::json templ = json;
+  templ["post_processor"] = llama3_bos_post_processor();
+  nlohmann::json no_bos = config;
+  no_bos["add_bos_token"] = false;
+  no_bos["add_eos_token"] = true;
+  no_bos["eos_token"] = "<|end_of_text|>";
+  rad::Tokenizer eos_only = rad::Tokenizer::from_json(templ, no_bos);
+  EXPECT_TRUE(eos_only.special_prefix().empty());
+  EXPECT_EQ(eos_only.special_suffix(), (std::vector<int64_t>{128001}));
+  EXPECT_EQ(rad::encode_prompt(eos_only, "Hi", true).back(), 128001);
+  // add_bos_token: null is "not given".
+  nlohmann::json null_flag = config;
+  null_flag["add_bos_token"] = nullptr;
+  EXPECT_TRUE(rad::Tokenizer::from_json(json, null_flag).special_prefix().empty());
+  // Bad values are named.
+  nlohmann::json bad = config;
+  bad["add_bos_token"] = "yes";
+  EXPECT_RAD_ERROR(rad::Tokenizer::from_json(json, bad), "tokenizer_config.json: \"add_bos_token\" must be true or false");
+  nlohmann::json no_token = config;
+  no_token.erase("bos_token");
+  no_token["add_bos_token"] = true;
+  EXPECT_RAD_ERROR(rad::Tokenizer::from_json(json, no_token), "add_bos_token is true but bos_token is missing");
+}
+
+TEST(TokenizerPrompt, EveryFixtureKeepsItsSpecialTokens) {
+  // The rule changes nothing where tokenizer.json and tokenizer_config.json agree (all fixtures).
+  EXPECT_EQ(rad::Tokenizer::load(kFixtures + "/llama2").special_prefix(), (std::vector<int64_t>{1}));
+  EXPECT_TRUE(rad::Tokenizer::load(kFixtures + "/qwen2_5").special_prefix().empty());  // add_bos_token: false
+  EXPECT_EQ(rad::Tokenizer::load(kFixtures + "/trained_kjv").special_prefix().size(), 1u);
 }
 
 namespace {
@@ -399,5 +480,76 @@ TEST(TokenizerCli, GenerateAndForwardTakeText) {
   EXPECT_EQ(nlohmann::json::parse(fwd_text)["tokens"], 7);
   run_command(cli + "forward " + dir.string() + " --text x --token-ids 1 2>&1", &status);
   EXPECT_NE(status, 0);  // exactly one of the two
+  fs::remove_all(dir);
+}
+
+namespace {
+// tiny_tokenizer() in the Llama-3 layout: <|begin_of_text|> / <|end_of_text|> as ids 1 / 2 and a
+// Sequence[ByteLevel, TemplateProcessing] post-processor that puts <|begin_of_text|> first.
+nlohmann::json tiny_llama3_style_tokenizer() {
+  nlohmann::json tok = tiny_tokenizer();
+  auto& vocab = tok["model"]["vocab"];
+  vocab.erase("<s>");
+  vocab.erase("</s>");
+  vocab["<|begin_of_text|>"] = 1;
+  vocab["<|end_of_text|>"] = 2;
+  tok["added_tokens"][1]["content"] = "<|begin_of_text|>";
+  tok["added_tokens"][2]["content"] = "<|end_of_text|>";
+  tok["post_processor"] = nlohmann::json::parse(R"({"type": "Sequence", "processors": [
+      {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
+      {"type": "TemplateProcessing",
+       "single": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+       "pair": [], "special_tokens": {"<|begin_of_text|>": {"id": "<|begin_of_text|>", "ids": [1], "tokens": ["<|begin_of_text|>"]}}}]})");
+  return tok;
+}
+
+// The integer after `key` (e.g. "prompt_tokens=") in `text`, or -1.
+int64_t field_after(const std::string& text, const std::string& key) {
+  size_t at = text.find(key);
+  return at == std::string::npos ? -1 : std::stoll(text.substr(at + key.size()));
+}
+}  // namespace
+
+// generate --text, chat and bench encode prompts by one rule (rad::encode_prompt / prompt_prefix):
+// BOS by default, none with --no-special-tokens (serve: tests/test_serve.cpp).
+TEST(TokenizerCli, GenerateChatAndBenchAgreeOnSpecialTokens) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("rad_tok_special_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fs::path model = fs::path(RAD_SOURCE_DIR) / "tests/fixtures/models/llama_gqa";
+  fs::copy_file(model / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
+  fs::copy_file(model / "model.safetensors", dir / "model.safetensors", fs::copy_options::overwrite_existing);
+  rad::write_text_atomic((dir / "tokenizer.json").string(), tiny_llama3_style_tokenizer().dump());
+  rad::write_text_atomic((dir / "tokenizer_config.json").string(),
+                         R"({"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"})");
+  rad::Tokenizer tok = rad::Tokenizer::load(dir.string());
+  ASSERT_EQ(tok.special_prefix(), (std::vector<int64_t>{1}));
+  const int64_t n_plain = static_cast<int64_t>(tok.encode("hello world", false).size());
+  ASSERT_EQ(n_plain, 12);  // ▁ h e l l o ▁ w o r l d
+
+  const std::string cli = std::string(RAD_CLI_PATH) + " -q ";
+  const std::string model_dir = dir.string();
+  int status = 0;
+  for (bool off : {false, true}) {
+    SCOPED_TRACE(off ? "--no-special-tokens" : "default");
+    const std::string flag = off ? " --no-special-tokens" : "";
+    const int64_t expected = n_plain + (off ? 0 : 1);
+    std::string gen = run_command(cli + "generate " + model_dir + " --ignore-eos --max-new-tokens 2 --stats --text 'hello world'" +
+                                      flag + " 2>&1",
+                                  &status);
+    ASSERT_EQ(status, 0) << gen;
+    EXPECT_EQ(field_after(gen, "prompt_tokens="), expected) << gen;
+    // chat: the first line is the conversation's start ("hello world\n": the newline is <unk>); the
+    // session holds the prompt after a one-token reply (the reply token is not fed back yet).
+    std::string chat = run_command("printf 'hello world\\n' | " + cli + "chat " + model_dir +
+                                       " --max-new-tokens 1 --stats" + flag + " 2>&1",
+                                   &status);
+    ASSERT_EQ(status, 0) << chat;
+    EXPECT_EQ(field_after(chat, "length="), expected + 1) << chat;
+    std::string bench = run_command(cli + "bench " + model_dir + " --prompt 8 --gen 1 --json" + flag, &status);
+    ASSERT_EQ(status, 0) << bench;
+    EXPECT_EQ(nlohmann::json::parse(bench)[0]["prompt_prefix"],
+              off ? nlohmann::json::array() : nlohmann::json::array({1}));
+  }
   fs::remove_all(dir);
 }

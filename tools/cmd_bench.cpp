@@ -1,6 +1,7 @@
 // radistill bench MODEL: prompt-processing and generation speed, like llama-bench.
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -10,6 +11,7 @@
 #include "rad/core/torch_setup.h"
 #include "rad/io/checkpoint.h"
 #include "rad/runtime/engine.h"
+#include "rad/tokenizer/tokenizer.h"
 
 namespace rad::cli {
 namespace {
@@ -27,10 +29,15 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Deterministic prompt tokens spread over the vocabulary.
+// The prompt's special tokens (rad::prompt_prefix: BOS where the tokenizer adds it, as llama-bench
+// starts its prompts), set once per run.
+std::vector<int64_t> g_prefix;
+
+// Deterministic prompt tokens spread over the vocabulary, after the special prefix.
 std::vector<int64_t> bench_tokens(int64_t n, int64_t vocab) {
   std::vector<int64_t> ids(n);
   for (int64_t i = 0; i < n; ++i) ids[i] = (i * 7919 + 13) % vocab;
+  for (size_t i = 0; i < g_prefix.size() && static_cast<int64_t>(i) < n; ++i) ids[i] = g_prefix[i];
   return ids;
 }
 
@@ -93,7 +100,7 @@ void register_bench(CLI::App& app) {
                                  "RSS (like llama-bench)");
   static std::string dir, prompts = "128", engine = "runtime", isa = "auto", cache_type = "f32";
   static int64_t gen = 128, reps = 1;
-  static bool json_out = false;
+  static bool json_out = false, no_special = false;
   cmd->add_option("MODEL_DIR", dir, "Model directory (teacher or hybrid)")->required();
   cmd->add_option("--prompt", prompts, "Comma-separated prompt lengths")->capture_default_str();
   cmd->add_option("--gen", gen, "Tokens generated after each prompt (greedy)")->capture_default_str()->check(CLI::NonNegativeNumber);
@@ -105,6 +112,7 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--cache-type", cache_type, "K/V cache element type: f32 or f16 (IEEE half: half the K/V bytes; as llama.cpp's -ctk f16 -ctv f16, its default); runtime)")
       ->capture_default_str();
   cmd->add_flag("--json", json_out, "Print JSON instead of a table");
+  add_no_special_tokens_flag(cmd, no_special);
   cmd->callback([] {
     require_cpu_device("bench");
     const runtime::CacheType kv_type = runtime::parse_cache_type(cache_type);
@@ -133,6 +141,12 @@ void register_bench(CLI::App& app) {
       weights = "F32";
       params = tm->parameter_count();
     }
+    // A directory without tokenizer.json (random-weight benchmark models) has no special tokens to add.
+    if (std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json"))
+      g_prefix = prompt_prefix(Tokenizer::load(dir), !no_special);
+    for (int64_t id : g_prefix)
+      RAD_CHECK(id >= 0 && id < c.n_vocab, "bench: {}/tokenizer.json: special token id {} is outside the model's vocabulary of {}",
+                dir, id, c.n_vocab);
     if (!json_out)
       std::printf("| model | params | weights | engine | kernels | threads | test | t/s | cache bytes | peak RSS MiB |\n"
                   "| --- | ---: | --- | --- | --- | ---: | --- | ---: | ---: | ---: |\n");
@@ -152,7 +166,7 @@ void register_bench(CLI::App& app) {
       const double pp = p / best.pp_s, tg = gen > 0 ? gen / best.tg_s : 0;
       nlohmann::json j = {{"model", dir}, {"params", params}, {"weights", weights}, {"engine", engine},
                           {"kernels", isa_used}, {"cache_type", engine == "runtime" ? cache_type : "f32"}, {"threads", engine == "runtime" ? threads : global_options().threads},
-                          {"n_prompt", p}, {"n_gen", gen}, {"pp_tokens_per_s", pp}, {"pp_seconds", best.pp_s},
+                          {"n_prompt", p}, {"prompt_prefix", g_prefix}, {"n_gen", gen}, {"pp_tokens_per_s", pp}, {"pp_seconds", best.pp_s},
                           {"tg_tokens_per_s", tg}, {"tg_seconds", best.tg_s},
                           {"cache_bytes_allocated", best.cache_allocated}, {"cache_bytes_used", best.cache_used},
                           {"peak_rss_bytes", best.peak_rss}};

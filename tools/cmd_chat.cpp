@@ -22,7 +22,7 @@ void register_chat(CLI::App& app) {
   static int64_t max_new = 128, n_ctx = 0;
   static runtime::SamplingOptions sampling;
   static std::vector<std::string> stops;
-  static bool stats = false;
+  static bool stats = false, no_special = false;
   cmd->add_option("MODEL_DIR", dir, "Model directory (teacher or hybrid) with tokenizer.json")->required();
   cmd->add_option("--max-new-tokens", max_new, "Most tokens per reply")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--ctx", n_ctx, "Context length of the session (default: max_position_embeddings)");
@@ -34,6 +34,7 @@ void register_chat(CLI::App& app) {
   cmd->add_option("--seed", sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--stop", stops, "End a reply once it contains this text (repeatable)");
   cmd->add_flag("--stats", stats, "Print tokens/s and cache bytes after each reply on stderr");
+  add_no_special_tokens_flag(cmd, no_special);
   cmd->callback([] {
     require_cpu_device("chat");
     sampling.validate();
@@ -60,7 +61,8 @@ void register_chat(CLI::App& app) {
       }
       std::vector<int64_t> prompt;
       if (pending >= 0) prompt.push_back(pending);
-      std::vector<int64_t> enc = tok.encode(line + "\n", /*add_special_tokens=*/session.length() == 0 && pending < 0);
+      // The conversation is one prompt: its special tokens (BOS) come once, before the first line.
+      std::vector<int64_t> enc = encode_prompt(tok, line + "\n", !no_special && session.length() == 0 && pending < 0);
       prompt.insert(prompt.end(), enc.begin(), enc.end());
       if (prompt.empty()) continue;
       const int64_t room = session.n_ctx() - session.length() - static_cast<int64_t>(prompt.size());

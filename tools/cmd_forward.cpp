@@ -41,9 +41,11 @@ std::vector<int64_t> parse_token_ids(const std::string& text) {
 void register_forward(CLI::App& app) {
   auto* cmd = app.add_subcommand("forward", "Full forward pass; print the top-5 next tokens as JSON");
   static std::string dir, ids_text, text, dump, dtype = "float32", weights_dtype;
+  static bool no_special = false;
   cmd->add_option("MODEL_DIR", dir, "Hugging Face model directory")->required();
   auto* ids_opt = cmd->add_option("--token-ids", ids_text, "Comma-separated input token ids, e.g. 1,5,9");
   auto* text_opt = cmd->add_option("--text", text, "Input text, tokenized with MODEL_DIR's tokenizer (BOS as its post-processor says)");
+  add_no_special_tokens_flag(cmd, no_special);
   ids_opt->excludes(text_opt);
   cmd->add_option("--dump-logits", dump, "Write float32 logits of every position, shape [T, n_vocab], to this .npy");
   cmd->add_option("--dtype", dtype, "Compute dtype: float32 or bfloat16")->capture_default_str();
@@ -51,7 +53,7 @@ void register_forward(CLI::App& app) {
                   "Dtype the weights are held in, when not --dtype: auto (as stored, memory-mapped), float32 or "
                   "bfloat16; converted to --dtype one layer at a time");
   cmd->callback([ids_opt, text_opt] {
-    std::vector<int64_t> ids = prompt_ids(dir, ids_text, ids_opt, text, text_opt);
+    std::vector<int64_t> ids = prompt_ids(dir, ids_text, ids_opt, text, text_opt, !no_special);
     const at::ScalarType compute = io::parse_dtype(dtype);
     CausalLM model =
         io::load_causal_lm(dir, weights_dtype.empty() ? compute : io::resolve_weights_dtype(weights_dtype, dir));

@@ -18,7 +18,7 @@ void register_generate(CLI::App& app) {
                                  "decoded continuation (--text)");
   static std::string dir, ids_text, text, dtype = "float32", engine = "runtime", cache_type = "f32";
   static int64_t max_new = 32, n_ctx = 0;
-  static bool ignore_eos = false, stats = false;
+  static bool ignore_eos = false, stats = false, no_special = false;
   static runtime::SamplingOptions sampling;
   static std::vector<std::string> stops;
   cmd->add_option("MODEL_DIR", dir, "Hugging Face model directory")->required();
@@ -26,6 +26,7 @@ void register_generate(CLI::App& app) {
   auto* text_opt = cmd->add_option("--text", text,
                                    "Prompt text, tokenized with MODEL_DIR's tokenizer; prints only the decoded continuation");
   ids_opt->excludes(text_opt);
+  add_no_special_tokens_flag(cmd, no_special);
   cmd->add_option("--max-new-tokens", max_new, "Number of tokens to generate")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--engine", engine,
                   "runtime: the libtorch-free engine (weights as stored, float32 compute); torch: the libtorch model "
@@ -49,7 +50,7 @@ void register_generate(CLI::App& app) {
     const runtime::CacheType kv_type = runtime::parse_cache_type(cache_type);
     RAD_CHECK(engine == "runtime" || kv_type == runtime::CacheType::kF32,
               "generate: --cache-type {} needs --engine runtime (the libtorch path keeps its cache in --dtype)", cache_type);
-    std::vector<int64_t> ids = prompt_ids(dir, ids_text, ids_opt, text, text_opt);
+    std::vector<int64_t> ids = prompt_ids(dir, ids_text, ids_opt, text, text_opt, !no_special);
     std::vector<int64_t> tokens;
     std::string stop_reason;
     int64_t cache_bytes = 0;

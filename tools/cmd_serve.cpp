@@ -43,9 +43,12 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--cache-type", cache_type, "K/V cache element type: f32 or f16 (IEEE half: half the K/V bytes; as llama.cpp's -ctk f16 -ctv f16, its default); budget, admission and /metrics count its real bytes)")
       ->capture_default_str();
   cmd->add_option("--max-body", max_body, "Largest request body; larger ones get 413")->capture_default_str();
+  static bool no_special = false;
+  add_no_special_tokens_flag(cmd, no_special);
   cmd->callback([] {
     require_cpu_device("serve");
     o.scheduler.cache_type = runtime::parse_cache_type(cache_type);
+    o.add_special_tokens = !no_special;
     o.scheduler.cache_budget = serve::parse_byte_size(budget);
     o.max_body_bytes = static_cast<size_t>(serve::parse_byte_size(max_body));
     // --threads (global): threads of each session's matmuls; default 1, since sessions interleave.

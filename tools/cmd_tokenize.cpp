@@ -12,15 +12,21 @@
 namespace rad::cli {
 
 std::vector<int64_t> prompt_ids(const std::string& model_dir, const std::string& ids_text, CLI::Option* ids_opt,
-                                const std::string& text, CLI::Option* text_opt) {
+                                const std::string& text, CLI::Option* text_opt, bool add_special_tokens) {
   const bool have_ids = ids_opt->count() > 0, have_text = text_opt->count() > 0;
   RAD_CHECK(have_ids != have_text, "give exactly one of --token-ids and --text");
   if (have_ids) return parse_token_ids(ids_text);
   Tokenizer tok = Tokenizer::load(model_dir);
-  std::vector<int64_t> ids = tok.encode(text, /*add_special_tokens=*/true);
+  std::vector<int64_t> ids = encode_prompt(tok, text, add_special_tokens);
   RAD_CHECK(!ids.empty(), "--text: the text encodes to no tokens");
   log_info("--text: {} tokens", ids.size());
   return ids;
+}
+
+void add_no_special_tokens_flag(CLI::App* cmd, bool& no_special_tokens) {
+  cmd->add_flag("--no-special-tokens", no_special_tokens,
+                "Encode prompt text without the tokenizer's special tokens (by default BOS etc. are added as its "
+                "post-processor, or tokenizer_config.json's add_bos_token, says; as Hugging Face and llama.cpp do)");
 }
 
 void register_tokenize(CLI::App& app) {

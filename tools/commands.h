@@ -46,9 +46,14 @@ GlobalOptions& global_options();
 void require_cpu_device(const std::string& what);
 
 // The prompt of forward/generate: --token-ids as given, or --text encoded with MODEL_DIR's tokenizer
-// with special tokens added as its post-processor says (e.g. BOS). Exactly one must be given.
+// by rad::encode_prompt (special tokens such as BOS added unless add_special_tokens is false).
+// Exactly one must be given.
 std::vector<int64_t> prompt_ids(const std::string& model_dir, const std::string& ids_text, CLI::Option* ids_opt,
-                                const std::string& text, CLI::Option* text_opt);
+                                const std::string& text, CLI::Option* text_opt, bool add_special_tokens = true);
+
+// --no-special-tokens, one name and meaning for forward, generate, chat, bench and serve: prompts
+// are encoded without the tokenizer's special tokens (rad::encode_prompt).
+void add_no_special_tokens_flag(CLI::App* cmd, bool& no_special_tokens);
 
 // "mqar,kv" -> {"mqar", "kv"} (empty items dropped).
 std::vector<std::string> split_comma_list(const std::string& text);

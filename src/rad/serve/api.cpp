@@ -114,7 +114,7 @@ std::vector<int64_t> chat_prompt(const json& req, const ApiContext& ctx) {
   } catch (const Error& e) {
     throw ApiError(400, fmt::format("the chat template cannot format these messages: {}", e.what()), "messages");
   }
-  return ctx.tokenizer.encode(text, /*add_special_tokens=*/false);  // the template adds BOS where it wants it
+  return encode_chat_prompt(ctx.tokenizer, text);  // the template adds BOS where it wants it
 }
 
 // The prompt's tokens; *text: the prompt as sent (a string) or its ids decoded (for echo).
@@ -125,7 +125,7 @@ std::vector<int64_t> completion_prompt(const json& req, const ApiContext& ctx, s
   if (p.is_array() && p.size() == 1 && (p[0].is_string() || p[0].is_array())) p = p[0];  // ["text"] or [[ids]]
   if (p.is_string()) {
     *text = p.get<std::string>();
-    return ctx.tokenizer.encode(*text, /*add_special_tokens=*/true);
+    return encode_prompt(ctx.tokenizer, *text, ctx.add_special_tokens);
   }
   if (p.is_array()) {
     if (!p.empty() && (p[0].is_string() || p[0].is_array()))

@@ -44,6 +44,7 @@ struct ApiContext {
   std::string model_dir;
   int64_t n_vocab = 0;
   int64_t n_ctx = 0;
+  bool add_special_tokens = true;  // string prompts of /v1/completions (rad::encode_prompt)
 };
 
 constexpr int64_t kMaxChoices = 16;  // the largest `n`

@@ -92,7 +92,8 @@ struct Server::Impl {
   uint64_t id_salt = 0;
 
   ApiContext api_context() const {
-    return ApiContext{*tokenizer, chat_template, o.model_dir, model->config().n_vocab, scheduler->n_ctx()};
+    return ApiContext{*tokenizer, chat_template, o.model_dir, model->config().n_vocab, scheduler->n_ctx(),
+                      o.add_special_tokens};
   }
 
   static void send_error(httplib::Response& res, int status, const std::string& message, const std::string& type = "",

@@ -27,6 +27,7 @@ struct ServerOptions {
   SchedulerOptions scheduler;
   size_t max_body_bytes = size_t{8} << 20;  // larger request bodies get 413
   int io_timeout_s = 30;                    // socket read/write timeout (a client that stops reading)
+  bool add_special_tokens = true;           // on /v1/completions' string prompts (--no-special-tokens)
 };
 
 class Server {

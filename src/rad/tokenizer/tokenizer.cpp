@@ -1,11 +1,13 @@
 #include "rad/tokenizer/tokenizer.h"
 
 #include <nlohmann/json.hpp>
+#include <algorithm>
 #include <sys/stat.h>
 #include <unordered_map>
 
 #include "rad/core/atomic_file.h"
 #include "rad/core/error.h"
+#include "rad/core/log.h"
 #include "rad/tokenizer/added_tokens.h"
 #include "rad/tokenizer/bpe_model.h"
 #include "rad/tokenizer/decoders.h"
@@ -27,6 +29,8 @@ struct Tokenizer::Impl {
   std::unordered_map<int64_t, size_t> added_by_id;
   AddedTokenMatcher raw_matcher, normalized_matcher;
   std::optional<int64_t> bos, eos;
+  // What encode(..., true) adds around the text (see special_prefix()).
+  std::vector<int64_t> prefix, suffix;
 
   void encode_section(std::string_view text, bool at_text_start, std::vector<int64_t>& out) const;
 };
@@ -40,6 +44,14 @@ std::optional<std::string> config_token(const nlohmann::json& config, const char
   if (v.is_string()) return v.get<std::string>();
   if (v.is_object() && v.contains("content") && v.at("content").is_string()) return v.at("content").get<std::string>();
   return std::nullopt;
+}
+
+// tokenizer_config.json's add_bos_token / add_eos_token: absent or null -> nullopt.
+std::optional<bool> config_flag(const nlohmann::json& config, const char* key) {
+  if (!config.is_object() || !config.contains(key) || config.at(key).is_null()) return std::nullopt;
+  RAD_CHECK(config.at(key).is_boolean(), "tokenizer_config.json: \"{}\" must be true or false, got {}", key,
+            config.at(key).dump().substr(0, 100));
+  return config.at(key).get<bool>();
 }
 
 bool file_exists(const std::string& path) {
@@ -132,6 +144,43 @@ Tokenizer Tokenizer::from_json_checked(const nlohmann::json& tokenizer, const nl
   t.impl_ = impl;
   if (auto bos = config_token(config, "bos_token")) impl->bos = t.token_to_id(*bos);
   if (auto eos = config_token(config, "eos_token")) impl->eos = t.token_to_id(*eos);
+
+  // The post-processor's special tokens for one sequence, found by running it on a placeholder:
+  // every supported kind (TemplateProcessing, Bert/Roberta, ByteLevel, Sequence) writes
+  // prefix + sequence + suffix.
+  if (impl->post_processor) {
+    constexpr int64_t kPlaceholder = -1;
+    std::vector<int64_t> probe{kPlaceholder};
+    impl->post_processor->process(probe);
+    auto at = std::find(probe.begin(), probe.end(), kPlaceholder);
+    RAD_CHECK(at != probe.end() && std::count(probe.begin(), probe.end(), kPlaceholder) == 1,
+              "tokenizer.json: the post_processor's single template must hold the sequence ($A) exactly once");
+    impl->prefix.assign(probe.begin(), at);
+    impl->suffix.assign(at + 1, probe.end());
+  }
+  // tokenizer_config.json's add_bos_token / add_eos_token, when given, decide: llama.cpp's converter
+  // (gguf-py SpecialVocab) lets them override what it reads from the post-processor, and
+  // transformers' LlamaTokenizerFast rebuilds its post-processor from them. Tokenizers that carry
+  // both agree (every fixture here); one that says add_bos_token: true with a ByteLevel-only
+  // post-processor gets BOS, as llama.cpp's GGUF of it would.
+  if (auto add = config_flag(config, "add_bos_token")) {
+    const bool has = !impl->prefix.empty() && impl->bos && impl->prefix.front() == *impl->bos;
+    if (*add && !has) {
+      RAD_CHECK(impl->bos.has_value(), "tokenizer_config.json: add_bos_token is true but bos_token is missing or not a token");
+      impl->prefix.insert(impl->prefix.begin(), *impl->bos);
+    } else if (!*add && has) {
+      impl->prefix.erase(impl->prefix.begin());
+    }
+  }
+  if (auto add = config_flag(config, "add_eos_token")) {
+    const bool has = !impl->suffix.empty() && impl->eos && impl->suffix.back() == *impl->eos;
+    if (*add && !has) {
+      RAD_CHECK(impl->eos.has_value(), "tokenizer_config.json: add_eos_token is true but eos_token is missing or not a token");
+      impl->suffix.push_back(*impl->eos);
+    } else if (!*add && has) {
+      impl->suffix.pop_back();
+    }
+  }
   return t;
 }
 
@@ -165,7 +214,10 @@ std::vector<int64_t> Tokenizer::encode(std::string_view input, bool add_special_
       m.encode_section(std::string_view(section).substr(nb, ne - nb), at_start && nb == 0, ids);
     });
   });
-  if (add_special_tokens && m.post_processor) m.post_processor->process(ids);
+  if (add_special_tokens && !(m.prefix.empty() && m.suffix.empty())) {
+    ids.insert(ids.begin(), m.prefix.begin(), m.prefix.end());
+    ids.insert(ids.end(), m.suffix.begin(), m.suffix.end());
+  }
   return ids;
 }
 
@@ -218,6 +270,27 @@ std::optional<std::string> Tokenizer::id_to_token(int64_t id) const {
 
 std::optional<int64_t> Tokenizer::bos_id() const { return impl_->bos; }
 std::optional<int64_t> Tokenizer::eos_id() const { return impl_->eos; }
-bool Tokenizer::has_post_processor() const { return impl_->post_processor != nullptr; }
+bool Tokenizer::has_post_processor() const { return !impl_->prefix.empty() || !impl_->suffix.empty(); }
+const std::vector<int64_t>& Tokenizer::special_prefix() const { return impl_->prefix; }
+const std::vector<int64_t>& Tokenizer::special_suffix() const { return impl_->suffix; }
+
+std::vector<int64_t> encode_prompt(const Tokenizer& tokenizer, std::string_view text, bool add_special_tokens) {
+  std::vector<int64_t> ids = tokenizer.encode(text, add_special_tokens);
+  const auto& prefix = tokenizer.special_prefix();
+  if (add_special_tokens && !prefix.empty() && ids.size() >= 2 * prefix.size() &&
+      std::equal(prefix.begin(), prefix.end(), ids.begin() + static_cast<std::ptrdiff_t>(prefix.size())))
+    log_warn("the prompt starts with the special token(s) the tokenizer adds ({}), so they appear twice; pass "
+             "--no-special-tokens if the text already has them",
+             tokenizer.id_to_token(prefix.front()).value_or("?"));
+  return ids;
+}
+
+std::vector<int64_t> encode_chat_prompt(const Tokenizer& tokenizer, std::string_view rendered) {
+  return tokenizer.encode(rendered, /*add_special_tokens=*/false);
+}
+
+std::vector<int64_t> prompt_prefix(const Tokenizer& tokenizer, bool add_special_tokens) {
+  return add_special_tokens ? tokenizer.special_prefix() : std::vector<int64_t>{};
+}
 
 }  // namespace rad

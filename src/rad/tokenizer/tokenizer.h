@@ -24,6 +24,7 @@ class Tokenizer {
   // From parsed files; `config` may be null.
   static Tokenizer from_json(const nlohmann::json& tokenizer, const nlohmann::json& config);
 
+  // add_special_tokens: put special_prefix() before and special_suffix() after the text.
   std::vector<int64_t> encode(std::string_view text, bool add_special_tokens) const;
   // Invalid ids are an error; the text is valid UTF-8 (lossy where the tokens are).
   std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const;
@@ -36,11 +37,33 @@ class Tokenizer {
   std::optional<int64_t> eos_id() const;
   // Whether encode(..., true) adds anything (a post-processor with special tokens).
   bool has_post_processor() const;
+  // The special tokens encode(..., true) puts before / after a text (BOS, EOS): the
+  // post-processor's, with tokenizer_config.json's add_bos_token / add_eos_token, when given,
+  // deciding whether BOS leads / EOS ends them.
+  const std::vector<int64_t>& special_prefix() const;
+  const std::vector<int64_t>& special_suffix() const;
 
  private:
   static Tokenizer from_json_checked(const nlohmann::json& tokenizer, const nlohmann::json& config);
   struct Impl;
   std::shared_ptr<const Impl> impl_;
 };
+
+// The one rule for prompts that every command follows (generate/forward --text, chat, bench,
+// serve's /v1/completions): a prompt gets the tokenizer's special tokens (BOS for Llama-style
+// tokenizers) as Hugging Face's tokenizer(text) and llama.cpp's llama_tokenize(add_special=true)
+// add them, unless the user turns them off (the commands' --no-special-tokens). A text that already
+// starts with the BOS token still gets another one, as both of them do; a warning says so.
+std::vector<int64_t> encode_prompt(const Tokenizer& tokenizer, std::string_view text, bool add_special_tokens);
+
+// Text rendered by a chat template: encoded without special tokens. The template writes BOS
+// itself where the model wants it ({{ bos_token }} in Llama-3's), and Hugging Face's
+// apply_chat_template(tokenize=True) encodes with add_special_tokens=False for that reason, so the
+// chat path never adds a second BOS (and does not strip the template's either).
+std::vector<int64_t> encode_chat_prompt(const Tokenizer& tokenizer, std::string_view rendered);
+
+// Special tokens a synthetic prompt (bench) starts with: special_prefix() or nothing, as
+// llama-bench puts BOS first when the vocabulary adds it.
+std::vector<int64_t> prompt_prefix(const Tokenizer& tokenizer, bool add_special_tokens);
 
 }  // namespace rad
