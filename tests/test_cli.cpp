@@ -256,6 +256,14 @@ TEST(CliRun, PipelineReportResumeAndSigkill) {
   EXPECT_TRUE(sufficiency["probe"].contains("accuracy"));
   auto bank = nlohmann::json::parse(slurp_file(dir.file("a/bank/bank.json")));
   EXPECT_EQ(bank["heads"].size(), 8u);
+  // Proxy students are cached per kept set and only for the proxy that made them: `select` into the
+  // same folder with another proxy budget is refused, naming the cache's settings file.
+  EXPECT_TRUE(std::filesystem::exists(dir.file("a/select/proxy/settings.json")));
+  CliResult other_proxy = run_cli("select " + dir.file("teacher") + " --bank " + dir.file("a/bank") + " --heads " +
+                                  dir.file("a/heads") + " --out " + dir.file("a/select") +
+                                  " --examples 4 --max-heads 2 --proxy-kd-steps 3 --corpus " + dir.file("corpus.txt"));
+  EXPECT_NE(other_proxy.exit_code, 0);
+  EXPECT_NE(other_proxy.err.find("proxy/settings.json"), std::string::npos) << other_proxy.err;
   EXPECT_NE(slurp_file(dir.file("a/init/hybrid/README.md")).find("head bank"), std::string::npos);
   for (const char* f : {"report.md", "memory.svg", "accuracy_vs_heads.svg", "heads/heads.svg", "eval/eval.json",
                         "select/sufficiency.svg", "select/plan.json"})

@@ -165,6 +165,24 @@ void register_select(CLI::App& app) {
         student->eval();
         return probe_score(student, examples_enc, batch);
       };
+      // The cache is only valid for the proxy it was made with: a re-run with other proxy settings
+      // into the same --out must not reload students distilled differently.
+      const json proxy_settings = {{"bank", fs::absolute(bank_dir).lexically_normal().string()},
+                                   {"kd_steps", proxy.kd.steps}, {"kd_lr", proxy.kd.lr}, {"batch", proxy.batch},
+                                   {"seq", proxy.seq}, {"task_share", proxy.mix.task_share},
+                                   {"tasks", tasks_list}, {"seed", proxy.seed},
+                                   {"corpus", fs::absolute(corpus_path).lexically_normal().string()}};
+      const fs::path settings_file = fs::path(out) / "proxy" / "settings.json";
+      if (fs::exists(settings_file)) {
+        json cached = json::parse(read_text_file(settings_file.string()), nullptr, false);
+        RAD_CHECK(cached == proxy_settings,
+                  "{}: the proxy students in this folder were made with other settings ({}), not {}; use another "
+                  "--out or remove {}",
+                  settings_file.string(), cached.dump(), proxy_settings.dump(), (fs::path(out) / "proxy").string());
+      } else {
+        ensure_directory((fs::path(out) / "proxy").string());
+        write_text_atomic(settings_file.string(), proxy_settings.dump(2) + "\n");
+      }
       const std::string what = fmt::format("distilled {} KD steps of {} x {} tokens", proxy.kd.steps, proxy.batch,
                                            proxy.seq);
       if (o.strategy == "ranking") {
