@@ -3,7 +3,9 @@
 
 #include <fstream>
 
+#include "rad/io/mapped_file.h"
 #include "rad/io/safetensors.h"
+#include "rad/runtime/tensor_store.h"
 #include "test_util.h"
 
 namespace rad::test {
@@ -175,6 +177,76 @@ TEST(Safetensors, UnalignedDataIsCopiedNotMisread) {
   at::Tensor t = file->tensor("w");
   EXPECT_FLOAT_EQ(t[0].item<float>(), 1.5f);
   EXPECT_FLOAT_EQ(t[1].item<float>(), -2.25f);
+}
+
+// One parser (issue 32): the libtorch reader and the runtime's TensorStore refuse the same malformed
+// files with the same message, naming the file, the tensor and the field.
+TEST(Safetensors, TheRuntimeStoreSharesTheOneParser) {
+  TempDir dir;
+  struct Case {
+    std::string header;
+    size_t data;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {R"({"w": {"dtype": "F128", "shape": [1], "data_offsets": [0, 16]}})", 16, "tensor \"w\": unsupported dtype \"F128\""},
+      {R"({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})", 4, "tensor \"w\": shape entries must be non-negative"},
+      {R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}})", 8, "tensor \"w\": 4 bytes in data_offsets but dtype F32"},
+      {R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", 4, "tensor \"w\": data_offsets [0, 8] extend past"},
+      {R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4], "extra": 1}})", 4, "tensor \"w\": unknown field \"extra\""},
+      // Overlapping ranges: the runtime's former parser let these alias each other.
+      {R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})",
+       12, "tensors \"a\" and \"b\" overlap"},
+      {R"({"w": {"dtype": "F32", "shape": [1]}})", 4, "tensor \"w\": \"data_offsets\" must be an array"},
+      {"[1, 2]", 0, "safetensors header must be a JSON object"},
+  };
+  for (const auto& c : cases) {
+    std::string path = write_raw(dir, c.header, c.data);
+    EXPECT_RAD_ERROR(io::SafetensorsFile::open(path), path + ": " + c.message);
+    EXPECT_RAD_ERROR(runtime::TensorStore::open_file(path), path + ": " + c.message);
+  }
+  std::string path = write_raw(dir, "{}", 0, 1000);
+  EXPECT_RAD_ERROR(runtime::TensorStore::open_file(path), "exceeds the file size");
+  std::ofstream(dir.file("small.safetensors")) << "abc";
+  EXPECT_RAD_ERROR(runtime::TensorStore::open_file(dir.file("small.safetensors")), "small.safetensors: file is 3 bytes, too small");
+}
+
+// Dtypes the format defines but a reader cannot compute with: the runtime keeps them (refused when
+// a tensor is fetched, naming it), the libtorch reader refuses them at open, naming the tensor.
+TEST(Safetensors, DtypesBeyondAReadersReachAreNamed) {
+  TempDir dir;
+  std::string path = write_raw(
+      dir, R"({"scale": {"dtype": "F8_E4M3", "shape": [4], "data_offsets": [0, 4]}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})",
+      8);
+  auto store = runtime::TensorStore::open_file(path);
+  runtime::DType dtype;
+  EXPECT_EQ(store->get("w", {1}, &dtype).bytes, 4u);
+  EXPECT_EQ(dtype, runtime::DType::kF32);
+  EXPECT_RAD_ERROR(store->get("scale", {4}, &dtype), "\"scale\" has dtype F8_E4M3");
+  ASSERT_NE(store->find("scale"), nullptr);
+  EXPECT_EQ(store->find("scale")->bytes, 4u);
+  EXPECT_EQ(store->find("missing"), nullptr);
+  EXPECT_RAD_ERROR(io::SafetensorsFile::open(path), "tensor \"scale\": unsupported dtype \"F8_E4M3\"");
+}
+
+// The one mmap helper: the errors name the file; an empty file maps to nothing instead of failing in mmap.
+TEST(Safetensors, MappedFileNamesTheFile) {
+  TempDir dir;
+  EXPECT_RAD_ERROR(io::MappedFile::open(dir.file("none.bin")), "none.bin: cannot open");
+  EXPECT_RAD_ERROR(io::MappedFile::open(dir.path()), ": not a regular file");
+  std::ofstream(dir.file("empty.bin")).close();
+  auto empty = io::MappedFile::open(dir.file("empty.bin"));
+  EXPECT_EQ(empty->size(), 0u);
+  EXPECT_EQ(empty->data(), nullptr);
+  std::ofstream(dir.file("four.bin")) << "abcd";
+  auto four = io::MappedFile::open(dir.file("four.bin"), /*writable=*/true);
+  ASSERT_EQ(four->size(), 4u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(four->data()), 4), "abcd");
+  four->mutable_data()[0] = 'X';  // private copy-on-write: the file keeps its bytes
+  auto again = io::MappedFile::open(dir.file("four.bin"));
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(again->data()), 4), "abcd");
+  EXPECT_EQ(again->mutable_data(), nullptr) << "a read-only mapping hands out no writable pointer";
+  EXPECT_RAD_ERROR(runtime::TensorStore::open_file(dir.file("empty.bin")), "empty.bin: file is 0 bytes, too small");
 }
 
 }  // namespace

@@ -1,10 +1,5 @@
 #include "rad/io/gguf.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -277,33 +272,13 @@ std::vector<int64_t> GgufTensorInfo::shape() const {
 // Reader
 
 std::shared_ptr<GgufFile> GgufFile::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  RAD_CHECK(fd >= 0, "{}: cannot open: {}", path, std::strerror(errno));
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    int e = errno;
-    ::close(fd);
-    fail("{}: cannot stat: {}", path, std::strerror(e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail("{}: not a regular file", path);
-  }
-  size_t size = static_cast<size_t>(st.st_size);
-  if (size < 24) {
-    ::close(fd);
-    fail("{}: not a GGUF file: {} bytes, the header alone needs 24", path, size);
-  }
-  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  int e = errno;
-  ::close(fd);
-  RAD_CHECK(map != MAP_FAILED, "{}: cannot memory-map: {}", path, std::strerror(e));
+  std::unique_ptr<MappedFile> map = MappedFile::open(path);
+  if (map->size() < 24) fail("{}: not a GGUF file: {} bytes, the header alone needs 24", path, map->size());
   std::shared_ptr<GgufFile> f(new GgufFile());
   f->path_ = path;
-  f->map_ = map;
-  f->map_size_ = size;
-  f->bytes_ = static_cast<const uint8_t*>(map);
-  f->size_ = size;
+  f->bytes_ = map->data();
+  f->size_ = map->size();
+  f->map_ = std::move(map);
   f->parse_all();
   return f;
 }
@@ -317,9 +292,7 @@ std::shared_ptr<GgufFile> GgufFile::parse(const std::string& path, const uint8_t
   return f;
 }
 
-GgufFile::~GgufFile() {
-  if (map_ != nullptr) ::munmap(map_, map_size_);
-}
+GgufFile::~GgufFile() = default;
 
 void GgufFile::parse_all() {
   const std::string& path = path_;

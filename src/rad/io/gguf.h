@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "rad/io/mapped_file.h"
+
 namespace rad::io {
 
 // Metadata value types (numbering fixed by the format).
@@ -157,8 +159,7 @@ class GgufFile {
   GgufFile() = default;
   void parse_all();
   std::string path_;
-  void* map_ = nullptr;
-  size_t map_size_ = 0;
+  std::unique_ptr<MappedFile> map_;  // null for parse() of caller-owned bytes
   const uint8_t* bytes_ = nullptr;
   size_t size_ = 0;
   const uint8_t* data_ = nullptr;  // start of the data section

@@ -1,13 +1,9 @@
-// Reader and writer for the safetensors format (Hugging Face).
+// Reader and writer for the safetensors format (Hugging Face) with libtorch tensors.
 //
-// Layout: 8-byte little-endian header length N, N bytes of JSON header
-// {"__metadata__": {str: str}, name: {"dtype", "shape", "data_offsets": [begin, end]}}, then the
-// data buffer; offsets are relative to the start of the data buffer.
-//
-// The reader treats the file as hostile: it checks the header length against the file size, the
-// JSON's validity and types, dtype names, shape x dtype size against the byte range (with overflow
-// checks), that every range lies inside the data buffer, and that no two ranges overlap. Any
-// violation throws rad::Error naming the file and tensor. Data is memory-mapped, not copied.
+// The layout is parsed and validated by the torch-free parser in rad/io/safetensors_header.h (the
+// one the runtime's TensorStore uses too, and the fuzzed one); this reader adds the dtypes ATen can
+// hold: a tensor of another dtype the format defines (U16, U32, U64, F8_*) is refused at open,
+// naming the tensor. Data is memory-mapped (rad/io/mapped_file.h), not copied.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -19,18 +15,10 @@
 #include <utility>
 #include <vector>
 
+#include "rad/io/mapped_file.h"
+#include "rad/io/safetensors_header.h"
+
 namespace rad::io {
-
-struct SafetensorsEntry {
-  std::string name;
-  std::string dtype;             // as in the file: "F32", "BF16", ...
-  std::vector<int64_t> shape;
-  uint64_t begin = 0;            // byte offsets into the data buffer
-  uint64_t end = 0;
-};
-
-// Maximum header size we accept (the format's reference implementation uses 100 MB).
-constexpr uint64_t kMaxSafetensorsHeaderBytes = 100ull * 1024 * 1024;
 
 class SafetensorsFile {
  public:
@@ -54,8 +42,7 @@ class SafetensorsFile {
  private:
   SafetensorsFile() = default;
   std::string path_;
-  void* map_ = nullptr;
-  size_t map_size_ = 0;
+  std::unique_ptr<MappedFile> map_;
   const uint8_t* data_ = nullptr;  // start of the data buffer
   uint64_t data_size_ = 0;
   std::vector<SafetensorsEntry> entries_;
@@ -64,12 +51,6 @@ class SafetensorsFile {
   std::weak_ptr<SafetensorsFile> self_;
 };
 
-// Parses and validates a header given as raw bytes (exposed for tests and fuzzing).
-// `data_size` is the size of the data buffer that follows the header.
-void parse_safetensors_header(const std::string& path, const char* header, size_t header_size,
-                              uint64_t data_size, std::vector<SafetensorsEntry>* entries,
-                              std::map<std::string, std::string>* metadata);
-
 // Writes tensors (CPU; any layout, written contiguous) atomically to `path`, in name order.
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
@@ -77,6 +58,6 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
 // dtype name <-> ATen scalar type. Throws for names we do not support.
 at::ScalarType safetensors_dtype_to_scalar(const std::string& dtype, const std::string& context);
 std::string scalar_to_safetensors_dtype(at::ScalarType type);
-size_t safetensors_dtype_size(const std::string& dtype);  // 0 when unknown
+size_t safetensors_dtype_size(const std::string& dtype);  // 0 when ATen cannot hold it
 
 }  // namespace rad::io

@@ -2,10 +2,11 @@
 // memory-mapped read-only and tensors are views into the mapping (no copy). Handles a single
 // model.safetensors or shards listed in model.safetensors.index.json.
 //
-// The files are treated as hostile, as in rad/io/safetensors: header length against file size,
-// JSON types, shape x dtype size against the byte range (overflow-checked), ranges inside the data
-// buffer. Dtypes the runtime cannot compute with are recorded and refused only when a tensor is
-// used, so the error names the tensor, its file and its dtype.
+// The files are treated as hostile and parsed by the one fuzzed safetensors parser
+// (rad/io/safetensors_header.h, torch-free, shared with the libtorch reader): header length against
+// file size, JSON types, shape x dtype size against the byte range (overflow-checked), ranges inside
+// the data buffer and not overlapping. Dtypes the runtime cannot compute with are recorded and
+// refused only when a tensor is used, so the error names the tensor, its file and its dtype.
 #pragma once
 
 #include <cstddef>
@@ -15,6 +16,10 @@
 #include <set>
 #include <string>
 #include <vector>
+
+namespace rad::io {
+class MappedFile;
+}
 
 namespace rad::runtime {
 
@@ -32,8 +37,6 @@ struct TensorView {
   int64_t numel() const;
 };
 
-class MappedFile;
-
 class TensorStore {
  public:
   // Opens MODEL_DIR/model.safetensors, or the shards of MODEL_DIR/model.safetensors.index.json.
@@ -43,6 +46,12 @@ class TensorStore {
   ~TensorStore();
 
   bool contains(const std::string& name) const { return tensors_.count(name) > 0; }
+  // The entry as parsed, without the shape/dtype checks of get() and without marking it used;
+  // null when absent (for tools and the fuzz target, which do not know the shapes beforehand).
+  const TensorView* find(const std::string& name) const {
+    auto it = tensors_.find(name);
+    return it == tensors_.end() ? nullptr : &it->second;
+  }
   // The tensor, checked to have `shape` and a dtype the runtime supports; marks it used.
   // Throws rad::Error naming the tensor and file otherwise.
   const TensorView& get(const std::string& name, const std::vector<int64_t>& shape, DType* dtype);
@@ -55,7 +64,7 @@ class TensorStore {
   TensorStore() = default;
   void add_file(const std::string& path, const std::set<std::string>* only);
   std::string where_;
-  std::vector<std::unique_ptr<MappedFile>> files_;
+  std::vector<std::unique_ptr<io::MappedFile>> files_;
   std::map<std::string, TensorView> tensors_;
   std::set<std::string> used_;
 };

@@ -20,6 +20,7 @@
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/core/progress.h"
+#include "rad/io/mapped_file.h"
 
 namespace rad {
 namespace fs = std::filesystem;
@@ -604,16 +605,13 @@ TokenCorpus load_token_dir(const std::string& dir, const std::string& tokenizer_
     const int64_t tokens = s.at("tokens").get<int64_t>();
     const int64_t size = size_of(path);
     const NpyShard shard = check_shard(path, bytes, tokens, size);
-    const int fd = ::open(path.c_str(), O_RDONLY);
-    RAD_CHECK(fd >= 0, "cannot open {}: {}", path, std::strerror(errno));
-    void* base = ::mmap(nullptr, static_cast<size_t>(size), PROT_READ, MAP_SHARED, fd, 0);
-    const int err = errno;
-    ::close(fd);
-    RAD_CHECK(base != MAP_FAILED, "cannot memory-map {}: {}", path, std::strerror(err));
-    ::madvise(base, static_cast<size_t>(size), MADV_RANDOM);  // windows are sampled anywhere
-    std::shared_ptr<const void> owner(base, [size](const void* p) { ::munmap(const_cast<void*>(p), size); });
-    TokenSeq::Piece piece{static_cast<const char*>(base) + shard.data_offset, static_cast<size_t>(tokens), bytes,
-                          owner};
+    std::shared_ptr<const io::MappedFile> map = io::MappedFile::open(path);
+    RAD_CHECK(static_cast<int64_t>(map->size()) == size, "{}: changed size while being opened", path);
+    // Windows are sampled anywhere: no read-ahead.
+    ::madvise(const_cast<uint8_t*>(map->data()), map->size(), MADV_RANDOM);
+    std::shared_ptr<const void> owner(map, map->data());  // the piece keeps the mapping alive
+    TokenSeq::Piece piece{reinterpret_cast<const char*>(map->data()) + shard.data_offset, static_cast<size_t>(tokens),
+                          bytes, owner};
     const bool is_train = s.at("split") == "train";
     counts[is_train ? 0 : 1] += tokens;
     (is_train ? train : heldout).push_back(std::move(piece));
