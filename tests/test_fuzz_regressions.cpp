@@ -21,6 +21,8 @@ int (*entry_point(const std::string& name))(const uint8_t*, size_t) {
   if (name == "user_tasks") return rad::fuzz::user_tasks;
   if (name == "tokenizer_encode") return rad::fuzz::tokenizer_encode;
   if (name == "gguf") return rad::fuzz::gguf;
+  if (name == "tensor_store") return rad::fuzz::tensor_store;
+  if (name == "chat_template") return rad::fuzz::chat_template;
   return nullptr;
 }
 

@@ -1,11 +1,10 @@
-// The fuzzed code paths, shared by the libFuzzer targets (fuzz_main.cpp) and the regression test
-// that replays tests/fuzz/regressions/ in the normal suite. Each returns normally on any input;
-// a crash, sanitizer report or abort is a finding.
+// The fuzzed code paths that need libtorch, shared by the libFuzzer targets (fuzz_main.cpp) and the
+// regression test that replays tests/fuzz/regressions/ in the normal suite. Each returns normally on
+// any input; a crash, sanitizer report or abort is a finding. The torch-free ones (what the runtime
+// and serve load) are in entry_points_runtime.cpp.
 #include "rad/core/error.h"
 #include "rad/eval/user_tasks.h"
 #include "rad/heads/head_plan.h"
-#include "rad/io/gguf.h"
-#include "rad/io/gguf_dequant.h"
 #include "rad/io/hf_config.h"
 #include "rad/io/safetensors.h"
 #include "rad/tokenizer/tokenizer.h"
@@ -44,17 +43,14 @@ bool valid_utf8(const std::string& s) {
   }
   return true;
 }
+
 }  // namespace
 
 namespace rad::fuzz {
 
 int safetensors(const uint8_t* data, size_t size) {
-  // The reader memory-maps files, so the input goes through a real file.
   static const std::string path = "/tmp/rad-fuzz-safetensors-" + std::to_string(::getpid());
-  FILE* f = std::fopen(path.c_str(), "wb");
-  if (f == nullptr) return 0;
-  std::fwrite(data, 1, size, f);
-  std::fclose(f);
+  if (!write_input(path, data, size)) return 0;
   try {
     auto file = rad::io::SafetensorsFile::open(path);
     for (const auto& e : file->entries()) {
@@ -120,22 +116,6 @@ int user_tasks(const uint8_t* data, size_t size) {
   try {
     auto tasks = rad::parse_user_tasks(std::string(reinterpret_cast<const char*>(data), size), "fuzz.jsonl");
     for (const auto& t : tasks) (void)(t.context.size() + t.prompt.size() + t.answer.size() + t.choices.size());
-  } catch (const rad::Error&) {
-  }
-  return 0;
-}
-
-int gguf(const uint8_t* data, size_t size) {
-  try {
-    auto file = rad::io::GgufFile::parse("fuzz.gguf", data, size);
-    for (const auto& key : file->keys()) (void)file->find(key)->size();
-    for (const auto& t : file->tensors()) {
-      if (!rad::io::ggml_can_dequantize(t.type)) continue;
-      // The reader bounds n_elems by the bytes present (at most 2 values per byte, Q4_0), so this
-      // allocation is at most a few times the input.
-      std::vector<float> out(t.n_elems);
-      rad::io::dequantize(t.type, file->tensor_data(t), t.n_elems, out.data());
-    }
   } catch (const rad::Error&) {
   }
   return 0;

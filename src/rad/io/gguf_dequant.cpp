@@ -151,6 +151,9 @@ void dequantize(GgmlType type, const uint8_t* src, uint64_t n, float* dst) {
   RAD_CHECK(n % info->block_elems == 0, "dequantize {}: {} values is not a whole number of {}-value blocks", info->name,
             n, info->block_elems);
   const uint64_t blocks = n / info->block_elems;
+  // An empty tensor: nothing to write, and `dst` may then be null (an empty vector's data()), which
+  // memcpy must not be given even for 0 bytes (UBSan, fuzz target gguf).
+  if (n == 0) return;
   switch (type) {
     case GgmlType::kF32:
       std::memcpy(dst, src, n * 4);
