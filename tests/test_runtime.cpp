@@ -110,6 +110,58 @@ TEST(RuntimeKernels, MatmulMatchesADoubleReferenceForEveryDtypeAndIsa) {
   }
 }
 
+// The decode path (T = 1: 8-row passes that prefetch the next 8 rows, 1-row tail) and the prefill
+// tiles (2 rows x 4 tokens, with row and token tails) on shapes that reach every branch: rows past
+// two 8-row passes and not a multiple of 8 or 4, columns below, at and past a cache line of each
+// dtype and not a multiple of 8. Each against a double reference; and every (row, token) must get
+// the same bits whichever path, row range or token count computed it, which batched decode in
+// serve relies on (a sequence's text must not depend on its neighbours).
+TEST(RuntimeKernels, DecodeAndPrefillTilesAgreeBitwiseAndMatchADoubleReference) {
+  IsaGuard guard;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0, 1);
+  const int64_t T = 7;  // a 4-token tile and a 3-token tail
+  for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{43, 37}, {35, 70}, {19, 8}, {26, 5}, {17, 135}}) {
+    std::vector<float> w(rows * cols), x(T * cols), bias(rows);
+    for (auto& v : w) v = nd(rng);
+    for (auto& v : x) v = nd(rng);
+    for (auto& v : bias) v = nd(rng);
+    at::Tensor wt = at::from_blob(w.data(), {rows, cols}, at::kFloat);
+    for (runtime::DType dt : {runtime::DType::kF32, runtime::DType::kBF16, runtime::DType::kF16}) {
+      at::Tensor stored =
+          wt.to(dt == runtime::DType::kF32 ? at::kFloat : dt == runtime::DType::kBF16 ? at::kBFloat16 : at::kHalf).contiguous();
+      // One byte off alignment, as tensors inside a memory-mapped safetensors file may be.
+      const size_t nbytes = stored.numel() * stored.element_size();
+      std::vector<uint8_t> unaligned(nbytes + 1);
+      std::memcpy(unaligned.data() + 1, stored.data_ptr(), nbytes);
+      runtime::Mat m{unaligned.data() + 1, dt, rows, cols};
+      at::Tensor ref = at::matmul(at::from_blob(x.data(), {T, cols}, at::kFloat).to(at::kDouble), stored.to(at::kDouble).t()) +
+                       at::from_blob(bias.data(), {rows}, at::kFloat).to(at::kDouble);
+      for (Isa isa : isas()) {
+        runtime::set_isa(isa);
+        const std::string what = std::string(runtime::dtype_name(dt)) + " " + runtime::isa_name(isa) + " " +
+                                 std::to_string(rows) + "x" + std::to_string(cols);
+        std::vector<float> prefill(T * rows);
+        runtime::matmul(m, bias.data(), x.data(), cols, T, prefill.data(), rows, 0, rows, false);
+        EXPECT_LT(max_abs_diff(prefill, ref), 1e-4) << what;
+        for (int64_t t = 0; t < T; ++t) {
+          std::vector<float> decode(rows), split(rows);
+          runtime::matmul(m, bias.data(), x.data() + t * cols, cols, 1, decode.data(), rows, 0, rows, false);
+          // rows in two ranges, as two threads' blocks: a pass ends at 17, the next starts there
+          runtime::matmul(m, bias.data(), x.data() + t * cols, cols, 1, split.data(), rows, 0, 17, false);
+          runtime::matmul(m, bias.data(), x.data() + t * cols, cols, 1, split.data(), rows, 17, rows, false);
+          EXPECT_EQ(std::memcmp(decode.data(), prefill.data() + t * rows, rows * sizeof(float)), 0) << what << " token " << t;
+          EXPECT_EQ(std::memcmp(split.data(), decode.data(), rows * sizeof(float)), 0) << what << " token " << t;
+        }
+        // A 2-token prefill (the token tail alone) gives the same bits too.
+        std::vector<float> two(2 * rows);
+        runtime::matmul(m, bias.data(), x.data() + 5 * cols, cols, 2, two.data(), rows, 0, rows, false);
+        EXPECT_EQ(std::memcmp(two.data(), prefill.data() + 5 * rows, 2 * rows * sizeof(float)), 0) << what;
+      }
+    }
+  }
+}
+
 TEST(RuntimeKernels, SsmStepMatchesTheRecurrenceByHand) {
   IsaGuard guard;
   for (Isa isa : isas()) {

@@ -246,17 +246,21 @@ struct MatJob {
 };
 
 // All jobs share the input x [T, ldx]; their rows are cut into blocks that the pool's threads
-// take in turn (a thread the OS has descheduled does not hold up the others).
-constexpr int64_t kRowBlock = 16;
+// take in turn (a thread the OS has descheduled does not hold up the others). Decode (T = 1) takes
+// 64 rows a block: one long run of memory per block for the prefetchers (the kernel prefetches
+// ahead within it), and 256 bytes of y, so two threads share at most the cache line at a block's
+// edge, written once per block. Prefill keeps 16-row blocks (its tiles are compute-bound).
+constexpr int64_t kRowBlock = 16, kDecodeRowBlock = 64;
 
 void matmul_jobs(ThreadPool& pool, const MatJob* jobs, int n_jobs, const float* x, int64_t ldx, int64_t T,
                  bool accumulate) {
+  const int64_t block = T == 1 ? kDecodeRowBlock : kRowBlock;
   int64_t first_block[9] = {0};
-  for (int j = 0; j < n_jobs; ++j) first_block[j + 1] = first_block[j] + (jobs[j].W->rows + kRowBlock - 1) / kRowBlock;
+  for (int j = 0; j < n_jobs; ++j) first_block[j + 1] = first_block[j] + (jobs[j].W->rows + block - 1) / block;
   auto f = [&](int64_t b, int) {
     int j = 0;
     while (b >= first_block[j + 1]) ++j;
-    const int64_t r0 = (b - first_block[j]) * kRowBlock, r1 = std::min(jobs[j].W->rows, r0 + kRowBlock);
+    const int64_t r0 = (b - first_block[j]) * block, r1 = std::min(jobs[j].W->rows, r0 + block);
     matmul(*jobs[j].W, jobs[j].bias, x, ldx, T, jobs[j].y, jobs[j].ldy, r0, r1, accumulate);
   };
   pool.for_blocks(first_block[n_jobs], f);

@@ -206,26 +206,48 @@ RAD_AVX2 inline __m256 load8(const uint8_t* row, int64_t c) {
   }
 }
 
-// R rows x TT tokens of y, starting at row r and token t.
+// 8 columns (from column c, x pointing at them for token 0) of every row and token of a tile.
+template <DType D, int R, int TT>
+RAD_AVX2 inline void tile_step(const uint8_t* const* rows, const float* x, int64_t ldx, __m256 (*acc)[TT], int64_t c) {
+  __m256 xv[TT];
+  for (int j = 0; j < TT; ++j) xv[j] = _mm256_loadu_ps(x + j * ldx);
+  for (int i = 0; i < R; ++i) {
+    const __m256 w = load8<D>(rows[i], c);
+    for (int j = 0; j < TT; ++j) acc[i][j] = _mm256_fmadd_ps(w, xv[j], acc[i][j]);
+  }
+}
+
+// R rows x TT tokens of y, starting at row r and token t. Every (row, token) sums in one order
+// whatever R, TT, the row block or the thread: one 8-wide accumulator over the columns in order,
+// its horizontal sum, then the scalar tail - so decode (T = 1), batched decode and prefill give a
+// row the same bits (serve's batched sequences keep their solo outputs; tests/test_runtime.cpp).
+// pf: when not null, the R rows that follow (the next tile) are prefetched as these are read, one
+// cache line per row every 64 bytes of row: R short interleaved row streams (a 576-wide bf16 row is
+// 18 lines) defeat the hardware prefetchers, and decode of a memory-bound model waited on them.
 template <DType D, int R, int TT>
 RAD_AVX2 inline void tile(const Mat& W, const float* bias, const float* x, int64_t ldx, float* y, int64_t ldy,
-                          int64_t r, int64_t t, bool accumulate) {
+                          int64_t r, int64_t t, bool accumulate, const uint8_t* pf = nullptr) {
   const int64_t K = W.cols;
   constexpr size_t es = D == DType::kF32 ? 4 : 2;
+  constexpr int64_t kLine = 64 / es;  // columns per cache line
+  const size_t row_bytes = static_cast<size_t>(K) * es;
   const uint8_t* rows[R];
-  for (int i = 0; i < R; ++i) rows[i] = W.data + static_cast<size_t>(r + i) * K * es;
+  for (int i = 0; i < R; ++i) rows[i] = W.data + static_cast<size_t>(r + i) * row_bytes;
   __m256 acc[R][TT];
   for (int i = 0; i < R; ++i)
     for (int j = 0; j < TT; ++j) acc[i][j] = _mm256_setzero_ps();
   int64_t c = 0;
-  for (; c + 8 <= K; c += 8) {
-    __m256 xv[TT];
-    for (int j = 0; j < TT; ++j) xv[j] = _mm256_loadu_ps(x + (t + j) * ldx + c);
-    for (int i = 0; i < R; ++i) {
-      __m256 w = load8<D>(rows[i], c);
-      for (int j = 0; j < TT; ++j) acc[i][j] = _mm256_fmadd_ps(w, xv[j], acc[i][j]);
+  if (pf != nullptr) {
+    for (; c + kLine <= K; c += kLine) {
+      for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(pf + i * row_bytes + c * es), _MM_HINT_T0);
+      for (int64_t u = 0; u < kLine; u += 8) tile_step<D, R, TT>(rows, x + t * ldx + c + u, ldx, acc, c + u);
+    }
+    for (int i = 0; i < R; ++i) {  // the rest of each row: at most two lines (rows need not be aligned)
+      if (c < K) _mm_prefetch(reinterpret_cast<const char*>(pf + i * row_bytes + c * es), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(pf + (i + 1) * row_bytes - 1), _MM_HINT_T0);
     }
   }
+  for (; c + 8 <= K; c += 8) tile_step<D, R, TT>(rows, x + t * ldx + c, ldx, acc, c);
   for (int i = 0; i < R; ++i)
     for (int j = 0; j < TT; ++j) {
       float s = hsum(acc[i][j]);
@@ -240,12 +262,22 @@ template <DType D>
 RAD_AVX2 void matmul_avx2_t(const Mat& W, const float* bias, const float* x, int64_t ldx, int64_t T, float* y,
                             int64_t ldy, int64_t r0, int64_t r1, bool acc) {
   int64_t r = r0;
-  if (T == 1) {  // decode: 4 rows share each load of x
-    for (; r + 4 <= r1; r += 4) tile<D, 4, 1>(W, bias, x, ldx, y, ldy, r, 0, acc);
+  if (T == 1) {
+    // Decode reads every weight once per token, so beyond the caches it is bound by memory: 8 rows
+    // per pass (8 independent FMA chains, one load of x for all) while the next 8 rows are
+    // prefetched, also past r1 (the pool hands out the following block next) but not past the
+    // matrix. bench/RESULTS.md (issue 30) has the GB/s against the STREAM-like probe.
+    constexpr int R = 8;
+    const size_t row_bytes = static_cast<size_t>(W.cols) * dtype_size(W.dtype);
+    for (; r + R <= r1; r += R) {
+      const bool next = r + 2 * R <= W.rows;
+      tile<D, R, 1>(W, bias, x, ldx, y, ldy, r, 0, acc, next ? W.data + (r + R) * row_bytes : nullptr);
+    }
     for (; r < r1; ++r) tile<D, 1, 1>(W, bias, x, ldx, y, ldy, r, 0, acc);
     return;
   }
-  // prefill: 2 rows x 4 tokens per tile (8 accumulators); each weight row is read once per 4 tokens
+  // prefill: 2 rows x 4 tokens per tile (8 accumulators); each weight row is read once per 4 tokens.
+  // (4 x 3 tiles ran 30% faster in a kernel-only loop but no faster inside the engine; bench/RESULTS.md.)
   for (; r + 2 <= r1; r += 2) {
     int64_t t = 0;
     for (; t + 4 <= T; t += 4) tile<D, 2, 4>(W, bias, x, ldx, y, ldy, r, t, acc);
