@@ -15,6 +15,7 @@
 #include "rad/io/gguf_dequant.h"
 #include "rad/io/gguf_llama.h"
 #include "rad/io/hybrid_checkpoint.h"
+#include "rad/io/safetensors.h"
 #include "rad/model/causal_lm.h"
 #include "rad/tokenizer/tokenizer.h"
 #include "test_util.h"
@@ -363,6 +364,17 @@ TEST_P(GgufRoundTrip, ExportThenImportIsExactAndGivesIdenticalLogits) {
     ASSERT_TRUE(imported.count(name)) << name;
     EXPECT_TRUE(at::equal(imported.at(name), t)) << name;
   }
+  if (rc.type == GgmlType::kF16) {  // import --dtype float16 keeps the F16 file's bits (llama.cpp's weights)
+    std::string half = dir.file("half");
+    io::import_gguf(gguf, half, at::kHalf);
+    auto h = io::read_model_tensors(half);
+    ASSERT_EQ(h.size(), hf.size());
+    for (const auto& [name, t] : hf) {
+      EXPECT_EQ(h.at(name).scalar_type(), at::kHalf) << name;
+      EXPECT_TRUE(at::equal(h.at(name).to(at::kFloat), t)) << name;
+    }
+    EXPECT_EQ(nlohmann::json::parse(read_text_file(half + "/config.json"))["torch_dtype"], "float16");
+  }
   CausalLM a = io::load_causal_lm(teacher, at::kFloat);
   CausalLM b = io::load_causal_lm(back, at::kFloat);
   EXPECT_EQ(b->config().tie_word_embeddings, rc.tied);
@@ -554,6 +566,24 @@ TEST(GgufHostile, ImportNamesWhatIsMissingOrUnsupported) {
   }
   EXPECT_FALSE(fs::exists(dir.file("out/config.json")));
   EXPECT_RAD_ERROR(GgufFile::open(dir.file("none.gguf")), "none.gguf: cannot open");
+}
+
+// import-gguf --dtype float16 refuses a weight float16 cannot hold instead of storing inf.
+TEST(GgufHostile, ImportAsFloat16RefusesValuesBeyondItsRange) {
+  TempDir dir;
+  std::string teacher = make_teacher(dir, false, 8, at::kFloat);
+  auto tensors = io::read_model_tensors(teacher);
+  at::Tensor down = tensors.at("model.layers.1.mlp.down_proj.weight").clone();  // (read_model_tensors may map the file)
+  down[0][3] = 1e5f;                                                            // > 65504
+  tensors["model.layers.1.mlp.down_proj.weight"] = down;
+  std::vector<std::pair<std::string, at::Tensor>> list(tensors.begin(), tensors.end());
+  io::save_safetensors(teacher + "/model.safetensors", list, {{"format", "pt"}});
+  io::export_gguf(teacher, dir.file("big.gguf"), GgmlType::kF32);
+  EXPECT_RAD_ERROR(io::import_gguf(dir.file("big.gguf"), dir.file("half"), at::kHalf),
+                   "tensor model.layers.1.mlp.down_proj.weight has values beyond float16's range");
+  EXPECT_FALSE(fs::exists(dir.file("half/config.json")));
+  io::import_gguf(dir.file("big.gguf"), dir.file("f32"), at::kFloat);  // float32 holds it
+  EXPECT_EQ(io::read_model_tensors(dir.file("f32")).at("model.layers.1.mlp.down_proj.weight")[0][3].item<float>(), 1e5f);
 }
 
 TEST(GgufCli, ExportAndImportFromTheCommandLine) {

@@ -14,8 +14,13 @@ void register_import_gguf(CLI::App& app) {
   cmd->add_option("OUT_DIR", out_dir, "Output directory (created; files in it are replaced atomically)")->required();
   cmd->add_option("--dtype", dtype, "Storage dtype of the dequantised weights")
       ->capture_default_str()
-      ->check(CLI::IsMember({"float32", "bfloat16"}));
-  cmd->callback([] { io::import_gguf(gguf_path, out_dir, dtype == "bfloat16" ? at::kBFloat16 : at::kFloat); });
+      ->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
+  // float16: an F16 GGUF (llama.cpp's F16 file) imports bit for bit, so the runtime and llama.cpp
+  // can be timed on the same weights.
+  cmd->callback([] {
+    io::import_gguf(gguf_path, out_dir,
+                    dtype == "bfloat16" ? at::kBFloat16 : dtype == "float16" ? at::kHalf : at::kFloat);
+  });
 }
 
 }  // namespace rad::cli

@@ -95,7 +95,9 @@ int64_t checked_size(const GgufFile& f, const std::string& key, int64_t max_valu
 // 9.99999974737875e-06), as config.json files write it.
 double short_float(double v) { return std::stod(fmt::format("{}", static_cast<float>(v))); }
 
-std::string dtype_torch_name(at::ScalarType t) { return t == at::kBFloat16 ? "bfloat16" : "float32"; }
+std::string dtype_torch_name(at::ScalarType t) {
+  return t == at::kBFloat16 ? "bfloat16" : t == at::kHalf ? "float16" : "float32";
+}
 
 }  // namespace
 
@@ -375,7 +377,12 @@ std::vector<std::pair<std::string, at::Tensor>> tensors_from_gguf(const GgufFile
     dequantize(t->type, f.tensor_data(*t), t->n_elems, w.data_ptr<float>());
     if (hf.find("self_attn.q_proj") != std::string::npos) w = rope_rows_gguf_to_hf(w, c.n_head);
     if (hf.find("self_attn.k_proj") != std::string::npos) w = rope_rows_gguf_to_hf(w, c.n_head_kv);
-    out.emplace_back(hf, w.to(dtype).contiguous());
+    at::Tensor stored = w.to(dtype).contiguous();
+    // float16 tops out at 65504: a larger weight would silently become inf.
+    RAD_CHECK(dtype != at::kHalf || at::isfinite(stored).all().item<bool>() || !at::isfinite(w).all().item<bool>(),
+              "{}: tensor {} has values beyond float16's range (|x| > 65504); import it as bfloat16 or float32",
+              f.path(), hf);
+    out.emplace_back(hf, std::move(stored));
     done += t->n_elems;
     progress.update(static_cast<int64_t>(done));
   }
@@ -384,7 +391,8 @@ std::vector<std::pair<std::string, at::Tensor>> tensors_from_gguf(const GgufFile
 }
 
 void import_gguf(const std::string& gguf_path, const std::string& out_dir, at::ScalarType dtype) {
-  RAD_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "import-gguf: dtype must be float32 or bfloat16");
+  RAD_CHECK(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf,
+            "import-gguf: dtype must be float32, bfloat16 or float16");
   auto file = GgufFile::open(gguf_path);
   ModelConfig config = config_from_gguf(*file);
   config.torch_dtype = dtype_torch_name(dtype);
