@@ -112,6 +112,34 @@ TEST(ServeJinja, ExpressionsAndUnsupportedConstructs) {
   EXPECT_RAD_ERROR(render("{{ raise_exception('bad roles') }}"), "chat template raised an error: bad roles");
 }
 
+// Literals and integer arithmetic at the edges of int64 (next to the fuzz findings of 2026-12-07,
+// tests/fuzz/regressions/chat_template/): Python's results where they fit, else a template error,
+// never an exception of another type or undefined behaviour; values that are not valid UTF-8 are
+// dumped with U+FFFD in their place.
+TEST(ServeJinja, NumbersAtTheInt64EdgesAndInvalidUtf8) {
+  auto render = [](const std::string& src, const json& ctx = json::object()) {
+    return serve::JinjaTemplate::parse(src).render(ctx);
+  };
+  EXPECT_EQ(render("{{ 9223372036854775807 }}|{{ -9223372036854775807 - 1 }}"), "9223372036854775807|-9223372036854775808");
+  EXPECT_RAD_ERROR(render("{{ 9223372036854775808 }}"), "integer literal 9223372036854775808 is out of range");
+  EXPECT_RAD_ERROR(render("{{ 1" + std::string(400, '0') + " }}"), "integer literal 10000000000000000000...0000000000 is out of range");
+  EXPECT_RAD_ERROR(render("{{ 1" + std::string(400, '0') + ".5 }}"), "float literal");
+  EXPECT_EQ(render("{{ 0." + std::string(400, '0') + "1 }}"), "0.0");  // underflow: 0, as in Python
+  EXPECT_RAD_ERROR(render("{{ 9223372036854775807 + 1 }}"), "integer overflow in 9223372036854775807 + 1");
+  EXPECT_RAD_ERROR(render("{{ -9223372036854775807 - 2 }}"), "integer overflow");
+  EXPECT_RAD_ERROR(render("{{ 4294967296 * 4294967296 }}"), "integer overflow");
+  EXPECT_RAD_ERROR(render("{{ -(-9223372036854775807 - 1) }}"), "integer overflow");
+  EXPECT_RAD_ERROR(render("{{ (-9223372036854775807 - 1) // -1 }}"), "integer overflow");
+  EXPECT_EQ(render("{{ (-9223372036854775807 - 1) % -1 }}|{{ 9223372036854775806 % 9223372036854775807 }}"),
+            "0|9223372036854775806");
+  EXPECT_EQ(render("{{ 7 // -2 }}|{{ -7 // 2 }}|{{ 7 % -3 }}|{{ -7 % 3 }}|{{ 9007199254740993 // 1 }}"),
+            "-4|-4|-2|2|9007199254740993");
+  EXPECT_EQ(render("{{ 2.7 | int }}|{{ -2.7 | int }}|{{ 9007199254740993 | int }}|{{ 'x' | int }}"), "2|-2|9007199254740993|0");
+  EXPECT_RAD_ERROR(render("{{ 1" + std::string(30, '0') + ".0 | int }}"), "'int' of 1e+30 is out of the 64-bit integer range");
+  EXPECT_EQ(render("{{ s | tojson }}|{{ d | tojson }}", {{"s", "a\xff"}, {"d", {{"k\xfe", 1}}}}),
+            "\"a\xef\xbf\xbd\"|{\"k\xef\xbf\xbd\": 1}");
+}
+
 std::string teacher_dir() { return source_dir() + "/models/default-teacher"; }
 
 TEST(ServeTextStream, StopStringsEndTheTextAndPartialOnesAreHeldBack) {

@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
+#include <limits>
 #include <map>
 #include <vector>
 
@@ -20,6 +24,17 @@ json undefined() { return json(json::value_t::discarded); }
 bool is_undef(const json& v) { return v.is_discarded(); }
 
 [[noreturn]] void template_error(const std::string& what) { fail("chat template: {}", what); }
+
+// Every dump of a value the template or its input controls goes through here: strings need not be
+// valid UTF-8 (a template's string literal, a message's content), and nlohmann's default dump
+// throws type_error 316 on invalid bytes; these are replaced by U+FFFD instead (fuzz finding,
+// tests/fuzz/regressions/chat_template/invalid_utf8_index_key.jinja).
+std::string dump(const json& v) { return v.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// A literal as written in a message: long ones (up to the whole template) are cut short.
+std::string quote_literal(const std::string& text) {
+  return text.size() <= 40 ? text : text.substr(0, 20) + "..." + text.substr(text.size() - 10);
+}
 
 const char* type_name(const json& v) {
   if (is_undef(v)) return "undefined";
@@ -48,7 +63,7 @@ std::string to_text(const json& v) {
   if (v.is_string()) return v.get<std::string>();
   if (v.is_boolean()) return v.get<bool>() ? "True" : "False";
   if (v.is_null()) return "None";
-  if (v.is_number()) return v.dump();
+  if (v.is_number()) return dump(v);
   template_error(fmt::format("cannot print a {} (use the tojson filter)", type_name(v)));
 }
 
@@ -66,12 +81,12 @@ std::string python_json(const json& v) {
     out = "{";
     bool first = true;
     for (auto it = v.begin(); it != v.end(); ++it) {
-      out += (first ? "" : ", ") + json(it.key()).dump() + ": " + python_json(it.value());
+      out += (first ? "" : ", ") + dump(json(it.key())) + ": " + python_json(it.value());
       first = false;
     }
     return out + "}";
   }
-  return v.dump();
+  return dump(v);
 }
 
 // ---------------------------------------------------------------- expressions
@@ -369,8 +384,22 @@ class ExprParser {
         while (peek().kind == Token::kString) s += next().text;  // adjacent literals concatenate
         return lit(s);
       }
-      case Token::kInt: return lit(std::stoll(t.text));
-      case Token::kFloat: return lit(std::stod(t.text));
+      case Token::kInt: {
+        int64_t v = 0;
+        const char* end = t.text.data() + t.text.size();
+        auto [ptr, ec] = std::from_chars(t.text.data(), end, v);
+        if (ec == std::errc::result_out_of_range)
+          template_error(fmt::format("integer literal {} is out of range (beyond 64-bit integers)", quote_literal(t.text)));
+        if (ec != std::errc() || ptr != end) template_error(fmt::format("invalid integer literal {}", quote_literal(t.text)));
+        return lit(v);
+      }
+      case Token::kFloat: {
+        errno = 0;
+        const double v = std::strtod(t.text.c_str(), nullptr);  // the lexer passes only digits '.' digits
+        if (errno == ERANGE && std::isinf(v))
+          template_error(fmt::format("float literal {} is out of range", quote_literal(t.text)));
+        return lit(v);  // an underflow is 0 or a denormal, as in Python
+      }
       case Token::kName: {
         if (t.text == "true" || t.text == "True") return lit(true);
         if (t.text == "false" || t.text == "False") return lit(false);
@@ -713,7 +742,7 @@ class Renderer {
       if (i < 0 || i >= n) return undefined();
       return obj.is_array() ? obj[i] : json(std::string(1, obj.get_ref<const std::string&>()[i]));
     }
-    if (is_undef(obj)) template_error(fmt::format("cannot index an undefined value with {}", key.dump()));
+    if (is_undef(obj)) template_error(fmt::format("cannot index an undefined value with {}", dump(key)));
     return undefined();
   }
 
@@ -833,7 +862,14 @@ class Renderer {
     }
     if (f == "string") return v.is_string() ? v : json(to_text(v));
     if (f == "int") {
-      if (v.is_number()) return static_cast<int64_t>(v.get<double>());
+      if (v.is_number_integer()) return v;
+      if (v.is_number()) {
+        const double d = std::trunc(v.get<double>());
+        // [-2^63, 2^63): the doubles that convert to int64 (a cast of any other is undefined).
+        if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0))
+          template_error(fmt::format("'int' of {} is out of the 64-bit integer range", dump(v)));
+        return static_cast<int64_t>(d);
+      }
       if (v.is_string()) {
         try {
           return std::stoll(v.get<std::string>());
@@ -936,11 +972,28 @@ class Renderer {
     if (ints) {
       const int64_t x = a.get<int64_t>(), y = b.get<int64_t>();
       if ((op == "//" || op == "%") && y == 0) template_error("division by zero");
-      if (op == "+") return x + y;
-      if (op == "-") return x - y;
-      if (op == "*") return x * y;
-      if (op == "//") return static_cast<int64_t>(std::floor(static_cast<double>(x) / y));
-      if (op == "%") return ((x % y) + y) % y;
+      int64_t r = 0;
+      if (op == "+" || op == "-" || op == "*") {
+        const bool overflow = op == "+" ? __builtin_add_overflow(x, y, &r)
+                              : op == "-" ? __builtin_sub_overflow(x, y, &r)
+                                          : __builtin_mul_overflow(x, y, &r);
+        if (overflow) template_error(fmt::format("integer overflow in {} {} {}", x, op, y));
+        return r;
+      }
+      // Python's floor division and modulo (the result takes the divisor's sign), in integers.
+      if (op == "//") {
+        if (x == std::numeric_limits<int64_t>::min() && y == -1)
+          template_error(fmt::format("integer overflow in {} // {}", x, y));
+        int64_t q = x / y;
+        if (x % y != 0 && ((x < 0) != (y < 0))) --q;
+        return q;
+      }
+      if (op == "%") {
+        if (y == -1) return 0;  // also for INT64_MIN, where x % -1 overflows
+        r = x % y;
+        if (r != 0 && ((r < 0) != (y < 0))) r += y;
+        return r;
+      }
     }
     const double x = a.get<double>(), y = b.get<double>();
     if (op == "+") return x + y;
@@ -1001,7 +1054,11 @@ class Renderer {
       case Expr::kNot: return !truthy(eval(*e.a[0]));
       case Expr::kNeg: {
         json v = eval(*e.a[0]);
-        if (v.is_number_integer()) return -v.get<int64_t>();
+        if (v.is_number_integer()) {
+          const int64_t x = v.get<int64_t>();
+          if (x == std::numeric_limits<int64_t>::min()) template_error(fmt::format("integer overflow in -({})", x));
+          return -x;
+        }
         if (v.is_number()) return -v.get<double>();
         template_error(fmt::format("cannot negate a {}", type_name(v)));
       }
