@@ -78,6 +78,11 @@ TEST(FuzzRegressions, ChatTemplateFindingsAreTemplateErrors) {
   auto t = serve::ChatTemplate::from_config(config(key), "m/tokenizer_config.json");
   ASSERT_TRUE(t.has_value());
   EXPECT_RAD_ERROR(t->render(messages), "chat template: cannot index an undefined value with \"\xce\x90\xef\xbf\xbd\xef\xbf\xbd\"");
+  // Hundreds of nested '[' (a 2 KB mutation of a Llama-3 template): the recursive-descent parser
+  // overflowed the stack under ASan; nesting is bounded now.
+  const std::string nested = read_regression("chat_template", "nested_brackets_stack_overflow.jinja");
+  EXPECT_RAD_ERROR(serve::ChatTemplate::from_config(config(nested), "m/tokenizer_config.json"),
+                   "m/tokenizer_config.json: chat template: expression nested more than 100 levels deep");
 }
 
 }  // namespace

@@ -116,7 +116,7 @@ TEST(ServeJinja, ExpressionsAndUnsupportedConstructs) {
 // tests/fuzz/regressions/chat_template/): Python's results where they fit, else a template error,
 // never an exception of another type or undefined behaviour; values that are not valid UTF-8 are
 // dumped with U+FFFD in their place.
-TEST(ServeJinja, NumbersAtTheInt64EdgesAndInvalidUtf8) {
+TEST(ServeJinja, Int64EdgesInvalidUtf8AndDeepNesting) {
   auto render = [](const std::string& src, const json& ctx = json::object()) {
     return serve::JinjaTemplate::parse(src).render(ctx);
   };
@@ -138,6 +138,19 @@ TEST(ServeJinja, NumbersAtTheInt64EdgesAndInvalidUtf8) {
   EXPECT_RAD_ERROR(render("{{ 1" + std::string(30, '0') + ".0 | int }}"), "'int' of 1e+30 is out of the 64-bit integer range");
   EXPECT_EQ(render("{{ s | tojson }}|{{ d | tojson }}", {{"s", "a\xff"}, {"d", {{"k\xfe", 1}}}}),
             "\"a\xef\xbf\xbd\"|{\"k\xef\xbf\xbd\": 1}");
+
+  // Nesting and size are bounded (fuzz finding: deeply nested '[' overflowed the parser's stack,
+  // tests/fuzz/regressions/chat_template/nested_brackets_stack_overflow.jinja).
+  EXPECT_EQ(render("{{ " + std::string(60, '(') + "1" + std::string(60, ')') + " }}"), "1");
+  EXPECT_RAD_ERROR(render("{{ " + std::string(5000, '[') + " }}"), "expression nested more than 100 levels deep");
+  EXPECT_RAD_ERROR(render("{{ " + std::string(5000, '-') + "1 }}"), "expression nested more than 100 levels deep");
+  std::string chain = "{{ 1";
+  for (int i = 0; i < 2000; ++i) chain += "+1";
+  EXPECT_RAD_ERROR(render(chain + " }}"), "expression of more than 1000 parts");
+  std::string ifs, ends;
+  for (int i = 0; i < 150; ++i) ifs += "{% if true %}", ends += "{% endif %}";
+  EXPECT_RAD_ERROR(render(ifs + "x" + ends), "statements nested more than 100 levels deep");
+  EXPECT_EQ(render(ifs.substr(0, 50 * 13) + "x" + ends.substr(0, 50 * 11)), "x");
 }
 
 std::string teacher_dir() { return source_dir() + "/models/default-teacher"; }

@@ -103,7 +103,7 @@ struct Expr {
   bool method = false;     // kCall: obj.name(args)
 };
 
-std::shared_ptr<Expr> make(Expr::Kind k) {
+std::shared_ptr<Expr> new_expr(Expr::Kind k) {
   auto e = std::make_shared<Expr>();
   e->kind = k;
   return e;
@@ -177,7 +177,17 @@ class ExprParser {
     expect_end();
     return e;
   }
-  ExprPtr expression() { return conditional(); }
+  ExprPtr expression() {
+    Nest nest(*this);
+    return conditional();
+  }
+
+  // Bounds on one expression, so that parsing, evaluating and freeing it recurse a bounded depth
+  // (fuzz finding: 1,000 nested '[' overflowed the parser's stack): nesting of parentheses,
+  // brackets, calls, 'not', '-' and 'if ... else' chains, and nodes in all (a chain like
+  // a.b.c... or 1+1+1... is a tree as deep as it is long). Real chat templates stay far below.
+  static constexpr int kMaxDepth = 100;
+  static constexpr int kMaxNodes = 1000;
   bool at_name(const char* n) const { return peek().kind == Token::kName && peek().text == n; }
   bool at_op(const char* o) const { return peek().kind == Token::kOp && peek().text == o; }
   const Token& peek(size_t k = 0) const { return t_[std::min(p_ + k, t_.size() - 1)]; }
@@ -203,6 +213,19 @@ class ExprParser {
   }
 
  private:
+  struct Nest {
+    explicit Nest(ExprParser& p) : p_(p) {
+      if (++p_.depth_ > kMaxDepth)
+        template_error(fmt::format("expression nested more than {} levels deep in '{}'", kMaxDepth, quote_literal(p_.where_)));
+    }
+    ~Nest() { --p_.depth_; }
+    ExprParser& p_;
+  };
+  std::shared_ptr<Expr> make(Expr::Kind k) {
+    if (++nodes_ > kMaxNodes)
+      template_error(fmt::format("expression of more than {} parts in '{}'", kMaxNodes, quote_literal(where_)));
+    return new_expr(k);
+  }
   ExprPtr binary(const std::string& op, ExprPtr l, ExprPtr r) {
     auto e = make(Expr::kBinary);
     e->name = op;
@@ -220,6 +243,7 @@ class ExprParser {
       ExprPtr otherwise = undef;
       if (at_name("else")) {
         ++p_;
+        Nest nest(*this);
         otherwise = conditional();
       }
       c->a = {cond, e, otherwise};
@@ -240,6 +264,7 @@ class ExprParser {
   ExprPtr not_expr() {
     if (at_name("not")) {
       ++p_;
+      Nest nest(*this);
       auto e = make(Expr::kNot);
       e->a = {not_expr()};
       return e;
@@ -288,6 +313,7 @@ class ExprParser {
   ExprPtr unary() {
     if (at_op("-")) {
       ++p_;
+      Nest nest(*this);
       auto e = make(Expr::kNeg);
       e->a = {unary()};
       return e;
@@ -373,7 +399,7 @@ class ExprParser {
   }
   ExprPtr primary() {
     Token t = next();
-    auto lit = [](json v) {
+    auto lit = [this](json v) {
       auto e = make(Expr::kLiteral);
       e->value = std::move(v);
       return e;
@@ -436,6 +462,8 @@ class ExprParser {
   std::vector<Token> t_;
   size_t p_ = 0;
   std::string where_;
+  int depth_ = 0;
+  int nodes_ = 0;
 };
 
 // ---------------------------------------------------------------- statements
@@ -552,7 +580,17 @@ class TemplateParser {
  private:
   // Parses nodes until a statement whose keyword is in `ends` (returned in *stop, with the rest of
   // its tag in *rest) or the end of input (stop = "").
+  // Statement nesting is bounded like expressions' (parsing and rendering recurse per level).
+  static constexpr int kMaxBlockDepth = 100;
+  int depth_ = 0;
+
   NodePtr block(const std::vector<std::string>& ends, std::string* stop, std::string* rest = nullptr) {
+    if (depth_ >= kMaxBlockDepth) template_error(fmt::format("statements nested more than {} levels deep", kMaxBlockDepth));
+    ++depth_;
+    struct Leave {
+      int& d;
+      ~Leave() { --d; }
+    } leave{depth_};
     auto b = std::make_shared<Node>();
     b->kind = Node::kBlock;
     while (i_ < s_.size()) {
