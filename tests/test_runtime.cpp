@@ -64,6 +64,25 @@ at::Tensor torch_logits(CausalLM& model, const std::vector<int64_t>& ids) {
   return model->forward(at::tensor(ids, at::kLong).unsqueeze(0)).squeeze(0).contiguous();  // [T, V]
 }
 
+// A kernel test's operands: weights (rows x cols), T inputs and a bias, all drawn from N(0, 1).
+struct KernelOperands {
+  std::vector<float> w, x, bias;
+};
+KernelOperands random_operands(std::mt19937& rng, int64_t rows, int64_t cols, int64_t T) {
+  std::normal_distribution<float> nd(0, 1);
+  KernelOperands o{std::vector<float>(rows * cols), std::vector<float>(T * cols), std::vector<float>(rows)};
+  for (auto& v : o.w) v = nd(rng);
+  for (auto& v : o.x) v = nd(rng);
+  for (auto& v : o.bias) v = nd(rng);
+  return o;
+}
+
+// Float32 weights stored in the runtime dtype `dt`, as libtorch rounds them.
+at::Tensor stored_in(const at::Tensor& w, runtime::DType dt) {
+  return w.to(dt == runtime::DType::kF32 ? at::kFloat : dt == runtime::DType::kBF16 ? at::kBFloat16 : at::kHalf)
+      .contiguous();
+}
+
 double max_abs_diff(const std::vector<float>& a, const at::Tensor& b) {
   at::Tensor ta = at::from_blob(const_cast<float*>(a.data()), {static_cast<int64_t>(a.size())}, at::kFloat);
   return (ta.to(at::kDouble) - b.reshape({-1}).to(at::kDouble)).abs().max().item<double>();
@@ -81,15 +100,11 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
 TEST(RuntimeKernels, MatmulMatchesADoubleReferenceForEveryDtypeAndIsa) {
   IsaGuard guard;
   std::mt19937 rng(3);
-  std::normal_distribution<float> nd(0, 1);
   const int64_t rows = 13, cols = 37, T = 6;  // odd sizes: row and column tails
-  std::vector<float> w(rows * cols), x(T * cols), bias(rows);
-  for (auto& v : w) v = nd(rng);
-  for (auto& v : x) v = nd(rng);
-  for (auto& v : bias) v = nd(rng);
+  auto [w, x, bias] = random_operands(rng, rows, cols, T);
   at::Tensor wt = at::from_blob(w.data(), {rows, cols}, at::kFloat);
   for (runtime::DType dt : {runtime::DType::kF32, runtime::DType::kBF16, runtime::DType::kF16}) {
-    at::Tensor stored = wt.to(dt == runtime::DType::kF32 ? at::kFloat : dt == runtime::DType::kBF16 ? at::kBFloat16 : at::kHalf).contiguous();
+    at::Tensor stored = stored_in(wt, dt);
     runtime::Mat m{static_cast<const uint8_t*>(stored.data_ptr()), dt, rows, cols};
     at::Tensor ref = at::matmul(at::from_blob(x.data(), {T, cols}, at::kFloat).to(at::kDouble),
                                 stored.to(at::kDouble).t()) + at::from_blob(bias.data(), {rows}, at::kFloat).to(at::kDouble);
@@ -119,17 +134,12 @@ TEST(RuntimeKernels, MatmulMatchesADoubleReferenceForEveryDtypeAndIsa) {
 TEST(RuntimeKernels, DecodeAndPrefillTilesAgreeBitwiseAndMatchADoubleReference) {
   IsaGuard guard;
   std::mt19937 rng(11);
-  std::normal_distribution<float> nd(0, 1);
   const int64_t T = 7;  // a 4-token tile and a 3-token tail
   for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{43, 37}, {35, 70}, {19, 8}, {26, 5}, {17, 135}}) {
-    std::vector<float> w(rows * cols), x(T * cols), bias(rows);
-    for (auto& v : w) v = nd(rng);
-    for (auto& v : x) v = nd(rng);
-    for (auto& v : bias) v = nd(rng);
+    auto [w, x, bias] = random_operands(rng, rows, cols, T);
     at::Tensor wt = at::from_blob(w.data(), {rows, cols}, at::kFloat);
     for (runtime::DType dt : {runtime::DType::kF32, runtime::DType::kBF16, runtime::DType::kF16}) {
-      at::Tensor stored =
-          wt.to(dt == runtime::DType::kF32 ? at::kFloat : dt == runtime::DType::kBF16 ? at::kBFloat16 : at::kHalf).contiguous();
+      at::Tensor stored = stored_in(wt, dt);
       // One byte off alignment, as tensors inside a memory-mapped safetensors file may be.
       const size_t nbytes = stored.numel() * stored.element_size();
       std::vector<uint8_t> unaligned(nbytes + 1);
