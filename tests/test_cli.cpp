@@ -265,6 +265,9 @@ TEST(CliRun, PipelineReportResumeAndSigkill) {
   EXPECT_NE(other_proxy.exit_code, 0);
   EXPECT_NE(other_proxy.err.find("proxy/settings.json"), std::string::npos) << other_proxy.err;
   EXPECT_NE(slurp_file(dir.file("a/init/hybrid/README.md")).find("head bank"), std::string::npos);
+  // A 2-pair KV probe: a guess scores 50%, so every random draw (at most 100%) is called noise.
+  EXPECT_NE(slurp_file(dir.file("a/report.md")).find("every draw within twice chance (50.0%): noise"),
+            std::string::npos);
   for (const char* f : {"report.md", "memory.svg", "accuracy_vs_heads.svg", "heads/heads.svg", "eval/eval.json",
                         "select/sufficiency.svg", "select/plan.json"})
     EXPECT_TRUE(std::filesystem::exists(dir.file(std::string("a/") + f))) << f;

@@ -501,11 +501,19 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
       hi = std::max(hi, a);
     }
     const double mean = sum / draws.size(), h = (*hyb)["probe_accuracy"].get<double>();
+    // On the KV probe a guess among the dictionary's values scores 1/pairs: draws that never rise
+    // above twice that are noise, and the report says so rather than quoting them as a result.
+    std::string noise;
+    if (report.value("probe_task", std::string("kv")) == "kv" && report.value("probe_pairs", int64_t{0}) > 0) {
+      const double chance = 1.0 / report["probe_pairs"].get<int64_t>();
+      if (hi <= 2 * chance)
+        noise = fmt::format("; every draw within twice chance ({:.1f}%): noise", 100 * chance);
+    }
     md += fmt::format("- The ranking matters: {} random draws of the same {} heads reach {:.1f}% on average (range "
-                      "{:.1f}%-{:.1f}%{}) against {:.1f}% for the retrieval-aware set, {:.1f} points lower (target: at "
+                      "{:.1f}%-{:.1f}%{}{}) against {:.1f}% for the retrieval-aware set, {:.1f} points lower (target: at "
                       "least 30 points lower{}): {}.\n",
                       draws.size(), k_kept, 100 * mean, 100 * lo, 100 * hi,
-                      draws.size() < 5 ? "; fewer than 5 draws" : "", 100 * h, 100 * (h - mean),
+                      draws.size() < 5 ? "; fewer than 5 draws" : "", noise, 100 * h, 100 * (h - mean),
                       draws.size() < 5 ? ", over at least 5 draws" : "",
                       !teacher_retrieves ? std::string("**cannot be checked** (the teacher does not retrieve)")
                                          : verdict(h - mean >= 0.30 && draws.size() >= 5));
