@@ -210,8 +210,15 @@ void register_select(CLI::App& app) {
     }
     progress.finish();
     if (proxy.kd.steps == 0) greedy_points.emplace_back(0, r.empty_accuracy.value());
-    for (const auto& s : r.path)
+    // Pruning as its own series: it starts at the sufficient set the additions reached and walks left.
+    std::vector<std::pair<double, double>> pruned_points;
+    for (const auto& s : r.path) {
       if (s.action == "add") greedy_points.emplace_back(static_cast<double>(s.set.size()), s.accuracy.value());
+      if (s.action == "drop") {
+        if (pruned_points.empty() && !greedy_points.empty()) pruned_points.push_back(greedy_points.back());
+        pruned_points.emplace_back(static_cast<double>(s.set.size()), s.accuracy.value());
+      }
+    }
     for (const auto& s : r.proxy_path) greedy_points.emplace_back(static_cast<double>(s.set.size()), s.accuracy.value());
 
     HeadPlan plan;
@@ -231,12 +238,15 @@ void register_select(CLI::App& app) {
     j["bank"] = fs::absolute(bank_dir).lexically_normal().string();
     j["scored"] = proxy.kd.steps > 0 ? r.proxy : std::string("assembled from the bank, no distillation");
     write_text_atomic((fs::path(out) / "sufficiency.json").string(), j.dump(2) + "\n");
+    std::vector<svg::Series> selection_series = {
+        {proxy.kd.steps > 0 ? fmt::format("selection path, after {} KD steps", proxy.kd.steps)
+                            : std::string("selection path, assembled"),
+         "#c0392b", greedy_points, {}},
+        {"ablation top-k, assembled (no KD)", "#2c3e50", top_points, {}},
+        svg::reference_line("teacher", "#7f8c8d", teacher_acc.value())};
+    if (!pruned_points.empty()) selection_series.push_back({"pruning (heads dropped)", "#27ae60", pruned_points, {}});
     write_text_atomic((fs::path(out) / "sufficiency.svg").string(),
-                      svg::line_chart({{proxy.kd.steps > 0 ? fmt::format("selection path, after {} KD steps", proxy.kd.steps)
-                                                             : std::string("selection path, assembled"),
-                                        "#c0392b", greedy_points, {}},
-                                       {"ablation top-k, assembled (no KD)", "#2c3e50", top_points, {}},
-                                       svg::reference_line("teacher", "#7f8c8d", teacher_acc.value())},
+                      svg::line_chart(selection_series,
                                       fmt::format("Kept sets from the head bank, {}, select keys", describe_probe(probe)),
                                       "heads kept (k)", "probe accuracy", 0, 1));
     std::string kept;
