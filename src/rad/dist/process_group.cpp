@@ -135,12 +135,14 @@ struct ProcessGroup::Impl {
 
   std::string key(const char* kind, int rank) const { return fmt::format("{}/{}", kind, rank); }
   bool has(const std::string& k) const { return store->check({k}); }
-  // NCCL for CUDA tensors when there is an NCCL group, gloo otherwise.
-  c10d::ProcessGroup& backend_for(const at::Tensor& t) {
+  // f(NCCL group) for CUDA tensors when there is an NCCL group, f(gloo group) otherwise. A generic
+  // call rather than a common base: that is c10d::ProcessGroup in libtorch 1.x and c10d::Backend in 2.x.
+  template <class F>
+  auto on_backend_for(const at::Tensor& t, F&& f) {
 #ifdef RAD_HAVE_NCCL
-    if (t.is_cuda() && nccl) return *nccl;
+    if (t.is_cuda() && nccl) return f(*nccl);
 #endif
-    return *pg;
+    return f(*pg);
   }
   std::string get(const std::string& k) const { return text(store->get(k)); }
 };
@@ -211,8 +213,10 @@ std::shared_ptr<ProcessGroup> ProcessGroup::connect(const LaunchEnv& env, std::c
     impl->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(gloo_store, env.rank, env.world_size, options);
 #ifdef RAD_HAVE_NCCL
     if (compute_device().is_cuda()) {
-      // Without async error handling a hung NCCL collective ignores the timeout (PyTorch 1.13).
+      // Without async error handling a hung NCCL collective ignores the timeout (PyTorch 1.13 reads
+      // the first name, 2.x the second).
       ::setenv("NCCL_ASYNC_ERROR_HANDLING", "1", 0);
+      ::setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1", 0);
       auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
       nccl_options->timeout = timeout;
       impl->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(
@@ -355,7 +359,7 @@ void ProcessGroup::allreduce(at::Tensor& t, Reduce op, const std::string& what) 
   c10d::AllreduceOptions o;
   o.reduceOp = c10d::ReduceOp::SUM;  // gloo has no AVG: the mean divides below
   try {
-    impl_->backend_for(buffer).allreduce(v, o)->wait();
+    impl_->on_backend_for(buffer, [&](auto& backend) { return backend.allreduce(v, o); })->wait();
   } catch (const std::exception& e) {
     fail_collective(what, e);
   }
@@ -377,7 +381,7 @@ void ProcessGroup::broadcast(const std::vector<at::Tensor>& tensors, int root, c
     c10d::BroadcastOptions o;
     o.rootRank = root;
     try {
-      impl_->backend_for(v[0]).broadcast(v, o)->wait();
+      impl_->on_backend_for(v[0], [&](auto& backend) { return backend.broadcast(v, o); })->wait();
     } catch (const std::exception& e) {
       fail_collective(what, e);
     }

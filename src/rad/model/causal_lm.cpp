@@ -7,6 +7,7 @@
 
 #include <algorithm>
 
+#include "rad/core/autocast.h"
 #include "rad/core/error.h"
 
 namespace rad {
@@ -125,8 +126,11 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     actx->save_for_backward({x, cos, sin, mask});
     actx->saved_data["layer"] = layer;
     actx->saved_data["index"] = index;
-    actx->saved_data["autocast"] = at::autocast::is_cpu_enabled();
-    actx->saved_data["autocast_dtype"] = at::autocast::get_autocast_cpu_dtype();
+    const AutocastState autocast = AutocastState::current();
+    actx->saved_data["autocast_cpu"] = autocast.cpu;
+    actx->saved_data["autocast_cpu_dtype"] = autocast.cpu_dtype;
+    actx->saved_data["autocast_cuda"] = autocast.cuda;
+    actx->saved_data["autocast_cuda_dtype"] = autocast.cuda_dtype;
     RopeTables rope{cos, sin};
     MixerContext ctx = context(index, rope, mask);
     return reinterpret_cast<DecoderLayerImpl*>(layer)->forward(x, ctx);  // grad mode is off here
@@ -144,21 +148,23 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     at::Tensor out;
     {
       at::AutoGradMode grad(true);
-      const bool autocast = actx->saved_data["autocast"].toBool();
-      const bool was = at::autocast::is_cpu_enabled();
-      const at::ScalarType was_dtype = at::autocast::get_autocast_cpu_dtype();
-      at::autocast::set_autocast_cpu_dtype(actx->saved_data["autocast_dtype"].toScalarType());
-      at::autocast::set_cpu_enabled(autocast);
+      // The forward's autocast, CPU and CUDA: a CUDA backward runs on autograd's device thread,
+      // whose own autocast is off.
+      AutocastState autocast;
+      autocast.cpu = actx->saved_data["autocast_cpu"].toBool();
+      autocast.cpu_dtype = actx->saved_data["autocast_cpu_dtype"].toScalarType();
+      autocast.cuda = actx->saved_data["autocast_cuda"].toBool();
+      autocast.cuda_dtype = actx->saved_data["autocast_cuda_dtype"].toScalarType();
+      const AutocastState was = AutocastState::current();
+      autocast.apply();
       try {
         out = layer->forward(x, ctx);
       } catch (...) {
-        at::autocast::set_cpu_enabled(was);
-        at::autocast::set_autocast_cpu_dtype(was_dtype);
+        was.apply();
         throw;
       }
-      at::autocast::set_cpu_enabled(was);
-      at::autocast::set_autocast_cpu_dtype(was_dtype);
-      if (autocast && !was) at::autocast::clear_cache();
+      was.apply();
+      if (autocast.any() && !was.any()) at::autocast::clear_cache();
     }
     torch::autograd::backward({out}, {grad_out[0]});
     return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};

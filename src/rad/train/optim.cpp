@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "rad/core/autocast.h"
 #include "rad/core/device.h"
 #include "rad/runtime/kernels.h"
 
@@ -53,19 +54,15 @@ void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
 
 AutocastBF16::AutocastBF16(bool on) : on_(on) {
   if (on_) {
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-    at::autocast::set_cpu_enabled(true);
-    if (compute_device().is_cuda()) {  // --device cuda: CUDA's autocast, in bf16 too
-      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-      at::autocast::set_enabled(true);
-    }
+    set_autocast(at::kCPU, true, at::kBFloat16);
+    if (compute_device().is_cuda()) set_autocast(at::kCUDA, true, at::kBFloat16);  // --device cuda: bf16 too
   }
 }
 
 AutocastBF16::~AutocastBF16() {
   if (on_) {
-    at::autocast::set_cpu_enabled(false);
-    if (compute_device().is_cuda()) at::autocast::set_enabled(false);
+    set_autocast(at::kCPU, false, at::kBFloat16);
+    if (compute_device().is_cuda()) set_autocast(at::kCUDA, false, autocast_dtype(at::kCUDA));
     at::autocast::clear_cache();
   }
 }
