@@ -2,6 +2,7 @@
 
 #include <ATen/core/Generator.h>
 #include <ATen/autocast_mode.h>
+#include <torch/csrc/autograd/autograd.h>  // torch::autograd::backward (not included by the next in 2.x)
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/init.h>
 
