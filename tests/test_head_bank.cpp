@@ -303,6 +303,54 @@ TEST(Sufficiency, PruningRepeatsPassesUntilNothingDrops) {
   EXPECT_EQ(r.path[6].head, X);
 }
 
+// The second pruning at the students' budget: the short proxy leaves {A, B, C, X} (it scores {A, B,
+// C} at 78, one short of the bar at 0.95 x 84 = 79.8), the budget proxy gives {A, B, C} 82 and every
+// 2-head set noise. Only trials whose short score reaches the floor go to the (costly) budget proxy:
+// {A, B, C} does; the 2-head sets (10) do not and are refused by their short score.
+TEST(Sufficiency, PruningAtTheStudentsBudgetDropsWhatTheShortProxyMissedAndOnlyEscalatesNearTheBar) {
+  const std::pair<int64_t, int64_t> A{0, 0}, B{0, 1}, C{1, 0}, X{2, 0};
+  std::vector<std::pair<int64_t, int64_t>> ranked = {A, B, C, X, {2, 1}};
+  auto short_proxy = [&](const HeadSet& s) {
+    const bool abc = s.count(A) && s.count(B) && s.count(C);
+    return ProbeScore{{abc ? (s.count(X) ? 85 : 78) : 10, 100}, abc ? -1.0 : -3.0};
+  };
+  int64_t budget_calls = 0;
+  auto budget_proxy = [&](const HeadSet& s) {
+    ++budget_calls;
+    const bool abc = s.count(A) && s.count(B) && s.count(C);
+    return ProbeScore{{abc ? 82 : 5, 100}, abc ? -0.8 : -3.0};
+  };
+  SufficiencyOptions o;
+  o.max_heads = 5;
+  SufficiencyResult walked = walk_ranking_and_prune(ranked, 0.84, short_proxy, o);
+  ASSERT_TRUE(walked.sufficient);
+  EXPECT_EQ(walked.chosen, (HeadSet{A, B, C, X}));
+  SufficiencyResult r = prune_at_budget(walked, short_proxy, budget_proxy, "budget", o);
+  EXPECT_EQ(r.chosen, (HeadSet{A, B, C}));
+  EXPECT_EQ(r.chosen_accuracy.correct, 82);
+  EXPECT_TRUE(r.sufficient);
+  EXPECT_EQ(budget_calls, 1);  // only {A, B, C}; the 2-head sets stayed below the floor
+  // Trials: drop X (budget, accepted); then pass 1 on {A, B, C} refuses C, B, A by the short proxy;
+  // pass 2 is never run (nothing dropped in pass 1).
+  ASSERT_EQ(r.budget_path.size(), 4u);
+  EXPECT_EQ(r.budget_path[0].action, "drop");
+  EXPECT_EQ(r.budget_path[0].head, X);
+  EXPECT_EQ(r.budget_path[0].judged_by, "budget");
+  for (size_t i = 1; i < 4; ++i) {
+    EXPECT_EQ(r.budget_path[i].action, "keep");
+    EXPECT_EQ(r.budget_path[i].judged_by, "short");
+  }
+  EXPECT_EQ(r.to_json()["budget_path"].size(), 4u);
+  // With the floor at 0 every trial goes to the budget proxy; a fallback choice is left alone.
+  o.budget_floor = 0;
+  budget_calls = 0;
+  prune_at_budget(walked, short_proxy, budget_proxy, "budget", o);
+  EXPECT_EQ(budget_calls, 4);
+  SufficiencyResult fallback = walked;
+  fallback.sufficient = false;
+  EXPECT_EQ(prune_at_budget(fallback, short_proxy, budget_proxy, "budget", o).chosen, walked.chosen);
+}
+
 // Proxy students are cached per kept set: two sets of the same size must never share a cache entry
 // (pruning scores size-k sets after the walk scored another size-k set).
 TEST(Sufficiency, ProxyCacheKeyIdentifiesTheSetNotItsSize) {

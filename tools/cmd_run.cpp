@@ -54,6 +54,9 @@ struct RunOptions {
   SufficiencyOptions sufficiency;
   // Sets are judged after this many KD steps each (a proxy of the distilled result; 0: assembled).
   int64_t select_kd_steps = 100;
+  // The chosen set is pruned once more with each removal trial distilled this many KD steps; -1: as
+  // many as the students get (--kd-steps), 0: off. The 100-step proxy is noisy at the bar.
+  int64_t select_budget_kd_steps = -1;
   int64_t align_steps = 0, kd_steps = 600, shrink_align_steps = 100, shrink_kd_steps = 200, batch = 8, seq = 256;
   double align_lr = 1e-3, kd_lr = 5e-4;
   bool fp32 = false, bf16 = false, quick = false, dstate_sweep = false;
@@ -210,7 +213,7 @@ class Pipeline {
              "--proxy-kd-steps", std::to_string(o_.select_kd_steps), "--corpus", o_.corpus, "--proxy-kd-lr",
              fmt::format("{}", o_.kd_lr), "--proxy-batch", std::to_string(o_.batch), "--proxy-seq",
              std::to_string(o_.seq), "--task-share", fmt::format("{}", o_.task_share), "--seed",
-             std::to_string(o_.seed)});
+             std::to_string(o_.seed), "--budget-kd-steps", std::to_string(select_budget_kd_steps())});
       plan_path = path("select/plan.json");
     }
     HeadPlan plan = HeadPlan::load(plan_path, config);
@@ -360,6 +363,11 @@ class Pipeline {
 
   // --budget auto (the default, unless --fraction is given): the kept set by sufficiency.
   bool auto_budget() const { return o_.budget == "auto" && o_.fraction <= 0; }
+  // Only with a KD proxy: the budget pruning distils trials, an assembled-only selection does not.
+  int64_t select_budget_kd_steps() const {
+    if (o_.select_kd_steps <= 0 || o_.sufficiency.strategy != "ranking") return 0;
+    return o_.select_budget_kd_steps < 0 ? o_.kd_steps : o_.select_budget_kd_steps;
+  }
 
   // What the heads stage's own plan keeps: --budget K or --fraction F as given; under auto, the
   // default 3% (its plan is then only the sweep's causal check; the run's plan comes from `select`).
@@ -387,6 +395,7 @@ class Pipeline {
             {"bank_lr", o_.bank_lr},
             {"sufficiency", o_.sufficiency.to_json()},
             {"select_kd_steps", o_.select_kd_steps},
+            {"select_budget_kd_steps", select_budget_kd_steps()},
             {"shrink_factor", o_.shrink_factor},
             {"align_steps", o_.align_steps},
             {"kd_steps", o_.kd_steps},
@@ -524,6 +533,10 @@ void register_run(CLI::App& app) {
       ->check(CLI::IsMember({"ranking", "greedy"}));
   cmd->add_option("--select-kd-steps", o.select_kd_steps, "--budget auto: judge each candidate set after this many KD "
                   "steps (0: assembled from the bank, no KD)")->capture_default_str();
+  cmd->add_option("--select-budget-kd-steps", o.select_budget_kd_steps,
+                  "--budget auto: prune the chosen set once more, each removal trial distilled this many KD steps "
+                  "(-1: the students' --kd-steps; 0: off)")
+      ->capture_default_str();
   cmd->add_option("--shrink-factor", o.shrink_factor, "The shrunk hybrid has d_state / this")->capture_default_str();
   cmd->add_option("--align-steps", o.align_steps, "Hidden-state alignment steps per student after assembly from the bank (0: KD only)")->capture_default_str();
   cmd->add_option("--kd-steps", o.kd_steps, "Logit-distillation steps per student")->capture_default_str();

@@ -32,7 +32,7 @@ void register_select(CLI::App& app) {
                 "solves the heads sweep's probe (greedy forward selection on the select keys)");
   static std::string teacher_dir, bank_dir, heads_dir, out;
   static SufficiencyOptions o;
-  static int64_t examples = 128, batch = 16, curve_max = 0;
+  static int64_t examples = 128, batch = 16, curve_max = 0, budget_kd_steps = 0;
   // The short-KD proxy (--proxy-kd-steps > 0): each prefix of the greedy path distilled briefly.
   static DistillOptions proxy = [] {
     DistillOptions d;
@@ -64,6 +64,13 @@ void register_select(CLI::App& app) {
   cmd->add_option("--proxy-kd-steps", proxy.kd.steps,
                   "Confirm with a stronger proxy: distil each prefix of the greedy path this many KD steps and take "
                   "the smallest that suffices (0: assembled hybrids only)")
+      ->capture_default_str();
+  cmd->add_option("--budget-kd-steps", budget_kd_steps,
+                  "--strategy ranking with a proxy: prune the chosen set once more with each removal trial distilled "
+                  "this many KD steps (the students' budget; 0: off)")
+      ->capture_default_str();
+  cmd->add_option("--budget-floor", o.budget_floor,
+                  "--budget-kd-steps: only trials whose short proxy reaches this x the target are distilled longer")
       ->capture_default_str();
   cmd->add_option("--corpus", corpus_path, "Distillation data of the proxy (as `distill --corpus`)");
   cmd->add_option("--proxy-kd-lr", proxy.kd.lr, "Proxy KD learning rate")->capture_default_str();
@@ -123,7 +130,7 @@ void register_select(CLI::App& app) {
     };
     const int64_t curve_k = curve_max > 0 ? curve_max : o.max_heads;
     // Evaluations: the greedy path (at most candidates x max_heads + pruning) and the top-k curve.
-    Progress progress("select", o.candidates * o.max_heads + 2 * o.max_heads + curve_k + 1, "hybrids scored");
+    Progress progress("select", o.candidates * o.max_heads + 3 * o.max_heads + curve_k + 1, "hybrids scored");
     int64_t done = 0;
     auto tick = [&] { progress.update(++done); };
     SufficiencyResult r;
@@ -138,56 +145,72 @@ void register_select(CLI::App& app) {
       proxy.kd_trainable = [](const std::string& n) { return kd_trains(n, false); };
       proxy.save_every = proxy.kd.steps;
       proxy.log_every = std::max<int64_t>(1, proxy.kd.steps);
-      // Each set's proxy student lives in OUT/proxy/<its heads>: a finished one is reloaded (after
-      // checking it keeps exactly these heads), an interrupted one resumes.
-      auto distilled_score = [&](const HeadSet& set) {
-        HeadPlan plan;
-        plan.kept_heads.assign(set.begin(), set.end());
-        HybridConfig hc = bank.config;
-        hc.plan = plan;
+      // Each set's proxy student lives in OUT/<folder>/<its heads>: a finished one is reloaded (after
+      // checking it keeps exactly these heads), an interrupted one resumes. The folder remembers the
+      // proxy's settings: a re-run with other settings into the same --out must not reload students
+      // distilled differently.
+      auto distilled_scorer = [&](int64_t kd_steps, const std::string& folder) -> SetScorer {
         DistillOptions d = proxy;
-        d.out_dir = (fs::path(out) / "proxy" / head_set_key(set)).string();
-        CausalLM student{nullptr};
-        if (fs::exists(fs::path(d.out_dir) / "model.safetensors")) {
-          io::HybridModel cached = io::load_hybrid(d.out_dir, at::kFloat);
-          HeadSet cached_set(cached.config.plan.kept_heads.begin(), cached.config.plan.kept_heads.end());
-          RAD_CHECK(cached_set == set, "{}: a proxy student keeping {}, expected {}; remove the folder and re-run",
-                    d.out_dir, head_set_key(cached_set), head_set_key(set));
-          student = cached.model;
-          to_compute_device(*student);
+        d.kd.steps = kd_steps;
+        d.save_every = kd_steps;
+        d.log_every = std::max<int64_t>(1, kd_steps);
+        const fs::path dir = fs::path(out) / folder;
+        const json settings = {{"bank", fs::absolute(bank_dir).lexically_normal().string()},
+                               {"kd_steps", kd_steps}, {"kd_lr", proxy.kd.lr}, {"batch", proxy.batch},
+                               {"seq", proxy.seq}, {"task_share", proxy.mix.task_share},
+                               {"tasks", tasks_list}, {"seed", proxy.seed},
+                               {"corpus", fs::absolute(corpus_path).lexically_normal().string()}};
+        const fs::path settings_file = dir / "settings.json";
+        if (fs::exists(settings_file)) {
+          json cached = json::parse(read_text_file(settings_file.string()), nullptr, false);
+          RAD_CHECK(cached == settings,
+                    "{}: the proxy students in this folder were made with other settings ({}), not {}; use another "
+                    "--out or remove {}",
+                    settings_file.string(), cached.dump(), settings.dump(), dir.string());
         } else {
-          student = assemble_plan(teacher, bank.model, bank.config, plan);
-          to_compute_device(*student);
-          d.resume = fs::exists(fs::path(d.out_dir) / "checkpoints" / "latest");
-          if (!d.resume && fs::exists(d.out_dir)) fs::remove_all(d.out_dir);
-          distill(teacher, student, d, data, [hc](CausalLM& m, const std::string& dir) { io::save_hybrid(m, hc, dir); });
+          ensure_directory(dir.string());
+          write_text_atomic(settings_file.string(), settings.dump(2) + "\n");
         }
-        student->eval();
-        return probe_score(student, examples_enc, batch);
+        return [&, d, dir](const HeadSet& set) {
+          HeadPlan plan;
+          plan.kept_heads.assign(set.begin(), set.end());
+          HybridConfig hc = bank.config;
+          hc.plan = plan;
+          DistillOptions run = d;
+          run.out_dir = (dir / head_set_key(set)).string();
+          CausalLM student{nullptr};
+          if (fs::exists(fs::path(run.out_dir) / "model.safetensors")) {
+            io::HybridModel cached = io::load_hybrid(run.out_dir, at::kFloat);
+            HeadSet cached_set(cached.config.plan.kept_heads.begin(), cached.config.plan.kept_heads.end());
+            RAD_CHECK(cached_set == set, "{}: a proxy student keeping {}, expected {}; remove the folder and re-run",
+                      run.out_dir, head_set_key(cached_set), head_set_key(set));
+            student = cached.model;
+            to_compute_device(*student);
+          } else {
+            student = assemble_plan(teacher, bank.model, bank.config, plan);
+            to_compute_device(*student);
+            run.resume = fs::exists(fs::path(run.out_dir) / "checkpoints" / "latest");
+            if (!run.resume && fs::exists(run.out_dir)) fs::remove_all(run.out_dir);
+            distill(teacher, student, run, data,
+                    [hc](CausalLM& m, const std::string& dir) { io::save_hybrid(m, hc, dir); });
+          }
+          student->eval();
+          return probe_score(student, examples_enc, batch);
+        };
       };
-      // The cache is only valid for the proxy it was made with: a re-run with other proxy settings
-      // into the same --out must not reload students distilled differently.
-      const json proxy_settings = {{"bank", fs::absolute(bank_dir).lexically_normal().string()},
-                                   {"kd_steps", proxy.kd.steps}, {"kd_lr", proxy.kd.lr}, {"batch", proxy.batch},
-                                   {"seq", proxy.seq}, {"task_share", proxy.mix.task_share},
-                                   {"tasks", tasks_list}, {"seed", proxy.seed},
-                                   {"corpus", fs::absolute(corpus_path).lexically_normal().string()}};
-      const fs::path settings_file = fs::path(out) / "proxy" / "settings.json";
-      if (fs::exists(settings_file)) {
-        json cached = json::parse(read_text_file(settings_file.string()), nullptr, false);
-        RAD_CHECK(cached == proxy_settings,
-                  "{}: the proxy students in this folder were made with other settings ({}), not {}; use another "
-                  "--out or remove {}",
-                  settings_file.string(), cached.dump(), proxy_settings.dump(), (fs::path(out) / "proxy").string());
-      } else {
-        ensure_directory((fs::path(out) / "proxy").string());
-        write_text_atomic(settings_file.string(), proxy_settings.dump(2) + "\n");
-      }
+      const SetScorer distilled_score = distilled_scorer(proxy.kd.steps, "proxy");
       const std::string what = fmt::format("distilled {} KD steps of {} x {} tokens", proxy.kd.steps, proxy.batch,
                                            proxy.seq);
       if (o.strategy == "ranking") {
         r = walk_ranking_and_prune(ranked, teacher_acc.value(), distilled_score, o, tick);
         r.proxy = "each set " + what;
+        if (budget_kd_steps > 0) {
+          const std::string budget_what = fmt::format("distilled {} KD steps of {} x {} tokens", budget_kd_steps,
+                                                      proxy.batch, proxy.seq);
+          r = prune_at_budget(r, distilled_score, distilled_scorer(budget_kd_steps, "proxy_budget"),
+                              "each removal trial " + budget_what, o, tick);
+          r.proxy += fmt::format("; the choice pruned again with each trial {}", budget_what);
+        }
       } else {
         r = select_sufficient_set(ranked, teacher_acc.value(), score_set, o, tick);
         r = confirm_by_proxy(r, distilled_score, "each prefix of the greedy path " + what, o, tick);
@@ -220,6 +243,10 @@ void register_select(CLI::App& app) {
       }
     }
     for (const auto& s : r.proxy_path) greedy_points.emplace_back(static_cast<double>(s.set.size()), s.accuracy.value());
+    // The second pruning's accepted drops, at the students' budget.
+    std::vector<std::pair<double, double>> budget_points;
+    for (const auto& s : r.budget_path)
+      if (s.action == "drop") budget_points.emplace_back(static_cast<double>(s.set.size()), s.accuracy.value());
 
     HeadPlan plan;
     plan.kept_heads.assign(r.chosen.begin(), r.chosen.end());
@@ -245,6 +272,8 @@ void register_select(CLI::App& app) {
         {"ablation top-k, assembled (no KD)", "#2c3e50", top_points, {}},
         svg::reference_line("teacher", "#7f8c8d", teacher_acc.value())};
     if (!pruned_points.empty()) selection_series.push_back({"pruning (heads dropped)", "#27ae60", pruned_points, {}});
+    if (!budget_points.empty())
+      selection_series.push_back({fmt::format("pruning after {} KD steps", budget_kd_steps), "#8e44ad", budget_points, {}});
     write_text_atomic((fs::path(out) / "sufficiency.svg").string(),
                       svg::line_chart(selection_series,
                                       fmt::format("Kept sets from the head bank, {}, select keys", describe_probe(probe)),

@@ -16,7 +16,8 @@ json SufficiencyOptions::to_json() const {
           {"candidates", candidates},
           {"max_heads", max_heads},
           {"fallback_ratio", fallback_ratio},
-          {"strategy", strategy}};
+          {"strategy", strategy},
+          {"budget_floor", budget_floor}};
 }
 
 namespace {
@@ -61,7 +62,7 @@ void prune_latest_first(SufficiencyResult& r, const std::vector<std::pair<int64_
       if (a.accuracy.value() >= target) {
         set = trial;
         current = a.accuracy;
-        r.path.push_back({"drop", *it, set, current, a.mean_logprob});
+        r.path.push_back({"drop", *it, set, current, a.mean_logprob, ""});
         dropped = true;
       } else {
         failed.insert(trial);
@@ -94,7 +95,18 @@ json SufficiencyResult::to_json() const {
                            {"kept_heads", heads_json(s.set)},
                            {"probe", accuracy_json(s.accuracy)},
                            {"mean_answer_logprob", s.mean_logprob}});
+  json budget_steps = json::array();
+  for (const auto& s : budget_path)
+    budget_steps.push_back({{"action", s.action},
+                            {"head", {s.head.first, s.head.second}},
+                            {"k", static_cast<int64_t>(s.set.size())},
+                            {"kept_heads", heads_json(s.set)},
+                            {"probe", accuracy_json(s.accuracy)},
+                            {"mean_answer_logprob", s.mean_logprob},
+                            {"judged_by", s.judged_by}});
   return {{"kept_heads", heads_json(chosen)},
+          {"budget_proxy", budget_proxy.empty() ? json(nullptr) : json(budget_proxy)},
+          {"budget_path", budget_steps},
           {"proxy", proxy.empty() ? json(nullptr) : json(proxy)},
           {"proxy_path", proxy_steps},
           {"k", static_cast<int64_t>(chosen.size())},
@@ -152,7 +164,7 @@ SufficiencyResult select_sufficient_set(const std::vector<std::pair<int64_t, int
     if (!best) break;  // every candidate is in the set
     set.insert(*best);
     current = best_score.accuracy;
-    r.path.push_back({"add", *best, set, current, best_score.mean_logprob});
+    r.path.push_back({"add", *best, set, current, best_score.mean_logprob, ""});
     reached = sufficient(current);
   }
   // 3. Prune (latest added first): a head whose removal keeps the set sufficient is not needed.
@@ -193,7 +205,7 @@ SufficiencyResult walk_ranking_and_prune(const std::vector<std::pair<int64_t, in
     set.insert(ranked[k]);
     ProbeScore a = eval(set);
     current = a.accuracy;
-    r.path.push_back({"add", ranked[k], set, current, a.mean_logprob});
+    r.path.push_back({"add", ranked[k], set, current, a.mean_logprob, ""});
     reached = current.value() >= target;
   }
   if (!reached) {
@@ -220,7 +232,7 @@ SufficiencyResult confirm_by_proxy(SufficiencyResult r, const SetScorer& proxy, 
     ProbeScore a = proxy(set);
     ++r.evaluations;
     if (on_evaluation) on_evaluation();
-    r.proxy_path.push_back({"add", step.head, set, a.accuracy, a.mean_logprob});
+    r.proxy_path.push_back({"add", step.head, set, a.accuracy, a.mean_logprob, ""});
     if (a.accuracy.value() >= target) {
       r.chosen = set;
       r.chosen_accuracy = a.accuracy;
@@ -230,6 +242,54 @@ SufficiencyResult confirm_by_proxy(SufficiencyResult r, const SetScorer& proxy, 
   }
   r.sufficient = false;
   choose_fallback(r, r.proxy_path, o.fallback_ratio);
+  return r;
+}
+
+SufficiencyResult prune_at_budget(SufficiencyResult r, const SetScorer& cheap, const SetScorer& budget,
+                                  const std::string& budget_name, const SufficiencyOptions& o,
+                                  const std::function<void()>& on_evaluation) {
+  RAD_CHECK(o.budget_floor >= 0 && o.budget_floor <= 1, "sufficiency: budget floor must be in [0, 1], got {}",
+            o.budget_floor);
+  r.budget_proxy = budget_name;
+  r.budget_path.clear();
+  if (!r.sufficient) return r;
+  const double target = o.target_ratio * r.teacher_accuracy;
+  std::vector<std::pair<int64_t, int64_t>> added;
+  for (const auto& s : r.path)
+    if (s.action == "add") added.push_back(s.head);
+  for (const auto& h : r.chosen)  // heads the path did not add (none today) go last in the removal order
+    if (std::find(added.begin(), added.end(), h) == added.end()) added.insert(added.begin(), h);
+  std::set<HeadSet> refused;
+  HeadSet set = r.chosen;
+  for (bool dropped = true; dropped && set.size() > 1;) {
+    dropped = false;
+    for (auto it = added.rbegin(); it != added.rend() && set.size() > 1; ++it) {
+      if (!set.count(*it)) continue;
+      HeadSet trial = set;
+      trial.erase(*it);
+      if (refused.count(trial)) continue;
+      ProbeScore a = cheap(trial);
+      ++r.evaluations;
+      if (on_evaluation) on_evaluation();
+      std::string judge = "short";
+      if (a.accuracy.value() >= o.budget_floor * target) {
+        a = budget(trial);
+        ++r.evaluations;
+        if (on_evaluation) on_evaluation();
+        judge = "budget";
+      }
+      const bool keeps = a.accuracy.value() >= target;
+      r.budget_path.push_back({keeps ? "drop" : "keep", *it, trial, a.accuracy, a.mean_logprob, judge});
+      if (keeps) {
+        set = trial;
+        r.chosen = set;
+        r.chosen_accuracy = a.accuracy;
+        dropped = true;
+      } else {
+        refused.insert(trial);
+      }
+    }
+  }
   return r;
 }
 

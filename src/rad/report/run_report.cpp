@@ -701,6 +701,15 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
                         stp["head"][0].get<int64_t>(), stp["head"][1].get<int64_t>(), stp["k"].get<int64_t>(),
                         100 * stp["probe"]["accuracy"].get<double>(), 100 * stp["probe"]["low"].get<double>(),
                         100 * stp["probe"]["high"].get<double>());
+    // The second pruning, each trial judged at the students' budget (or refused by the short proxy).
+    if (in.sufficiency.contains("budget_path"))
+      for (const auto& stp : in.sufficiency["budget_path"])
+        md += fmt::format("| {} at the students' budget{} | L{}H{} | {} | {:.1f}% [{:.1f}, {:.1f}] |\n",
+                          stp["action"] == "drop" ? "drop" : "try dropping, refused",
+                          stp.value("judged_by", std::string()) == "short" ? " (short proxy below the floor)" : "",
+                          stp["head"][0].get<int64_t>(), stp["head"][1].get<int64_t>(), stp["k"].get<int64_t>(),
+                          100 * stp["probe"]["accuracy"].get<double>(), 100 * stp["probe"]["low"].get<double>(),
+                          100 * stp["probe"]["high"].get<double>());
     if (in.sufficiency.contains("top_k_curve")) {
       md += "\nThe ablation ranking's top-k, assembled the same way: ";
       std::string row;
