@@ -1,9 +1,11 @@
 // Retrieval task generators and the scorer.
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 
+#include "rad/eval/suite.h"
 #include "rad/io/checkpoint.h"
 #include "rad/tasks/scorer.h"
 #include "rad/tasks/task.h"
@@ -153,6 +155,54 @@ TEST(Tasks, NeedleSitsAtTheRequestedDepth) {
     EXPECT_NEAR(frac, depth, 0.06) << depth;
     EXPECT_EQ(ex.segments[1].text, text.substr(text.find(" is ", at) + 3, ex.segments[1].text.size()));
   }
+}
+
+// Several needles of one form: distinct keys and numbers, all in the filler, the asked one among
+// them with its own number; the question comes after the whole haystack.
+TEST(Tasks, MultiNeedleHidesDistinctFactsAndAsksOneOfThem) {
+  TaskOptions o;
+  o.context_words = 300;
+  o.needles = 6;
+  std::set<std::string> asked;
+  for (const auto& ex : tasks::make_examples("multineedle", o, 20, 3)) {
+    ASSERT_EQ(ex.segments.size(), 2u);
+    const std::string& text = ex.segments[0].text;
+    const std::string ask = "\nWhat is the secret number of the ";
+    const size_t question = text.find(ask);
+    ASSERT_NE(question, std::string::npos);
+    std::set<std::string> keys, numbers;
+    for (size_t at = text.find("The secret number of the "); at < question;
+         at = text.find("The secret number of the ", at + 1)) {
+      const size_t key_start = at + std::string("The secret number of the ").size(), is = text.find(" is ", key_start), dot = text.find('.', is);
+      keys.insert(text.substr(key_start, is - key_start));
+      numbers.insert(text.substr(is + 4, dot - is - 4));
+    }
+    EXPECT_EQ(keys.size(), 6u);
+    EXPECT_EQ(numbers.size(), 6u);
+    const size_t qk = question + ask.size();
+    const std::string key = text.substr(qk, text.find('?', qk) - qk);
+    ASSERT_TRUE(keys.count(key)) << key;
+    asked.insert(key);
+    // The answer is the number written beside that key in the haystack.
+    const std::string fact = "The secret number of the " + key + " is" + ex.segments[1].text + ".";
+    EXPECT_LT(text.find(fact), question) << fact;
+    // About 300 filler words plus the facts and the question.
+    const auto words = std::count(text.begin(), text.end(), ' ');
+    EXPECT_GT(words, 300);
+    EXPECT_LT(words, 300 + 6 * 8 + 20);
+  }
+  EXPECT_GT(asked.size(), 10u);  // different keys asked across examples
+  o.needles = 101;
+  EXPECT_RAD_ERROR(tasks::make_examples("multineedle", o, 1, 0), "needles must be in [1, ");
+}
+
+// Chance levels that decide which tasks a report may call results: guessing one of the listed values.
+TEST(Tasks, ChanceLevelOfEachEvalTask) {
+  EXPECT_DOUBLE_EQ(retrieval_chance("kv_50"), 0.02);
+  EXPECT_DOUBLE_EQ(retrieval_chance("mqar_20x8"), 0.05);
+  EXPECT_DOUBLE_EQ(retrieval_chance("needle_200w_d0.50"), 0.01);
+  EXPECT_DOUBLE_EQ(retrieval_chance("multineedle_4x500w"), 0.25);
+  EXPECT_DOUBLE_EQ(retrieval_chance("phonebook_20"), 0.0);
 }
 
 TEST(Tasks, PhonebookAndCopyAnswersAppearInThePrompt) {

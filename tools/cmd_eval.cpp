@@ -26,6 +26,10 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--mqar-queries", o.mqar_queries, "MQAR queries per dictionary")->capture_default_str();
   cmd->add_option("--needle-words", o.needle_words, "Needle-in-a-haystack filler lengths in words, comma-separated")->delimiter(',')->capture_default_str();
   cmd->add_option("--needle-depths", o.needle_depths, "Needle depths, comma-separated, 0 = start .. 1 = end")->delimiter(',')->capture_default_str();
+  cmd->add_option("--multi-needle-words", o.multi_needle_words,
+                  "Multi-needle filler lengths in words, comma-separated (--needles facts, one asked; default: none)")
+      ->delimiter(',');
+  cmd->add_option("--needles", o.needles, "Facts per multi-needle example")->capture_default_str();
   cmd->add_option("--phonebook-entries", o.phonebook_entries, "Phone-book size")->capture_default_str();
   cmd->add_option("--corpus", o.corpus, "Text file (perplexity on its last --heldout-fraction of lines) or a token "
                   "directory from `radistill tokenize-corpus` (its held-out split)");

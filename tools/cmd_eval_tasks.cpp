@@ -15,10 +15,11 @@ void register_eval_tasks(CLI::App& app) {
   static int64_t examples = 500, batch = 16;
   static uint64_t seed = 0;
   cmd->add_option("MODEL_DIR", dir, "Model directory (with tokenizer.json)")->required();
-  cmd->add_option("--task", task, "kv | mqar | needle | phonebook | copy")->capture_default_str();
+  cmd->add_option("--task", task, "kv | mqar | needle | multineedle | phonebook | copy")->capture_default_str();
   cmd->add_option("--pairs", o.pairs, "Dictionary size (kv, mqar) or phone-book entries")->capture_default_str();
   cmd->add_option("--queries", o.queries, "Queries per dictionary (mqar)")->capture_default_str();
-  cmd->add_option("--context-words", o.context_words, "Filler length in words (needle)")->capture_default_str();
+  cmd->add_option("--context-words", o.context_words, "Filler length in words (needle, multineedle)")->capture_default_str();
+  cmd->add_option("--needles", o.needles, "Facts hidden in the filler, one asked (multineedle)")->capture_default_str();
   cmd->add_option("--depth", o.depth, "Needle position, 0 = start .. 1 = end")->capture_default_str();
   cmd->add_option("--span-words", o.span_words, "Words to copy (copy)")->capture_default_str();
   cmd->add_option("--examples", examples, "Number of examples")->capture_default_str();
@@ -48,6 +49,10 @@ void register_eval_tasks(CLI::App& app) {
     if (task == "needle") {
       out["context_words"] = o.context_words;
       out["depth"] = o.depth;
+    }
+    if (task == "multineedle") {
+      out["context_words"] = o.context_words;
+      out["needles"] = o.needles;
     }
     if (task == "copy") out["span_words"] = o.span_words;
     std::printf("%s\n", out.dump(2).c_str());

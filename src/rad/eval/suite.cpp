@@ -98,6 +98,8 @@ double retrieval_chance(const std::string& task) {
   if (task.rfind("kv_", 0) == 0) return 1.0 / number_after(3);
   if (task.rfind("mqar_", 0) == 0) return 1.0 / number_after(5);
   if (task.rfind("needle", 0) == 0) return 0.01;
+  // "multineedle_4x500w": a model that keeps only the last secret number it read answers 1 in 4.
+  if (task.rfind("multineedle_", 0) == 0) return 1.0 / number_after(12);
   return 0.0;
 }
 
@@ -128,6 +130,12 @@ json evaluate_models(const std::vector<std::string>& dirs, const EvalOptions& op
       o.depth = d;
       task_list.push_back({fmt::format("needle_{}w_d{:.2f}", w, d), {"needle", o}});
     }
+  for (int64_t w : opt.multi_needle_words) {
+    tasks::TaskOptions o;
+    o.context_words = w;
+    o.needles = opt.needles;
+    task_list.push_back({fmt::format("multineedle_{}x{}w", opt.needles, w), {"multineedle", o}});
+  }
   {
     tasks::TaskOptions o;
     o.pairs = opt.phonebook_entries;
@@ -287,7 +295,8 @@ json evaluate_models(const std::vector<std::string>& dirs, const EvalOptions& op
                                         kMinReferenceAccuracy)},
           {"settings", {{"examples", opt.examples}, {"seed", opt.seed}, {"kv_pairs", opt.kv_pairs}, {"mqar_pairs", opt.mqar_pairs},
                         {"mqar_queries", opt.mqar_queries}, {"needle_words", opt.needle_words},
-                        {"needle_depths", opt.needle_depths}, {"phonebook_entries", opt.phonebook_entries},
+                        {"needle_depths", opt.needle_depths},
+                        {"multi_needle_words", opt.multi_needle_words}, {"needles", opt.needles}, {"phonebook_entries", opt.phonebook_entries},
                         {"corpus", opt.corpus}, {"user_tasks", opt.user_tasks}, {"kv_dtype_bytes", opt.kv_dtype_bytes},
                         {"key_split", tasks::key_split_name(opt.key_split)},
                         {"scoring", fmt::format("teacher-forced greedy exact match of every answer token; held-out keys "

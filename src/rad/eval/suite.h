@@ -20,6 +20,8 @@ struct EvalOptions {
   int64_t mqar_queries = 8;
   std::vector<int64_t> needle_words = {200, 600};
   std::vector<double> needle_depths = {0.0, 0.5, 1.0};
+  std::vector<int64_t> multi_needle_words;  // multineedle filler lengths (empty: not run)
+  int64_t needles = 4;                       // multineedle: facts per example
   int64_t phonebook_entries = 20;
   // Held-out perplexity (empty: skipped) on a UTF-8 text file's last heldout_fraction of lines, or
   // on the held-out split of a token directory from `radistill tokenize-corpus` (fixed when it was

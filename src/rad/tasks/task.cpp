@@ -45,6 +45,33 @@ TaskExample make_needle(const TaskOptions& o, std::mt19937_64& rng) {
            {fmt::format(" {}", value), true}}};
 }
 
+TaskExample make_multineedle(const TaskOptions& o, std::mt19937_64& rng) {
+  RAD_CHECK(o.context_words >= 10, "multineedle: context_words must be >= 10, got {}", o.context_words);
+  const auto& keys = keys_for(o);
+  RAD_CHECK(o.needles >= 1 && o.needles <= 100 && o.needles <= static_cast<int64_t>(keys.size()),
+            "multineedle: needles must be in [1, {}] (distinct keys, numbers 0-99), got {}",
+            std::min<int64_t>(100, keys.size()), o.needles);
+  std::vector<int64_t> key_idx = sample_distinct(keys.size(), o.needles, rng);
+  std::vector<int64_t> values = sample_distinct(100, o.needles, rng);
+  std::vector<std::string> words = filler_words(o.context_words, rng);
+  // Needle i goes before filler word at[i] (positions may repeat: then they follow one another).
+  std::vector<size_t> at(o.needles);
+  for (auto& a : at) a = static_cast<size_t>(uniform(0, words.size(), rng));
+  std::sort(at.begin(), at.end());
+  std::string text;
+  auto append = [&](const std::string& piece) { text += (text.empty() ? "" : " ") + piece; };
+  size_t next = 0;
+  for (size_t i = 0; i <= words.size(); ++i) {
+    for (; next < at.size() && at[next] == i; ++next)
+      append(fmt::format("The secret number of the {} is {}.", keys[key_idx[next]], values[next]));
+    if (i < words.size()) append(words[i]);
+  }
+  const int64_t j = uniform(0, o.needles - 1, rng);
+  const std::string& key = keys[key_idx[j]];
+  return {{{text + fmt::format("\nWhat is the secret number of the {}? The secret number of the {} is", key, key), false},
+           {fmt::format(" {}", values[j]), true}}};
+}
+
 TaskExample make_phonebook(const TaskOptions& o, std::mt19937_64& rng) {
   const auto& first = first_names(o.split);
   const auto& last = surnames(o.split);
@@ -84,7 +111,7 @@ std::string TaskExample::full_text() const {
 }
 
 const std::vector<std::string>& task_names() {
-  static const std::vector<std::string> names = {"kv", "mqar", "needle", "phonebook", "copy"};
+  static const std::vector<std::string> names = {"kv", "mqar", "needle", "multineedle", "phonebook", "copy"};
   return names;
 }
 
@@ -119,9 +146,10 @@ TaskExample make_example(const std::string& task, const TaskOptions& o, std::mt1
     return make_kv_example(o, rng, o.queries);
   }
   if (task == "needle") return make_needle(o, rng);
+  if (task == "multineedle") return make_multineedle(o, rng);
   if (task == "phonebook") return make_phonebook(o, rng);
   if (task == "copy") return make_copy(o, rng);
-  fail("unknown task \"{}\" (expected one of kv, mqar, needle, phonebook, copy)", task);
+  fail("unknown task \"{}\" (expected one of kv, mqar, needle, multineedle, phonebook, copy)", task);
 }
 
 std::vector<TaskExample> make_examples(const std::string& task, const TaskOptions& options, int64_t count,

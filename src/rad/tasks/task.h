@@ -32,6 +32,7 @@ struct TaskOptions {
   int64_t queries = 8;            // mqar: queries per dictionary (capped at pairs)
   int64_t context_words = 400;    // needle: filler length in words
   double depth = 0.5;             // needle: position of the needle in the filler, 0 (start) .. 1 (end)
+  int64_t needles = 4;            // multineedle: facts hidden in the filler (one is asked)
   int64_t span_words = 8;         // copy: words to copy
   KeySplit split = KeySplit::kEval;
   // When non-empty, keys (kv, mqar, needle, copy) come from this list instead of `split`'s pool,
@@ -42,7 +43,11 @@ struct TaskOptions {
 // The key words `options` draws from: custom_keys when given, else the split's pool.
 const std::vector<std::string>& keys_for(const TaskOptions& options);
 
-// Names accepted by make_example: kv, mqar, needle, phonebook, copy.
+// Names accepted by make_example: kv, mqar, needle, multineedle, phonebook, copy.
+// multineedle: `needles` facts of the needle's form ("The secret number of the KEY is N."), distinct
+// keys and numbers, at random places in `context_words` of filler; one of them is asked. A single
+// needle fits in any recurrent state; several of the same form make the model find the right one
+// (a state that keeps "the last secret number" answers 1 in `needles`).
 const std::vector<std::string>& task_names();
 
 // One example of `task`, drawn with `rng`. Throws rad::Error for an unknown task or options it
