@@ -254,6 +254,10 @@ TEST(CliRun, PipelineReportResumeAndSigkill) {
   EXPECT_EQ(sufficiency["k"], by_kind["hybrid"]["heads_kept"]);
   EXPECT_EQ(sufficiency["selection_probe"]["key_split"], "select");
   EXPECT_TRUE(sufficiency["probe"].contains("accuracy"));
+  // The second pruning is judged at the students' budget (--kd-steps 4; --select-budget-kd-steps -1).
+  ASSERT_TRUE(sufficiency["budget_proxy"].is_string()) << sufficiency.dump();
+  EXPECT_NE(sufficiency["budget_proxy"].get<std::string>().find("distilled 4 KD steps"), std::string::npos);
+  EXPECT_TRUE(sufficiency["budget_path"].is_array());
   auto bank = nlohmann::json::parse(slurp_file(dir.file("a/bank/bank.json")));
   EXPECT_EQ(bank["heads"].size(), 8u);
   // Proxy students are cached per kept set and only for the proxy that made them: `select` into the
