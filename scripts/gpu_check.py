@@ -206,7 +206,7 @@ def throughput(args):
     if not steady:
         finish({"check": "throughput", "error": "no metrics line"}, False)
     tps = float(np.median([r["tokens_per_s"] for r in steady]))
-    r = {"check": "throughput", "seconds": args.seconds, "metric_lines": len(recs), "steps": recs[-1]["step"],
+    r = {"check": "throughput", "measured_seconds": args.seconds, "metric_lines": len(recs), "steps": recs[-1]["step"],
          "tokens_per_s": tps, "hours_per_billion_tokens": 1e9 / tps / 3600 if tps > 0 else None,
          "last_loss": recs[-1].get("loss")}
     finish(r, True)

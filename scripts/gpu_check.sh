@@ -211,6 +211,7 @@ if ! skipped parity; then
   t=$(date +%s)
   TEXT="In the beginning God created the heaven and the earth. And the earth was without form, and void; and darkness was upon the face of the deep."
   for dt in float32 bfloat16; do
+    t=$(date +%s)
     for tag in cpu got; do  # the CPU reference, then the device under test (the CPU too with --device cpu)
       d=cpu; [ "$tag" = got ] && d=$DEVICE
       "$RAD" -q --device "$d" forward "$TEACHER" --text "$TEXT" --dtype "$dt" --dump-logits "$W/logits_${dt}_$tag.npy" > /dev/null
@@ -225,6 +226,7 @@ if ! skipped parity; then
   echo '{"kept_heads": [[0, 4], [2, 2], [3, 3]]}' > "$W/plan.json"
   "$RAD" -q convert "$TEACHER" --plan "$W/plan.json" --out "$W/student0" > /dev/null
   for mode in fp32 bf16; do
+    t=$(date +%s)
     flag=(); [ "$mode" = bf16 ] && flag=(--bf16)
     for tag in cpu got; do  # the CPU reference, then the device under test (the CPU too with --device cpu)
       d=cpu; [ "$tag" = got ] && d=$DEVICE
@@ -240,6 +242,7 @@ if ! skipped parity; then
     record "parity_distill_step_$mode" "$(echo "$res" | grep -q '"ok": true' && echo ok || echo failed)" $(( $(date +%s) - t )) "$res"
   done
 
+  t=$(date +%s)
   for tag in cpu got; do
     d=cpu; [ "$tag" = got ] && d=$DEVICE
     "$RAD" -q --device "$d" heads "$TEACHER" --out "$W/heads_$tag" --examples 64 --random-draws 1 --causal-examples 32 \
@@ -277,22 +280,30 @@ if ! skipped throughput; then
   flag=(); [ "$DEVICE" = cuda ] && flag=(--bf16 --teacher-dtype bfloat16)
   peak_file=$W/peak_mib
   echo 0 > "$peak_file"
-  timeout --signal=TERM "$SECS" "$RAD" --device "$DEVICE" distill --teacher "$W/smollm2" --student "$W/smollm2_student" \
+  # The fixed time counts from the first metrics line (after loading and tokenizing the corpus);
+  # loading may take up to STARTUP_S (300) seconds.
+  "$RAD" --device "$DEVICE" distill --teacher "$W/smollm2" --student "$W/smollm2_student" \
     --corpus "$W/corpus.txt" --out "$W/throughput" --align-steps 0 --kd-steps 100000000 --log-every 5 --save-every 100000000 --eval-every 100000000 \
     --batch "$BATCH" --seq "$SEQ" "${flag[@]}" > "$W/throughput.log" 2>&1 &
   pid=$!
+  launched=$(date +%s) measuring=0 rc=0 stopped=0
   while kill -0 "$pid" 2>/dev/null; do  # peak memory: the GPU's (nvidia-smi) or the process's resident set
     if [ "$DEVICE" = cuda ]; then
       m=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits 2>/dev/null | head -1)
     else
-      rp=$(pgrep -P "$pid" -n radistill || echo "$pid")
-      m=$(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$rp/status" 2>/dev/null)
+      m=$(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$pid/status" 2>/dev/null)
     fi
     [ -n "${m:-}" ] && [ "$m" -gt "$(cat "$peak_file")" ] && echo "$m" > "$peak_file"
+    now=$(date +%s)
+    if [ "$measuring" = 0 ] && [ -s "$W/throughput/metrics.jsonl" ]; then measuring=$now; say "first metrics line after $((now - launched)) s"; fi
+    if { [ "$measuring" != 0 ] && [ $((now - measuring)) -ge "$SECS" ]; } ||
+       { [ "$measuring" = 0 ] && [ $((now - launched)) -ge "${STARTUP_S:-300}" ]; }; then
+      kill -TERM "$pid" 2>/dev/null; stopped=1; break
+    fi
     sleep 1
   done
-  wait "$pid"
-  rc=$?
+  wait "$pid" || rc=$?
+  [ "$stopped" = 1 ] && rc=124
   tail -3 "$W/throughput.log"
   cp "$W/throughput/metrics.jsonl" "$OUTDIR/throughput_metrics.jsonl" 2>/dev/null
   res=$(cmp_json throughput "$W/throughput/metrics.jsonl" --seconds "$SECS" --skip 1)
