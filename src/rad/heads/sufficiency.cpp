@@ -41,35 +41,47 @@ void choose_fallback(SufficiencyResult& r, const std::vector<SufficiencyStep>& p
     }
 }
 
-// A sufficient `set` (accuracy `current`): try dropping each head of `added`, the latest first, and
-// drop it when the rest still reaches `target`; records each drop in r.path and makes the result
-// the choice. Passes repeat until one drops nothing: a head that was needed beside a since-dropped
-// head may not be needed without it (on the default teacher the walk's 7th head failed its first
-// try, while the set it sat in still held 3 heads the lookup does not need). A set already scored
-// is not scored again.
-void prune_latest_first(SufficiencyResult& r, const std::vector<std::pair<int64_t, int64_t>>& added, HeadSet set,
-                        tasks::Accuracy current, const std::function<ProbeScore(const HeadSet&)>& eval,
-                        double target) {
-  std::set<HeadSet> failed;
+using Head = std::pair<int64_t, int64_t>;
+
+// Removal trials in passes: each head of `added` still in `set`, the latest first, is offered to
+// `try_drop(trial, head)` (trial = set without it), which says whether the rest stays sufficient;
+// an accepted trial becomes the set. Passes repeat until one drops nothing: a head that was needed
+// beside a since-dropped head may not be needed without it (on the default teacher the walk's 7th
+// head failed its first try, while the set it sat in still held 3 heads the lookup does not need).
+// A refused trial set is not offered again. Returns the final set.
+HeadSet prune_in_passes(HeadSet set, const std::vector<Head>& added,
+                        const std::function<bool(const HeadSet&, const Head&)>& try_drop) {
+  std::set<HeadSet> refused;
   for (bool dropped = true; dropped && set.size() > 1;) {
     dropped = false;
     for (auto it = added.rbegin(); it != added.rend() && set.size() > 1; ++it) {
       if (!set.count(*it)) continue;
       HeadSet trial = set;
       trial.erase(*it);
-      if (failed.count(trial)) continue;
-      ProbeScore a = eval(trial);
-      if (a.accuracy.value() >= target) {
+      if (refused.count(trial)) continue;
+      if (try_drop(trial, *it)) {
         set = trial;
-        current = a.accuracy;
-        r.path.push_back({"drop", *it, set, current, a.mean_logprob, ""});
         dropped = true;
       } else {
-        failed.insert(trial);
+        refused.insert(trial);
       }
     }
   }
-  r.chosen = set;
+  return set;
+}
+
+// A sufficient `set` (accuracy `current`): prune it in passes (above), a trial kept when its score
+// reaches `target`; records each drop in r.path and makes the result the choice.
+void prune_latest_first(SufficiencyResult& r, const std::vector<Head>& added, const HeadSet& set,
+                        tasks::Accuracy current, const std::function<ProbeScore(const HeadSet&)>& eval,
+                        double target) {
+  r.chosen = prune_in_passes(set, added, [&](const HeadSet& trial, const Head& head) {
+    ProbeScore a = eval(trial);
+    if (a.accuracy.value() < target) return false;
+    current = a.accuracy;
+    r.path.push_back({"drop", head, trial, current, a.mean_logprob, ""});
+    return true;
+  });
   r.chosen_accuracy = current;
   r.sufficient = true;
 }
@@ -259,37 +271,22 @@ SufficiencyResult prune_at_budget(SufficiencyResult r, const SetScorer& cheap, c
     if (s.action == "add") added.push_back(s.head);
   for (const auto& h : r.chosen)  // heads the path did not add (none today) go last in the removal order
     if (std::find(added.begin(), added.end(), h) == added.end()) added.insert(added.begin(), h);
-  std::set<HeadSet> refused;
-  HeadSet set = r.chosen;
-  for (bool dropped = true; dropped && set.size() > 1;) {
-    dropped = false;
-    for (auto it = added.rbegin(); it != added.rend() && set.size() > 1; ++it) {
-      if (!set.count(*it)) continue;
-      HeadSet trial = set;
-      trial.erase(*it);
-      if (refused.count(trial)) continue;
-      ProbeScore a = cheap(trial);
+  r.chosen = prune_in_passes(r.chosen, added, [&](const HeadSet& trial, const Head& head) {
+    ProbeScore a = cheap(trial);
+    ++r.evaluations;
+    if (on_evaluation) on_evaluation();
+    std::string judge = "short";
+    if (a.accuracy.value() >= o.budget_floor * target) {
+      a = budget(trial);
       ++r.evaluations;
       if (on_evaluation) on_evaluation();
-      std::string judge = "short";
-      if (a.accuracy.value() >= o.budget_floor * target) {
-        a = budget(trial);
-        ++r.evaluations;
-        if (on_evaluation) on_evaluation();
-        judge = "budget";
-      }
-      const bool keeps = a.accuracy.value() >= target;
-      r.budget_path.push_back({keeps ? "drop" : "keep", *it, trial, a.accuracy, a.mean_logprob, judge});
-      if (keeps) {
-        set = trial;
-        r.chosen = set;
-        r.chosen_accuracy = a.accuracy;
-        dropped = true;
-      } else {
-        refused.insert(trial);
-      }
+      judge = "budget";
     }
-  }
+    const bool keeps = a.accuracy.value() >= target;
+    r.budget_path.push_back({keeps ? "drop" : "keep", head, trial, a.accuracy, a.mean_logprob, judge});
+    if (keeps) r.chosen_accuracy = a.accuracy;
+    return keeps;
+  });
   return r;
 }
 
