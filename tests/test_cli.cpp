@@ -268,6 +268,15 @@ TEST(CliRun, PipelineReportResumeAndSigkill) {
                                   " --examples 4 --max-heads 2 --proxy-kd-steps 3 --corpus " + dir.file("corpus.txt"));
   EXPECT_NE(other_proxy.exit_code, 0);
   EXPECT_NE(other_proxy.err.find("proxy/settings.json"), std::string::npos) << other_proxy.err;
+  // The second pruning needs the short proxy it escalates from: refused before any work, named.
+  CliResult no_proxy = run_cli("select " + dir.file("teacher") + " --bank " + dir.file("a/bank") + " --heads " +
+                               dir.file("a/heads") + " --out " + dir.file("b_select") + " --budget-kd-steps 3");
+  EXPECT_NE(no_proxy.exit_code, 0);
+  EXPECT_NE(no_proxy.err.find("--budget-kd-steps 3 needs --proxy-kd-steps > 0"), std::string::npos) << no_proxy.err;
+  CliResult bad_floor = run_cli("select " + dir.file("teacher") + " --bank " + dir.file("a/bank") + " --heads " +
+                                dir.file("a/heads") + " --out " + dir.file("b_select") + " --budget-floor 2");
+  EXPECT_NE(bad_floor.exit_code, 0);
+  EXPECT_NE(bad_floor.err.find("--budget-floor"), std::string::npos) << bad_floor.err;
   EXPECT_NE(slurp_file(dir.file("a/init/hybrid/README.md")).find("head bank"), std::string::npos);
   // A 2-pair KV probe: a guess scores 50%, so every random draw (at most 100%) is called noise.
   EXPECT_NE(slurp_file(dir.file("a/report.md")).find("every draw within twice chance (50.0%): noise"),

@@ -5,6 +5,7 @@
 // OUT/run.json records the settings; a finished stage leaves OUT/stages/NAME.done. Re-running the
 // same command skips finished stages and resumes an interrupted distillation from its checkpoint;
 // re-running with different settings over the same OUT is refused (a different run's files).
+#include <limits>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -536,7 +537,8 @@ void register_run(CLI::App& app) {
   cmd->add_option("--select-budget-kd-steps", o.select_budget_kd_steps,
                   "--budget auto: prune the chosen set once more, each removal trial distilled this many KD steps "
                   "(-1: the students' --kd-steps; 0: off)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{-1}, std::numeric_limits<int64_t>::max()));
   cmd->add_option("--shrink-factor", o.shrink_factor, "The shrunk hybrid has d_state / this")->capture_default_str();
   cmd->add_option("--align-steps", o.align_steps, "Hidden-state alignment steps per student after assembly from the bank (0: KD only)")->capture_default_str();
   cmd->add_option("--kd-steps", o.kd_steps, "Logit-distillation steps per student")->capture_default_str();

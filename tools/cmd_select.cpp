@@ -68,10 +68,12 @@ void register_select(CLI::App& app) {
   cmd->add_option("--budget-kd-steps", budget_kd_steps,
                   "--strategy ranking with a proxy: prune the chosen set once more with each removal trial distilled "
                   "this many KD steps (the students' budget; 0: off)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--budget-floor", o.budget_floor,
                   "--budget-kd-steps: only trials whose short proxy reaches this x the target are distilled longer")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--corpus", corpus_path, "Distillation data of the proxy (as `distill --corpus`)");
   cmd->add_option("--proxy-kd-lr", proxy.kd.lr, "Proxy KD learning rate")->capture_default_str();
   cmd->add_option("--proxy-batch", proxy.batch, "Proxy KD sequences per step")->capture_default_str();
@@ -81,6 +83,10 @@ void register_select(CLI::App& app) {
   cmd->add_option("--tasks", tasks_list, "Proxy KD: task rows")->capture_default_str();
   cmd->add_option("--seed", proxy.seed, "Proxy KD data-order seed")->capture_default_str();
   cmd->callback([] {
+    // Checked before any work: the second pruning distils trials from the bank like the proxy does.
+    RAD_CHECK(budget_kd_steps == 0 || (proxy.kd.steps > 0 && o.strategy == "ranking"),
+              "--budget-kd-steps {} needs --proxy-kd-steps > 0 and --strategy ranking (got --proxy-kd-steps {}, "
+              "--strategy {})", budget_kd_steps, proxy.kd.steps, o.strategy);
     const std::string heads_json_path = (fs::path(heads_dir) / "heads.json").string();
     json hj = json::parse(read_text_file(heads_json_path), nullptr, false);
     RAD_CHECK(!hj.is_discarded() && hj.contains("heads") && hj.contains("probe"),
@@ -143,8 +149,6 @@ void register_select(CLI::App& app) {
       data.write_tokenizer = [](const std::string&) {};
       proxy.mix.tasks = split_comma_list(tasks_list);
       proxy.kd_trainable = [](const std::string& n) { return kd_trains(n, false); };
-      proxy.save_every = proxy.kd.steps;
-      proxy.log_every = std::max<int64_t>(1, proxy.kd.steps);
       // Each set's proxy student lives in OUT/<folder>/<its heads>: a finished one is reloaded (after
       // checking it keeps exactly these heads), an interrupted one resumes. The folder remembers the
       // proxy's settings: a re-run with other settings into the same --out must not reload students
@@ -199,14 +203,15 @@ void register_select(CLI::App& app) {
         };
       };
       const SetScorer distilled_score = distilled_scorer(proxy.kd.steps, "proxy");
-      const std::string what = fmt::format("distilled {} KD steps of {} x {} tokens", proxy.kd.steps, proxy.batch,
-                                           proxy.seq);
+      auto distilled_for = [&](int64_t steps) {
+        return fmt::format("distilled {} KD steps of {} x {} tokens", steps, proxy.batch, proxy.seq);
+      };
+      const std::string what = distilled_for(proxy.kd.steps);
       if (o.strategy == "ranking") {
         r = walk_ranking_and_prune(ranked, teacher_acc.value(), distilled_score, o, tick);
         r.proxy = "each set " + what;
         if (budget_kd_steps > 0) {
-          const std::string budget_what = fmt::format("distilled {} KD steps of {} x {} tokens", budget_kd_steps,
-                                                      proxy.batch, proxy.seq);
+          const std::string budget_what = distilled_for(budget_kd_steps);
           r = prune_at_budget(r, distilled_score, distilled_scorer(budget_kd_steps, "proxy_budget"),
                               "each removal trial " + budget_what, o, tick);
           r.proxy += fmt::format("; the choice pruned again with each trial {}", budget_what);
