@@ -281,7 +281,9 @@ TEST(CliRun, PipelineReportResumeAndSigkill) {
   // A 2-pair KV probe: a guess scores 50%, so every random draw (at most 100%) is called noise.
   EXPECT_NE(slurp_file(dir.file("a/report.md")).find("every draw within twice chance (50.0%): noise"),
             std::string::npos);
-  for (const char* f : {"report.md", "memory.svg", "accuracy_vs_heads.svg", "heads/heads.svg", "eval/eval.json",
+  // The report's heat map outlines the run's kept set (select's), not the sweep's own plan.
+  EXPECT_NE(slurp_file(dir.file("a/report.md")).find("![head scores](kept_heads.svg)"), std::string::npos);
+  for (const char* f : {"report.md", "memory.svg", "accuracy_vs_heads.svg", "kept_heads.svg", "heads/heads.svg", "eval/eval.json",
                         "select/sufficiency.svg", "select/plan.json"})
     EXPECT_TRUE(std::filesystem::exists(dir.file(std::string("a/") + f))) << f;
 

@@ -332,6 +332,37 @@ void write_run_figures(const json& report, const std::string& out_dir) {
   }
 }
 
+namespace {
+
+// The head sweep's heat map outlines the sweep's own plan (`heads --fraction`); the run may keep
+// another set (`select`: on the default teacher {L3H0, L3H3}, heads the sweep scores low). The report
+// draws the same scores with the run's kept set outlined, as kept_heads.svg, and falls back to the
+// sweep's picture when heads.json lacks the scores. Returns the figure's path relative to out_dir.
+std::string kept_heads_figure(const RunReportInput& in, const std::string& out_dir, const std::string& heads_svg_rel) {
+  const json& h = in.heads;
+  if (!h.is_object() || !h.contains("heads") || !h.contains("n_layer") || !h.contains("n_head")) return heads_svg_rel;
+  const int64_t n_layer = h["n_layer"].get<int64_t>(), n_head = h["n_head"].get<int64_t>();
+  std::vector<std::vector<double>> grid(n_layer, std::vector<double>(n_head, 0));
+  for (const auto& e : h["heads"]) {
+    const int64_t l = e.value("layer", int64_t{-1}), q = e.value("head", int64_t{-1});
+    if (l < 0 || l >= n_layer || q < 0 || q >= n_head || !e.contains("score")) return heads_svg_rel;
+    grid[l][q] = e["score"].get<double>();
+  }
+  std::set<std::pair<int64_t, int64_t>> kept;
+  for (const auto& k : in.settings.value("kept_heads", json::array())) kept.insert({k[0].get<int64_t>(), k[1].get<int64_t>()});
+  const std::string probe = h.contains("probe") && h["probe"].is_object() && h["probe"].contains("description")
+                                ? ", " + h["probe"]["description"].get<std::string>()
+                                : std::string();
+  write_text_atomic((std::filesystem::path(out_dir) / "kept_heads.svg").string(),
+                    svg::heat_map(grid, kept,
+                                  fmt::format("Retrieval score (answer log-prob drop, nats){}; outlined: the run's kept "
+                                              "heads", probe),
+                                  "layer", "query head"));
+  return "kept_heads.svg";
+}
+
+}  // namespace
+
 void write_run_report(const RunReportInput& in, const std::string& out_dir, const std::string& heads_svg_rel) {
   json report = build_run_report(in);
   ensure_directory(out_dir);
@@ -655,7 +686,7 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
                     "alone is ablated on the selection probe (the accuracy drop is in heads/heads.md); the causal check "
                     "below ablates heads together on held-out examples.\n\n",
                     in.settings.value("kept_heads", json::array()).dump());
-  md += "![head scores](" + heads_svg_rel + ")\n\n";
+  md += "![head scores](" + kept_heads_figure(in, out_dir, heads_svg_rel) + ")\n\n";
   // The kept set, head by head: necessity (ablation) beside how well a recurrence replaces it (bank).
   {
     std::map<std::pair<int64_t, int64_t>, const json*> scores, residuals;
