@@ -9,6 +9,7 @@
 
 #include "rad/distill/distill.h"
 #include "rad/distill/init_from_attention.h"
+#include "rad/distill/teacher_cache.h"
 #include "rad/io/checkpoint.h"
 #include "rad/io/safetensors.h"
 #include "test_util.h"
@@ -100,6 +101,49 @@ TEST(Distill, StagesReduceTheirLossesAndResumeExactly) {
     auto rb = records(out + "/metrics.jsonl");
     ASSERT_EQ(rb.size(), rec.size());
     for (size_t i = 0; i < rec.size(); ++i) EXPECT_EQ(rec[i]["loss"], rb[i]["loss"]) << stop << " " << i;
+  }
+}
+
+// The teacher cache changes nothing: a run that writes it and a run that reads it (a second student
+// on the same rows) train exactly the student a run without it trains; a cache of another teacher
+// is refused, naming its teacher.json.
+TEST(Distill, TeacherCacheGivesTheSameStudentAndRefusesAnotherTeacher) {
+  PretrainData d = fixture_data();
+  CausalLM teacher = io::load_causal_lm(fixture_model("llama_gqa"));
+  TempDir dir;
+  auto saver = [](CausalLM& m, const std::string& out) { io::save_causal_lm(m, out); };
+  for (const std::string name : {"plain", "writes", "reads"}) {
+    CausalLM student = perturbed_student(7);
+    DistillOptions o = tiny_options(dir.file(name));
+    if (name != "plain") o.teacher_cache = dir.file("cache");
+    distill(teacher, student, o, d, saver);
+  }
+  size_t cached = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.file("cache"))) cached += e.path().extension() == ".npy";
+  EXPECT_EQ(cached, 5u) << "one file per KD batch";
+  auto plain = io::SafetensorsFile::open(dir.file("plain/model.safetensors"));
+  for (const std::string name : {"writes", "reads"}) {
+    auto other = io::SafetensorsFile::open(dir.file(name + "/model.safetensors"));
+    for (const auto& e : plain->entries())
+      EXPECT_TRUE(at::equal(plain->tensor(e.name), other->tensor(e.name))) << name << " " << e.name;
+  }
+  // Logits from a hit equal the teacher's forward.
+  TeacherHiddenCache cache(dir.file("cache"), teacher);
+  at::Tensor ids = at::arange(2, 26, at::kLong).view({2, 12});
+  at::Tensor first = cache.logits(teacher, ids), second = cache.logits(teacher, ids);
+  EXPECT_EQ(cache.misses(), 1);
+  EXPECT_EQ(cache.hits(), 1);
+  at::NoGradGuard no_grad;
+  EXPECT_TRUE(at::equal(second, teacher->forward(ids)));
+  EXPECT_TRUE(at::equal(first, second));
+  CausalLM other = perturbed_student(9);
+  try {
+    TeacherHiddenCache refused(dir.file("cache"), other);
+    ADD_FAILURE() << "a cache of another teacher was accepted";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find(dir.file("cache/teacher.json")), std::string::npos) << m;
+    EXPECT_NE(m.find("another --teacher-cache"), std::string::npos) << m;
   }
 }
 

@@ -47,6 +47,9 @@ void register_distill(CLI::App& app) {
                   "Dtype the frozen teacher's weights are held in: auto (as stored, memory-mapped, no copy), "
                   "float32 or bfloat16; it computes in float32 either way, converting one layer at a time")
       ->capture_default_str();
+  cmd->add_option("--teacher-cache", o.teacher_cache,
+                  "Directory of the teacher's final hidden states per KD batch, shared by distillations on the same "
+                  "rows (read when there, written otherwise; float32; a run's students share runs/X/teacher_cache)");
   cmd->add_flag("--freeze-kept-heads", freeze_kept, "Keep the kept attention heads' q/k/v projections fixed");
   cmd->add_flag("--activation-checkpointing", o.activation_checkpointing,
                 "Keep only each student layer's input for the backward pass and recompute the layer there "

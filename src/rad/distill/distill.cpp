@@ -12,6 +12,7 @@
 #include "rad/core/log.h"
 #include "rad/core/progress.h"
 #include "rad/dist/process_group.h"
+#include "rad/distill/teacher_cache.h"
 #include "rad/dist/shard.h"
 #include "rad/distill/head_bank.h"
 #include "rad/train/optim.h"
@@ -79,6 +80,9 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
   teacher->eval();
   for (auto& p : teacher->parameters()) p.set_requires_grad(false);
   student->set_activation_checkpointing(o.activation_checkpointing);
+  RAD_CHECK(o.teacher_cache.empty() || !o.bf16,
+            "distill: the teacher cache ({}) holds float32 states and cannot be used with bf16 autocast", o.teacher_cache);
+  TeacherHiddenCache teacher_cache(o.kd.steps > 0 ? o.teacher_cache : std::string(), teacher);
 
   // Resume position: (stage index, step within stage).
   std::string resume_stage;
@@ -183,11 +187,7 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
           }
           loss = hidden_alignment_loss(student, t_in, t_out, dp ? global_tokens : 0);
         } else {
-          at::Tensor t_logits;
-          {
-            at::NoGradGuard no_grad;
-            t_logits = teacher->forward(input);
-          }
+          at::Tensor t_logits = teacher_cache.logits(teacher, input);
           at::Tensor s_logits = student->forward(input);
           kl = dp ? kl_divergence_share(t_logits, s_logits, global_tokens) : kl_divergence(t_logits, s_logits);
           loss = kl;
@@ -257,6 +257,9 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
     if (progress) progress->finish();
   }
   student->eval();
+  if (main_rank && teacher_cache.enabled())
+    log_info("teacher cache {}: {} KD batches read, {} computed and written", o.teacher_cache, teacher_cache.hits(),
+             teacher_cache.misses());
   if (main_rank) save_model(student, o.out_dir);
   // No rank reports success before the model is written.
   group.barrier("the final barrier (rank 0 writes the model)");

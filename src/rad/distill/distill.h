@@ -34,6 +34,10 @@ struct DistillOptions : TrainingLoopOptions {
   DistillStage kd{0, 5e-4};
   double ce_weight = 0.0;  // kd: weight of the data cross-entropy added to the KL
   bool activation_checkpointing = false;  // recompute each student layer in backward (less memory)
+  // KD reads the teacher's final hidden states of each batch from this directory when an earlier
+  // distillation on the same rows left them there, and writes them there otherwise
+  // (distill/teacher_cache.h). Empty: none. Float32 only (refused with bf16).
+  std::string teacher_cache;
   double warmup_fraction = 0.05;
   double decay_fraction = 0.2;
   // Which student parameters each stage trains (null: all). Frozen ones get requires_grad(false).

@@ -4,19 +4,10 @@
 
 #include <fmt/format.h>
 
+#include "rad/core/fnv1a.h"
 #include "rad/io/hf_config.h"
 
 namespace rad {
-namespace {
-struct Fnv1a {
-  uint64_t h = 1469598103934665603ull;
-  void add(const void* data, size_t n) {
-    const auto* p = static_cast<const uint8_t*>(data);
-    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  }
-  void add(const std::string& s) { add(s.data(), s.size()); }
-};
-}  // namespace
 
 std::string model_hash(CausalLM& model) {
   Fnv1a f;
