@@ -455,8 +455,8 @@ TEST(DataParallel, HeadSweepOnTwoProcessesGivesTheSingleProcessRanking) {
 
 // ---------------------------------------------------------------- radistill run --nproc 2
 
-// `radistill run --nproc 2`: the head sweep and every distillation run as 2 data-parallel processes
-// (the stage markers record the launch) and the report is complete; a batch --nproc does not divide
+// `radistill run --nproc 2`: the head sweep, the selection and every distillation run as 2
+// data-parallel processes (the stage markers record the launch) and the report is complete; a batch --nproc does not divide
 // is refused before any work.
 TEST(DataParallel, RunPipelineWithTwoProcessesPerStage) {
   TempDir dir;
@@ -469,7 +469,7 @@ TEST(DataParallel, RunPipelineWithTwoProcessesPerStage) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto args = [&](int batch, const std::string& out) {
     return "run --teacher " + dir.file("teacher") + " --corpus " + dir.file("corpus.txt") +
-           " --pairs 2 --head-examples 4 --bank-steps 2 --max-heads 2 --select-kd-steps 0 --align-steps 2 --kd-steps 2"
+           " --pairs 2 --head-examples 4 --bank-steps 2 --max-heads 2 --select-kd-steps 1 --align-steps 2 --kd-steps 2"
            " --shrink-align-steps 1 --shrink-kd-steps 1"
            " --seq 32 --eval-examples 2 --eval-kv-pairs 2 --save-every 1 --fp32 --quick --nproc 2 --batch " +
            std::to_string(batch) + " --out " + out;
@@ -482,6 +482,10 @@ TEST(DataParallel, RunPipelineWithTwoProcessesPerStage) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(read_file(dir.file("a/stages/heads.done")).find("radistill launch -n 2 -- heads"), std::string::npos);
   EXPECT_NE(read_file(dir.file("a/stages/bank.done")).find("radistill launch -n 2 -- bank"), std::string::npos);
+  // The selection too: its proxy students distilled data-parallel, its probes split between the ranks.
+  EXPECT_NE(read_file(dir.file("a/stages/select.done")).find("radistill launch -n 2 -- select"), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(dir.file("a/select/sufficiency.json")));
+  EXPECT_TRUE(std::filesystem::exists(dir.file("a/teacher_cache/teacher.json")));
   for (const char* s : {"hybrid", "shrunk", "pure_ssm"})
     EXPECT_NE(read_file(dir.file(std::string("a/stages/distill_") + s + ".done")).find("radistill launch -n 2 -- distill"),
               std::string::npos)

@@ -27,6 +27,7 @@
 #include "rad/heads/head_plan.h"
 #include "rad/heads/sufficiency.h"
 #include "rad/io/hf_config.h"
+#include "rad/io/hybrid_checkpoint.h"
 #include "rad/model/hybrid_config.h"
 #include "rad/report/run_report.h"
 #include "rad/train/token_shards.h"
@@ -207,14 +208,16 @@ class Pipeline {
     std::string plan_path = heads_dir + "/plan.json";
     if (auto_budget()) {
       const SufficiencyOptions& so = o_.sufficiency;
-      stage("select", progress,
-            {"select", o_.teacher, "--bank", bank_dir, "--heads", heads_dir, "--out", path("select"), "--examples",
-             std::to_string(o_.head_examples), "--target-ratio", fmt::format("{}", so.target_ratio), "--candidates",
-             std::to_string(so.candidates), "--max-heads", std::to_string(so.max_heads), "--strategy", so.strategy,
-             "--proxy-kd-steps", std::to_string(o_.select_kd_steps), "--corpus", o_.corpus, "--proxy-kd-lr",
-             fmt::format("{}", o_.kd_lr), "--proxy-batch", std::to_string(o_.batch), "--proxy-seq",
-             std::to_string(o_.seq), "--task-share", fmt::format("{}", o_.task_share), "--seed",
-             std::to_string(o_.seed), "--budget-kd-steps", std::to_string(select_budget_kd_steps())});
+      std::vector<std::string> select_args = {
+          "select", o_.teacher, "--bank", bank_dir, "--heads", heads_dir, "--out", path("select"), "--examples",
+          std::to_string(o_.head_examples), "--target-ratio", fmt::format("{}", so.target_ratio), "--candidates",
+          std::to_string(so.candidates), "--max-heads", std::to_string(so.max_heads), "--strategy", so.strategy,
+          "--proxy-kd-steps", std::to_string(o_.select_kd_steps), "--corpus", o_.corpus, "--proxy-kd-lr",
+          fmt::format("{}", o_.kd_lr), "--proxy-batch", std::to_string(o_.batch), "--proxy-seq",
+          std::to_string(o_.seq), "--task-share", fmt::format("{}", o_.task_share), "--seed",
+          std::to_string(o_.seed), "--budget-kd-steps", std::to_string(select_budget_kd_steps())};
+      if (!use_bf16()) select_args.insert(select_args.end(), {"--teacher-cache", teacher_cache_dir()});
+      stage("select", progress, data_parallel(select_args));
       plan_path = path("select/plan.json");
     }
     HeadPlan plan = HeadPlan::load(plan_path, config);
@@ -252,6 +255,9 @@ class Pipeline {
               {"shrink", "--model", path("models/" + s.shrink_from), "--d-state", std::to_string(s.d_state), "--out",
                path("init/" + s.name)});
       }
+      // The selection's budget pruning distilled the chosen set exactly as the hybrid would be (same
+      // bank, rows, steps and learning rate): that student is the hybrid, not distilled twice.
+      if (s.name == "hybrid" && reuse_budget_student(plan, progress)) continue;
       // Shrinking repeats alignment and KD briefly (DESIGN section 5.4); every other student gets
       // the same full budget.
       distill_stage("distill_" + s.name, progress, path("init/" + s.name), path("models/" + s.name),
@@ -341,6 +347,7 @@ class Pipeline {
                                      "--eval-every", std::to_string(std::max<int64_t>(50, (align + kd) / 4)),
                                      "--save-every", std::to_string(o_.save_every)};
     if (use_bf16()) args.push_back("--bf16");
+    else args.insert(args.end(), {"--teacher-cache", teacher_cache_dir()});
     if (o_.activation_checkpointing) args.push_back("--activation-checkpointing");
     // An interrupted distillation continues from its latest checkpoint.
     if (!done(name) && fs::exists(fs::path(out) / "checkpoints" / "latest")) args.push_back("--resume");
@@ -355,6 +362,44 @@ class Pipeline {
     args.insert(args.begin(), {"launch", "-n", std::to_string(o_.nproc), "--"});
     return args;
   }
+
+  // Copies select/proxy_budget/<the chosen set> to models/hybrid when that student was distilled
+  // with the hybrid's settings (the budget pruning's settings.json against this run's); false when
+  // there is none or its settings differ (then the hybrid is distilled as every other student).
+  bool reuse_budget_student(const HeadPlan& plan, Progress& progress) {
+    const std::string name = "distill_hybrid";
+    if (done(name)) return false;  // distilled (or reused) earlier: stage() reports it skipped
+    if (!auto_budget() || select_budget_kd_steps() != o_.kd_steps || o_.align_steps != 0) return false;
+    const fs::path folder = path("select/proxy_budget");
+    const fs::path dir = folder / head_set_key(HeadSet(plan.kept_heads.begin(), plan.kept_heads.end()));
+    if (!fs::exists(dir / "model.safetensors") || !fs::exists(folder / "settings.json")) return false;
+    const json made = json::parse(read_text_file((folder / "settings.json").string()), nullptr, false);
+    auto absolute = [](const std::string& p) { return fs::absolute(p).lexically_normal().string(); };
+    const json wanted = {{"kd_steps", o_.kd_steps},     {"kd_lr", o_.kd_lr},   {"batch", o_.batch},
+                         {"seq", o_.seq},               {"seed", o_.seed},     {"task_share", o_.task_share},
+                         {"bank", absolute(path("bank"))}, {"corpus", absolute(o_.corpus)}};
+    for (const auto& [key, value] : wanted.items())
+      if (!made.is_object() || !made.contains(key) || made[key] != value) return false;
+    const std::string out = path("models/hybrid");
+    log_info("[run] stage {} of {}: {}: the selection's budget student {} is this hybrid (distilled {} KD steps "
+             "with the students' settings); copied to {}",
+             finished_ + 1, total_, name, dir.string(), o_.kd_steps, out);
+    const fs::path tmp = out + ".partial";
+    fs::remove_all(tmp);
+    fs::create_directories(tmp.parent_path());
+    fs::copy(dir, tmp, fs::copy_options::recursive);
+    fs::remove_all(tmp / "checkpoints");  // the proxy's training state; the model files stay
+    io::copy_tokenizer_files(o_.teacher, tmp.string());  // (a select of an earlier version wrote none)
+    fs::remove_all(out);
+    fs::rename(tmp, out);
+    mark(name, fmt::format("reused {} (the selection's budget student of this plan)", dir.string()));
+    progress.update(++finished_);
+    return true;
+  }
+
+  // The teacher's hidden states per KD batch, computed by the first distillation on a batch's rows
+  // and read by every later one (the selection's proxies and the students share their rows).
+  std::string teacher_cache_dir() const { return path("teacher_cache"); }
 
   // float32 unless --bf16, and bf16 autocast only where the CPU has native bf16 matmuls: elsewhere
   // libtorch's fallback kernel made distillation ~19x slower than float32 (core/torch_setup.h). Even

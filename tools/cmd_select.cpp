@@ -3,6 +3,7 @@
 // plan.json (the chosen set), sufficiency.json (the greedy path, the necessity top-k curve, every
 // accuracy with its Wilson interval and n) and sufficiency.svg.
 #include <filesystem>
+#include <optional>
 
 #include "commands.h"
 #include "rad/core/atomic_file.h"
@@ -10,6 +11,7 @@
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/core/progress.h"
+#include "rad/dist/process_group.h"
 #include "rad/distill/distill.h"
 #include "rad/distill/head_bank.h"
 #include "rad/heads/discovery.h"
@@ -82,218 +84,234 @@ void register_select(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--tasks", tasks_list, "Proxy KD: task rows")->capture_default_str();
   cmd->add_option("--seed", proxy.seed, "Proxy KD data-order seed")->capture_default_str();
+  cmd->add_option("--teacher-cache", proxy.teacher_cache,
+                  "Proxy KD: directory of the teacher's hidden states per batch (as `distill --teacher-cache`)");
   cmd->callback([] {
     // Checked before any work: the second pruning distils trials from the bank like the proxy does.
     RAD_CHECK(budget_kd_steps == 0 || (proxy.kd.steps > 0 && o.strategy == "ranking"),
               "--budget-kd-steps {} needs --proxy-kd-steps > 0 and --strategy ranking (got --proxy-kd-steps {}, "
               "--strategy {})", budget_kd_steps, proxy.kd.steps, o.strategy);
-    const std::string heads_json_path = (fs::path(heads_dir) / "heads.json").string();
-    json hj = json::parse(read_text_file(heads_json_path), nullptr, false);
-    RAD_CHECK(!hj.is_discarded() && hj.contains("heads") && hj.contains("probe"),
-              "{}: not a heads.json of `radistill heads` (expected \"heads\" and \"probe\")", heads_json_path);
-    TextCodec codec = load_text_codec(teacher_dir);
-    CausalLM teacher = io::load_causal_lm(teacher_dir, at::kFloat);
-    to_compute_device(*teacher);
-    const ModelConfig& c = teacher->config();
-    RAD_CHECK(io::is_hybrid_dir(bank_dir), "--bank {}: not a head bank (expected the --out of `radistill bank`)", bank_dir);
-    io::HybridModel bank = io::load_hybrid(bank_dir, at::kFloat);
-    check_bank_matches(bank.config, c, "--bank " + bank_dir);
-    check_bank_teacher(bank_dir, model_hash(teacher));
-    to_compute_device(*bank.model);
+    // Data-parallel when started with the torchrun environment (`radistill launch -n N -- select ...`):
+    // every rank walks the same path; each proxy student is distilled data-parallel and each probe is
+    // scored with its batches split between the ranks and all-reduced, so every rank takes the same
+    // decisions. Rank 0 alone writes files.
+    dist::run_data_parallel(proxy.group, [] {
+      const std::string heads_json_path = (fs::path(heads_dir) / "heads.json").string();
+      json hj = json::parse(read_text_file(heads_json_path), nullptr, false);
+      RAD_CHECK(!hj.is_discarded() && hj.contains("heads") && hj.contains("probe"),
+                "{}: not a heads.json of `radistill heads` (expected \"heads\" and \"probe\")", heads_json_path);
+      dist::ProcessGroup* group = proxy.group.get();
+      const bool main_rank = group->is_main();
+      TextCodec codec = load_text_codec(teacher_dir);
+      CausalLM teacher = io::load_causal_lm(teacher_dir, at::kFloat);
+      to_compute_device(*teacher);
+      const ModelConfig& c = teacher->config();
+      RAD_CHECK(io::is_hybrid_dir(bank_dir), "--bank {}: not a head bank (expected the --out of `radistill bank`)", bank_dir);
+      io::HybridModel bank = io::load_hybrid(bank_dir, at::kFloat);
+      check_bank_matches(bank.config, c, "--bank " + bank_dir);
+      check_bank_teacher(bank_dir, model_hash(teacher));
+      to_compute_device(*bank.model);
 
-    // The heads sweep's probe, on the select keys (the test keys stay for evaluation).
-    const json& probe_json = hj["probe"];
-    DiscoveryOptions probe;
-    probe.task = probe_json.value("task", std::string("kv"));
-    probe.pairs = probe_json.value("pairs", int64_t{50});
-    probe.context_words = probe_json.value("context_words", int64_t{400});
-    probe.seed = probe_json.value("seed", uint64_t{0});
-    tasks::TaskOptions to;
-    to.pairs = probe.pairs;
-    to.context_words = probe.context_words;
-    to.split = tasks::KeySplit::kSelect;
-    std::vector<tasks::EncodedExample> examples_enc;
-    for (const auto& e : tasks::make_examples(probe.task, to, examples, probe.seed))
-      examples_enc.push_back(tasks::encode_example(e, codec.encode, codec.bos));
-    std::vector<std::pair<int64_t, int64_t>> ranked;
-    for (const auto& h : hj["heads"]) ranked.emplace_back(h.at("layer").get<int64_t>(), h.at("head").get<int64_t>());
-    RAD_CHECK(static_cast<int64_t>(ranked.size()) == c.n_layer * c.n_head,
-              "{}: ranks {} heads, the teacher has {}", heads_json_path, ranked.size(), c.n_layer * c.n_head);
+      // The heads sweep's probe, on the select keys (the test keys stay for evaluation).
+      const json& probe_json = hj["probe"];
+      DiscoveryOptions probe;
+      probe.task = probe_json.value("task", std::string("kv"));
+      probe.pairs = probe_json.value("pairs", int64_t{50});
+      probe.context_words = probe_json.value("context_words", int64_t{400});
+      probe.seed = probe_json.value("seed", uint64_t{0});
+      tasks::TaskOptions to;
+      to.pairs = probe.pairs;
+      to.context_words = probe.context_words;
+      to.split = tasks::KeySplit::kSelect;
+      std::vector<tasks::EncodedExample> examples_enc;
+      for (const auto& e : tasks::make_examples(probe.task, to, examples, probe.seed))
+        examples_enc.push_back(tasks::encode_example(e, codec.encode, codec.bos));
+      std::vector<std::pair<int64_t, int64_t>> ranked;
+      for (const auto& h : hj["heads"]) ranked.emplace_back(h.at("layer").get<int64_t>(), h.at("head").get<int64_t>());
+      RAD_CHECK(static_cast<int64_t>(ranked.size()) == c.n_layer * c.n_head,
+                "{}: ranks {} heads, the teacher has {}", heads_json_path, ranked.size(), c.n_layer * c.n_head);
 
-    teacher->eval();
-    const tasks::Accuracy teacher_acc = tasks::score(teacher, examples_enc, batch);
-    log_info("teacher on the select keys ({}): {:.3f} [{:.3f}, {:.3f}] of {}", describe_probe(probe),
-             teacher_acc.value(), teacher_acc.low(), teacher_acc.high(), teacher_acc.total);
-    if (teacher_acc.value() < 0.5)
-      log_warn("the teacher answers only {:.1f}% of the probe: a set that matches it says little (choose a probe the "
-               "teacher solves, e.g. `heads --task needle`)", 100 * teacher_acc.value());
-    auto score_set = [&](const HeadSet& set) {
-      HeadPlan plan;
-      plan.kept_heads.assign(set.begin(), set.end());
-      CausalLM hybrid = assemble_plan(teacher, bank.model, bank.config, plan);
-      to_compute_device(*hybrid);
-      return probe_score(hybrid, examples_enc, batch);
-    };
-    const int64_t curve_k = curve_max > 0 ? curve_max : o.max_heads;
-    // Evaluations: the greedy path (at most candidates x max_heads + pruning) and the top-k curve.
-    Progress progress("select", o.candidates * o.max_heads + 3 * o.max_heads + curve_k + 1, "hybrids scored");
-    int64_t done = 0;
-    auto tick = [&] { progress.update(++done); };
-    SufficiencyResult r;
-    if (proxy.kd.steps > 0) {
-      RAD_CHECK(!corpus_path.empty(), "--proxy-kd-steps needs --corpus (the proxy's distillation data)");
-      PretrainData data;
-      data.corpus = load_corpus(corpus_path, teacher_dir, codec.encode, codec.tokenizer.vocab_size(), 0.02, false);
-      data.encode = codec.encode;
-      data.bos = codec.bos;
-      data.write_tokenizer = [](const std::string&) {};
-      proxy.mix.tasks = split_comma_list(tasks_list);
-      proxy.kd_trainable = [](const std::string& n) { return kd_trains(n, false); };
-      // Each set's proxy student lives in OUT/<folder>/<its heads>: a finished one is reloaded (after
-      // checking it keeps exactly these heads), an interrupted one resumes. The folder remembers the
-      // proxy's settings: a re-run with other settings into the same --out must not reload students
-      // distilled differently.
-      auto distilled_scorer = [&](int64_t kd_steps, const std::string& folder) -> SetScorer {
-        DistillOptions d = proxy;
-        d.kd.steps = kd_steps;
-        d.save_every = kd_steps;
-        d.log_every = std::max<int64_t>(1, kd_steps);
-        const fs::path dir = fs::path(out) / folder;
-        const json settings = {{"bank", fs::absolute(bank_dir).lexically_normal().string()},
-                               {"kd_steps", kd_steps}, {"kd_lr", proxy.kd.lr}, {"batch", proxy.batch},
-                               {"seq", proxy.seq}, {"task_share", proxy.mix.task_share},
-                               {"tasks", tasks_list}, {"seed", proxy.seed},
-                               {"corpus", fs::absolute(corpus_path).lexically_normal().string()}};
-        const fs::path settings_file = dir / "settings.json";
-        if (fs::exists(settings_file)) {
-          json cached = json::parse(read_text_file(settings_file.string()), nullptr, false);
-          RAD_CHECK(cached == settings,
-                    "{}: the proxy students in this folder were made with other settings ({}), not {}; use another "
-                    "--out or remove {}",
-                    settings_file.string(), cached.dump(), settings.dump(), dir.string());
-        } else {
-          ensure_directory(dir.string());
-          write_text_atomic(settings_file.string(), settings.dump(2) + "\n");
-        }
-        return [&, d, dir](const HeadSet& set) {
-          HeadPlan plan;
-          plan.kept_heads.assign(set.begin(), set.end());
-          HybridConfig hc = bank.config;
-          hc.plan = plan;
-          DistillOptions run = d;
-          run.out_dir = (dir / head_set_key(set)).string();
-          CausalLM student{nullptr};
-          if (fs::exists(fs::path(run.out_dir) / "model.safetensors")) {
-            io::HybridModel cached = io::load_hybrid(run.out_dir, at::kFloat);
-            HeadSet cached_set(cached.config.plan.kept_heads.begin(), cached.config.plan.kept_heads.end());
-            RAD_CHECK(cached_set == set, "{}: a proxy student keeping {}, expected {}; remove the folder and re-run",
-                      run.out_dir, head_set_key(cached_set), head_set_key(set));
-            student = cached.model;
-            to_compute_device(*student);
-          } else {
-            student = assemble_plan(teacher, bank.model, bank.config, plan);
-            to_compute_device(*student);
-            run.resume = fs::exists(fs::path(run.out_dir) / "checkpoints" / "latest");
-            if (!run.resume && fs::exists(run.out_dir)) fs::remove_all(run.out_dir);
-            distill(teacher, student, run, data,
-                    [hc](CausalLM& m, const std::string& dir) { io::save_hybrid(m, hc, dir); });
+      teacher->eval();
+      const tasks::Accuracy teacher_acc = tasks::score(teacher, examples_enc, batch);
+      log_info("teacher on the select keys ({}): {:.3f} [{:.3f}, {:.3f}] of {}", describe_probe(probe),
+               teacher_acc.value(), teacher_acc.low(), teacher_acc.high(), teacher_acc.total);
+      if (teacher_acc.value() < 0.5)
+        log_warn("the teacher answers only {:.1f}% of the probe: a set that matches it says little (choose a probe the "
+                 "teacher solves, e.g. `heads --task needle`)", 100 * teacher_acc.value());
+      auto score_set = [&](const HeadSet& set) {
+        HeadPlan plan;
+        plan.kept_heads.assign(set.begin(), set.end());
+        CausalLM hybrid = assemble_plan(teacher, bank.model, bank.config, plan);
+        to_compute_device(*hybrid);
+        return probe_score(hybrid, examples_enc, batch, group);
+      };
+      const int64_t curve_k = curve_max > 0 ? curve_max : o.max_heads;
+      // Evaluations: the greedy path (at most candidates x max_heads + pruning) and the top-k curve.
+      std::optional<Progress> progress;  // rank 0's
+      if (main_rank)
+        progress.emplace("select", o.candidates * o.max_heads + 3 * o.max_heads + curve_k + 1, "hybrids scored");
+      int64_t done = 0;
+      auto tick = [&] {
+        if (progress) progress->update(++done);
+      };
+      SufficiencyResult r;
+      if (proxy.kd.steps > 0) {
+        RAD_CHECK(!corpus_path.empty(), "--proxy-kd-steps needs --corpus (the proxy's distillation data)");
+        PretrainData data;
+        data.corpus = load_corpus(corpus_path, teacher_dir, codec.encode, codec.tokenizer.vocab_size(), 0.02, false);
+        data.encode = codec.encode;
+        data.bos = codec.bos;
+        // Each proxy student is a complete model directory (`run` reuses the chosen set's as its hybrid).
+        data.write_tokenizer = [](const std::string& dir) { io::copy_tokenizer_files(teacher_dir, dir); };
+        proxy.mix.tasks = split_comma_list(tasks_list);
+        proxy.kd_trainable = [](const std::string& n) { return kd_trains(n, false); };
+        // Each set's proxy student lives in OUT/<folder>/<its heads>: a finished one is reloaded (after
+        // checking it keeps exactly these heads), an interrupted one resumes. The folder remembers the
+        // proxy's settings: a re-run with other settings into the same --out must not reload students
+        // distilled differently.
+        auto distilled_scorer = [&](int64_t kd_steps, const std::string& folder) -> SetScorer {
+          DistillOptions d = proxy;
+          d.kd.steps = kd_steps;
+          d.save_every = kd_steps;
+          d.log_every = std::max<int64_t>(1, kd_steps);
+          const fs::path dir = fs::path(out) / folder;
+          const json settings = {{"bank", fs::absolute(bank_dir).lexically_normal().string()},
+                                 {"kd_steps", kd_steps}, {"kd_lr", proxy.kd.lr}, {"batch", proxy.batch},
+                                 {"seq", proxy.seq}, {"task_share", proxy.mix.task_share},
+                                 {"tasks", tasks_list}, {"seed", proxy.seed},
+                                 {"corpus", fs::absolute(corpus_path).lexically_normal().string()}};
+          const fs::path settings_file = dir / "settings.json";
+          if (fs::exists(settings_file)) {
+            json cached = json::parse(read_text_file(settings_file.string()), nullptr, false);
+            RAD_CHECK(cached == settings,
+                      "{}: the proxy students in this folder were made with other settings ({}), not {}; use another "
+                      "--out or remove {}",
+                      settings_file.string(), cached.dump(), settings.dump(), dir.string());
+          } else if (main_rank) {
+            ensure_directory(dir.string());
+            write_text_atomic(settings_file.string(), settings.dump(2) + "\n");
           }
-          student->eval();
-          return probe_score(student, examples_enc, batch);
+          return [&, d, dir](const HeadSet& set) {
+            HeadPlan plan;
+            plan.kept_heads.assign(set.begin(), set.end());
+            HybridConfig hc = bank.config;
+            hc.plan = plan;
+            DistillOptions run = d;
+            run.out_dir = (dir / head_set_key(set)).string();
+            CausalLM student{nullptr};
+            if (fs::exists(fs::path(run.out_dir) / "model.safetensors")) {
+              io::HybridModel cached = io::load_hybrid(run.out_dir, at::kFloat);
+              HeadSet cached_set(cached.config.plan.kept_heads.begin(), cached.config.plan.kept_heads.end());
+              RAD_CHECK(cached_set == set, "{}: a proxy student keeping {}, expected {}; remove the folder and re-run",
+                        run.out_dir, head_set_key(cached_set), head_set_key(set));
+              student = cached.model;
+              to_compute_device(*student);
+            } else {
+              student = assemble_plan(teacher, bank.model, bank.config, plan);
+              to_compute_device(*student);
+              run.resume = fs::exists(fs::path(run.out_dir) / "checkpoints" / "latest");
+              if (main_rank && !run.resume && fs::exists(run.out_dir)) fs::remove_all(run.out_dir);
+              distill(teacher, student, run, data,
+                      [hc](CausalLM& m, const std::string& dir) { io::save_hybrid(m, hc, dir); });
+            }
+            student->eval();
+            return probe_score(student, examples_enc, batch, group);
+          };
         };
-      };
-      const SetScorer distilled_score = distilled_scorer(proxy.kd.steps, "proxy");
-      auto distilled_for = [&](int64_t steps) {
-        return fmt::format("distilled {} KD steps of {} x {} tokens", steps, proxy.batch, proxy.seq);
-      };
-      const std::string what = distilled_for(proxy.kd.steps);
-      if (o.strategy == "ranking") {
-        r = walk_ranking_and_prune(ranked, teacher_acc.value(), distilled_score, o, tick);
-        r.proxy = "each set " + what;
-        if (budget_kd_steps > 0) {
-          const std::string budget_what = distilled_for(budget_kd_steps);
-          r = prune_at_budget(r, distilled_score, distilled_scorer(budget_kd_steps, "proxy_budget"),
-                              "each removal trial " + budget_what, o, tick);
-          r.proxy += fmt::format("; the choice pruned again with each trial {}", budget_what);
+        const SetScorer distilled_score = distilled_scorer(proxy.kd.steps, "proxy");
+        auto distilled_for = [&](int64_t steps) {
+          return fmt::format("distilled {} KD steps of {} x {} tokens", steps, proxy.batch, proxy.seq);
+        };
+        const std::string what = distilled_for(proxy.kd.steps);
+        if (o.strategy == "ranking") {
+          r = walk_ranking_and_prune(ranked, teacher_acc.value(), distilled_score, o, tick);
+          r.proxy = "each set " + what;
+          if (budget_kd_steps > 0) {
+            const std::string budget_what = distilled_for(budget_kd_steps);
+            r = prune_at_budget(r, distilled_score, distilled_scorer(budget_kd_steps, "proxy_budget"),
+                                "each removal trial " + budget_what, o, tick);
+            r.proxy += fmt::format("; the choice pruned again with each trial {}", budget_what);
+          }
+        } else {
+          r = select_sufficient_set(ranked, teacher_acc.value(), score_set, o, tick);
+          r = confirm_by_proxy(r, distilled_score, "each prefix of the greedy path " + what, o, tick);
         }
+      } else if (o.strategy == "ranking") {
+        r = walk_ranking_and_prune(ranked, teacher_acc.value(), score_set, o, tick);
       } else {
         r = select_sufficient_set(ranked, teacher_acc.value(), score_set, o, tick);
-        r = confirm_by_proxy(r, distilled_score, "each prefix of the greedy path " + what, o, tick);
       }
-    } else if (o.strategy == "ranking") {
-      r = walk_ranking_and_prune(ranked, teacher_acc.value(), score_set, o, tick);
-    } else {
-      r = select_sufficient_set(ranked, teacher_acc.value(), score_set, o, tick);
-    }
-    if (o.strategy == "ranking") r.empty_accuracy = score_set({}).accuracy;  // (greedy scored it first)
-    // The necessity ranking's top-k, assembled the same way, for the curve beside the greedy path.
-    json top_k = json::array();
-    std::vector<std::pair<double, double>> top_points, greedy_points;
-    for (int64_t k = 0; k <= curve_k; ++k) {
-      HeadSet set(ranked.begin(), ranked.begin() + k);
-      tasks::Accuracy a = k == 0 ? r.empty_accuracy : score_set(set).accuracy;
-      progress.update(++done);
-      top_k.push_back({{"k", k}, {"accuracy", a.value()}, {"low", a.low()}, {"high", a.high()}, {"n", a.total}});
-      top_points.emplace_back(k, a.value());
-    }
-    progress.finish();
-    if (proxy.kd.steps == 0) greedy_points.emplace_back(0, r.empty_accuracy.value());
-    // Pruning as its own series: it starts at the sufficient set the additions reached and walks left.
-    std::vector<std::pair<double, double>> pruned_points;
-    for (const auto& s : r.path) {
-      if (s.action == "add") greedy_points.emplace_back(static_cast<double>(s.set.size()), s.accuracy.value());
-      if (s.action == "drop") {
-        if (pruned_points.empty() && !greedy_points.empty()) pruned_points.push_back(greedy_points.back());
-        pruned_points.emplace_back(static_cast<double>(s.set.size()), s.accuracy.value());
+      if (o.strategy == "ranking") r.empty_accuracy = score_set({}).accuracy;  // (greedy scored it first)
+      // The necessity ranking's top-k, assembled the same way, for the curve beside the greedy path.
+      json top_k = json::array();
+      std::vector<std::pair<double, double>> top_points, greedy_points;
+      for (int64_t k = 0; k <= curve_k; ++k) {
+        HeadSet set(ranked.begin(), ranked.begin() + k);
+        tasks::Accuracy a = k == 0 ? r.empty_accuracy : score_set(set).accuracy;
+        if (progress) progress->update(++done);
+        top_k.push_back({{"k", k}, {"accuracy", a.value()}, {"low", a.low()}, {"high", a.high()}, {"n", a.total}});
+        top_points.emplace_back(k, a.value());
       }
-    }
-    for (const auto& s : r.proxy_path) greedy_points.emplace_back(static_cast<double>(s.set.size()), s.accuracy.value());
-    // The second pruning's accepted drops, at the students' budget.
-    std::vector<std::pair<double, double>> budget_points;
-    for (const auto& s : r.budget_path)
-      if (s.action == "drop") budget_points.emplace_back(static_cast<double>(s.set.size()), s.accuracy.value());
+      if (progress) progress->finish();
+      if (proxy.kd.steps == 0) greedy_points.emplace_back(0, r.empty_accuracy.value());
+      // Pruning as its own series: it starts at the sufficient set the additions reached and walks left.
+      std::vector<std::pair<double, double>> pruned_points;
+      for (const auto& s : r.path) {
+        if (s.action == "add") greedy_points.emplace_back(static_cast<double>(s.set.size()), s.accuracy.value());
+        if (s.action == "drop") {
+          if (pruned_points.empty() && !greedy_points.empty()) pruned_points.push_back(greedy_points.back());
+          pruned_points.emplace_back(static_cast<double>(s.set.size()), s.accuracy.value());
+        }
+      }
+      for (const auto& s : r.proxy_path) greedy_points.emplace_back(static_cast<double>(s.set.size()), s.accuracy.value());
+      // The second pruning's accepted drops, at the students' budget.
+      std::vector<std::pair<double, double>> budget_points;
+      for (const auto& s : r.budget_path)
+        if (s.action == "drop") budget_points.emplace_back(static_cast<double>(s.set.size()), s.accuracy.value());
 
-    HeadPlan plan;
-    plan.kept_heads.assign(r.chosen.begin(), r.chosen.end());
-    plan.selector = {{"kind", "sufficiency"}, {"options", o.to_json()}, {"sufficient", r.sufficient}};
-    ensure_directory(out);
-    plan.save((fs::path(out) / "plan.json").string(), c);
-    json j = r.to_json();
-    j["selection_probe"] = {{"task", probe.task}, {"description", describe_probe(probe)}, {"pairs", probe.pairs},
-                  {"context_words", probe.context_words}, {"examples", examples}, {"seed", probe.seed},
-                  {"key_split", "select"}};
-    j["chosen"] = j["kept_heads"];
-    j["teacher"] = {{"accuracy", teacher_acc.value()}, {"low", teacher_acc.low()}, {"high", teacher_acc.high()},
-                    {"n", teacher_acc.total}};
-    j["options"] = o.to_json();
-    j["top_k_curve"] = top_k;
-    j["bank"] = fs::absolute(bank_dir).lexically_normal().string();
-    j["scored"] = proxy.kd.steps > 0 ? r.proxy : std::string("assembled from the bank, no distillation");
-    write_text_atomic((fs::path(out) / "sufficiency.json").string(), j.dump(2) + "\n");
-    std::vector<svg::Series> selection_series = {
-        {proxy.kd.steps > 0 ? fmt::format("selection path, after {} KD steps", proxy.kd.steps)
-                            : std::string("selection path, assembled"),
-         "#c0392b", greedy_points, {}},
-        {"ablation top-k, assembled (no KD)", "#2c3e50", top_points, {}},
-        svg::reference_line("teacher", "#7f8c8d", teacher_acc.value())};
-    if (!pruned_points.empty()) selection_series.push_back({"pruning (heads dropped)", "#27ae60", pruned_points, {}});
-    if (!budget_points.empty())
-      selection_series.push_back({fmt::format("pruning after {} KD steps", budget_kd_steps), "#8e44ad", budget_points, {}});
-    write_text_atomic((fs::path(out) / "sufficiency.svg").string(),
-                      svg::line_chart(selection_series,
-                                      fmt::format("Kept sets from the head bank, {}, select keys", describe_probe(probe)),
-                                      "heads kept (k)", "probe accuracy", 0, 1));
-    std::string kept;
-    for (const auto& [l, h] : plan.kept_heads) kept += fmt::format("{}L{}H{}", kept.empty() ? "" : ", ", l, h);
-    log_info("{} {} heads ({}): probe {:.3f} [{:.3f}, {:.3f}] vs the teacher's {:.3f}; {} hybrids scored; wrote {}",
-             r.sufficient ? "sufficient set of" : "no sufficient set within the limit; chose", plan.size(), kept,
-             r.chosen_accuracy.value(), r.chosen_accuracy.low(), r.chosen_accuracy.high(), teacher_acc.value(),
-             r.evaluations + curve_k, out);
-    std::printf("%s\n", json({{"k", plan.size()}, {"kept_heads", plan.to_json(c)["kept_heads"]},
-                              {"sufficient", r.sufficient}, {"probe_accuracy", r.chosen_accuracy.value()},
-                              {"teacher_accuracy", teacher_acc.value()}, {"out", out}})
-                            .dump()
-                            .c_str());
+      if (!main_rank) return;  // rank 0 writes the results
+      HeadPlan plan;
+      plan.kept_heads.assign(r.chosen.begin(), r.chosen.end());
+      plan.selector = {{"kind", "sufficiency"}, {"options", o.to_json()}, {"sufficient", r.sufficient}};
+      ensure_directory(out);
+      plan.save((fs::path(out) / "plan.json").string(), c);
+      json j = r.to_json();
+      j["selection_probe"] = {{"task", probe.task}, {"description", describe_probe(probe)}, {"pairs", probe.pairs},
+                    {"context_words", probe.context_words}, {"examples", examples}, {"seed", probe.seed},
+                    {"key_split", "select"}};
+      j["chosen"] = j["kept_heads"];
+      j["teacher"] = {{"accuracy", teacher_acc.value()}, {"low", teacher_acc.low()}, {"high", teacher_acc.high()},
+                      {"n", teacher_acc.total}};
+      j["options"] = o.to_json();
+      j["top_k_curve"] = top_k;
+      j["bank"] = fs::absolute(bank_dir).lexically_normal().string();
+      j["scored"] = proxy.kd.steps > 0 ? r.proxy : std::string("assembled from the bank, no distillation");
+      write_text_atomic((fs::path(out) / "sufficiency.json").string(), j.dump(2) + "\n");
+      std::vector<svg::Series> selection_series = {
+          {proxy.kd.steps > 0 ? fmt::format("selection path, after {} KD steps", proxy.kd.steps)
+                              : std::string("selection path, assembled"),
+           "#c0392b", greedy_points, {}},
+          {"ablation top-k, assembled (no KD)", "#2c3e50", top_points, {}},
+          svg::reference_line("teacher", "#7f8c8d", teacher_acc.value())};
+      if (!pruned_points.empty()) selection_series.push_back({"pruning (heads dropped)", "#27ae60", pruned_points, {}});
+      if (!budget_points.empty())
+        selection_series.push_back({fmt::format("pruning after {} KD steps", budget_kd_steps), "#8e44ad", budget_points, {}});
+      write_text_atomic((fs::path(out) / "sufficiency.svg").string(),
+                        svg::line_chart(selection_series,
+                                        fmt::format("Kept sets from the head bank, {}, select keys", describe_probe(probe)),
+                                        "heads kept (k)", "probe accuracy", 0, 1));
+      std::string kept;
+      for (const auto& [l, h] : plan.kept_heads) kept += fmt::format("{}L{}H{}", kept.empty() ? "" : ", ", l, h);
+      log_info("{} {} heads ({}): probe {:.3f} [{:.3f}, {:.3f}] vs the teacher's {:.3f}; {} hybrids scored; wrote {}",
+               r.sufficient ? "sufficient set of" : "no sufficient set within the limit; chose", plan.size(), kept,
+               r.chosen_accuracy.value(), r.chosen_accuracy.low(), r.chosen_accuracy.high(), teacher_acc.value(),
+               r.evaluations + curve_k, out);
+      std::printf("%s\n", json({{"k", plan.size()}, {"kept_heads", plan.to_json(c)["kept_heads"]},
+                                {"sufficient", r.sufficient}, {"probe_accuracy", r.chosen_accuracy.value()},
+                                {"teacher_accuracy", teacher_acc.value()}, {"out", out}})
+                              .dump()
+                              .c_str());
+    });
   });
 }
 

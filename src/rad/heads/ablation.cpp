@@ -124,21 +124,37 @@ ForwardHooks HeadAblator::hooks_for(const HeadSet& heads) const {
   return hooks;
 }
 
-ProbeScore probe_score(CausalLM& model, const std::vector<tasks::EncodedExample>& probe, int64_t batch_size) {
+ProbeScore probe_score(CausalLM& model, const std::vector<tasks::EncodedExample>& probe, int64_t batch_size,
+                       dist::ProcessGroup* group) {
   RAD_CHECK(!probe.empty() && batch_size >= 1, "probe score: need examples and a batch size >= 1");
   at::NoGradGuard no_grad;
-  ProbeScore out;
+  const bool dp = group && group->distributed();
+  const int64_t rank = dp ? group->rank() : 0, world = dp ? group->world_size() : 1;
+  int64_t correct = 0, total = 0;
   double logprob = 0;
   const int64_t L = model->config().n_layer;
-  for (size_t s = 0; s < probe.size(); s += batch_size) {
+  int64_t batch_index = 0;
+  for (size_t s = 0; s < probe.size(); s += batch_size, ++batch_index) {
+    if (batch_index % world != rank) continue;
     ProbeBatch b = make_probe_batch(probe, s, std::min(probe.size(), s + batch_size));
     at::Tensor hidden = model->run_layers(model->embed(b.ids.to(model->device())), 0, L);
     BatchScore bs = score_batch(model, hidden, b);
-    out.accuracy.correct += bs.correct;
-    out.accuracy.total += static_cast<int64_t>(b.answer_slices.size());
+    correct += bs.correct;
+    total += static_cast<int64_t>(b.answer_slices.size());
     logprob += bs.logprob;
   }
-  out.mean_logprob = logprob / std::max<int64_t>(1, out.accuracy.total);
+  if (dp) {
+    // Counts below 2^53 are exact in float64.
+    at::Tensor sums = at::tensor({static_cast<double>(correct), static_cast<double>(total), logprob}, at::kDouble);
+    group->allreduce(sums, dist::Reduce::kSum, "the probe score's all-reduce");
+    correct = static_cast<int64_t>(sums[0].item<double>());
+    total = static_cast<int64_t>(sums[1].item<double>());
+    logprob = sums[2].item<double>();
+  }
+  ProbeScore out;
+  out.accuracy.correct = correct;
+  out.accuracy.total = total;
+  out.mean_logprob = logprob / std::max<int64_t>(1, total);
   return out;
 }
 

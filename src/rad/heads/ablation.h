@@ -79,7 +79,10 @@ struct ProbeScore {
   tasks::Accuracy accuracy;
   double mean_logprob = 0;
 };
-ProbeScore probe_score(CausalLM& model, const std::vector<tasks::EncodedExample>& probe, int64_t batch_size);
+// With a distributed `group`, every rank holding the same model, each rank scores every
+// world_size-th batch and the sums are all-reduced: every rank returns the whole probe's score.
+ProbeScore probe_score(CausalLM& model, const std::vector<tasks::EncodedExample>& probe, int64_t batch_size,
+                       dist::ProcessGroup* group = nullptr);
 
 // Deterministic ranking (score desc, then layer, then head) with ranks filled in.
 std::vector<HeadScore> rank_heads(std::vector<HeadScore> scores);
