@@ -425,7 +425,8 @@ TEST(DataParallel, DistillOnTwoProcessesMatchesOneProcess) {
 // ---------------------------------------------------------------- the head sweep on 2 processes
 
 // The ranks share the sweep's heads and gather one ranking: the same, bit for bit, as one process's
-// (each head is scored by exactly one rank, the others add exact zeros).
+// (each head is scored by exactly one rank, the others add exact zeros); the causal check's runs
+// are shared the same way.
 TEST(DataParallel, HeadSweepOnTwoProcessesGivesTheSingleProcessRanking) {
   TempDir dir;
   write_corpus(dir);
@@ -443,7 +444,10 @@ TEST(DataParallel, HeadSweepOnTwoProcessesGivesTheSingleProcessRanking) {
   ASSERT_EQ(one_json["heads"].size(), 8u);  // 2 layers x 4 heads, 4 scored by each rank
   EXPECT_EQ(one_json["heads"], two_json["heads"]);  // scores, accuracies and ranks, exactly
   EXPECT_EQ(one_json["teacher_accuracy"], two_json["teacher_accuracy"]);
+  // The causal check's runs are split between the ranks and gathered: the same numbers.
   EXPECT_EQ(one_json["ablate_top_k"], two_json["ablate_top_k"]);
+  EXPECT_EQ(one_json["ablate_random_k"], two_json["ablate_random_k"]);
+  EXPECT_EQ(one_json["causal_probe"], two_json["causal_probe"]);
   EXPECT_EQ(read_file(dir.file("one/plan.json")), read_file(dir.file("two/plan.json")));
   std::set<double> scores;
   for (const auto& h : one_json["heads"]) scores.insert(h["score"].get<double>());

@@ -86,52 +86,74 @@ DiscoveryResult discover_heads(CausalLM& model, const tasks::Encoder& encode, st
     sweep = ablator.sweep(progress ? &*progress : nullptr, o.group);
     if (progress) progress->finish(fmt::format("teacher accuracy {:.3f}", sweep.teacher_accuracy));
   }
-  if (!main_rank) return {sweep, {}, {}};  // rank 0 selects, checks and writes
   HeadSet kept = select_heads(sweep.ranked, o.selector);
   HeadPlan plan;
   plan.kept_heads.assign(kept.begin(), kept.end());
   plan.selector = o.selector.to_json();
-  plan.model_hash = model_hash(model);
 
   // Causal evidence: the top-k heads ablated together against k random heads, on held-out examples.
+  // Every rank holds the sweep's ranking and draws the same sets; with a group, rank r scores the
+  // runs r, r + N, ... and one all-reduce gathers the accuracies (run 0: nothing ablated).
   const uint64_t causal_seed = causal_probe_seed(o.seed);
   HeadAblator causal(model, make_probe(tasks::KeySplit::kTest, causal_seed, o.causal_examples), o.ablation, o.batch);
-  const double causal_clean = causal.accuracy({});
   const int64_t budget = std::max<int64_t>(1, static_cast<int64_t>(kept.size()));
-  nlohmann::json top_k = nlohmann::json::array(), random_k = nlohmann::json::array();
   std::mt19937_64 rng(o.seed ^ 0x5eedull);
   std::vector<int64_t> ks = causal_k_values(budget, n_heads);
-  std::vector<std::pair<double, double>> top_points, rand_points, rand_band;
-  {
-    Progress progress("causal check", static_cast<int64_t>(ks.size()) * (1 + o.random_draws), "probe runs");
-    int64_t done = 0;
-    for (int64_t k : ks) {
-      HeadSet top;
-      for (int64_t i = 0; i < k; ++i) top.insert({sweep.ranked[i].layer, sweep.ranked[i].head});
-      double acc = causal.accuracy(top);
-      progress.update(++done);
-      top_k.push_back({{"k", k}, {"accuracy", acc}});
-      top_points.emplace_back(k, acc);
-      double sum = 0, lo = 1, hi = 0;
-      for (int64_t d = 0; d < o.random_draws; ++d) {
-        std::vector<int64_t> all(n_heads);
-        std::iota(all.begin(), all.end(), 0);
-        std::shuffle(all.begin(), all.end(), rng);
-        HeadSet random;
-        for (int64_t i = 0; i < k; ++i) random.insert({all[i] / c.n_head, all[i] % c.n_head});
-        double a = causal.accuracy(random);
-        progress.update(++done);
-        sum += a;
-        lo = std::min(lo, a);
-        hi = std::max(hi, a);
-      }
-      double mean = o.random_draws > 0 ? sum / o.random_draws : 0;
-      random_k.push_back({{"k", k}, {"accuracy_mean", mean}, {"accuracy_min", lo}, {"accuracy_max", hi},
-                          {"draws", o.random_draws}});
-      rand_points.emplace_back(k, mean);
-      rand_band.emplace_back(lo, hi);
+  std::vector<HeadSet> runs = {HeadSet{}};
+  for (int64_t k : ks) {
+    HeadSet top;
+    for (int64_t i = 0; i < k; ++i) top.insert({sweep.ranked[i].layer, sweep.ranked[i].head});
+    runs.push_back(top);
+    for (int64_t d = 0; d < o.random_draws; ++d) {
+      std::vector<int64_t> all(n_heads);
+      std::iota(all.begin(), all.end(), 0);
+      std::shuffle(all.begin(), all.end(), rng);
+      HeadSet random;
+      for (int64_t i = 0; i < k; ++i) random.insert({all[i] / c.n_head, all[i] % c.n_head});
+      runs.push_back(random);
     }
-    progress.finish();
+  }
+  const bool dp = o.group != nullptr && o.group->distributed();
+  const int64_t rank = dp ? o.group->rank() : 0, world = dp ? o.group->world_size() : 1;
+  std::vector<double> accuracy(runs.size(), 0.0);
+  {
+    const int64_t mine = (static_cast<int64_t>(runs.size()) - rank + world - 1) / world;
+    std::optional<Progress> progress;
+    if (main_rank) progress.emplace(dp ? "causal check (rank 0's share)" : "causal check", mine, "probe runs");
+    int64_t done = 0;
+    for (size_t i = static_cast<size_t>(rank); i < runs.size(); i += static_cast<size_t>(world)) {
+      accuracy[i] = causal.accuracy(runs[i]);
+      if (progress) progress->update(++done);
+    }
+    if (progress) progress->finish();
+  }
+  if (dp) {
+    at::Tensor gathered = at::tensor(accuracy, at::kDouble);  // zeros where another rank scored
+    o.group->allreduce(gathered, dist::Reduce::kSum, "the causal check's all-reduce");
+    for (size_t i = 0; i < accuracy.size(); ++i) accuracy[i] = gathered[static_cast<int64_t>(i)].item<double>();
+  }
+  if (!main_rank) return {sweep, {}, {}};  // rank 0 writes
+  plan.model_hash = model_hash(model);
+  const double causal_clean = accuracy[0];
+  nlohmann::json top_k = nlohmann::json::array(), random_k = nlohmann::json::array();
+  std::vector<std::pair<double, double>> top_points, rand_points, rand_band;
+  size_t next = 1;
+  for (int64_t k : ks) {
+    const double acc = accuracy[next++];
+    top_k.push_back({{"k", k}, {"accuracy", acc}});
+    top_points.emplace_back(k, acc);
+    double sum = 0, lo = 1, hi = 0;
+    for (int64_t d = 0; d < o.random_draws; ++d) {
+      const double a = accuracy[next++];
+      sum += a;
+      lo = std::min(lo, a);
+      hi = std::max(hi, a);
+    }
+    double mean = o.random_draws > 0 ? sum / o.random_draws : 0;
+    random_k.push_back({{"k", k}, {"accuracy_mean", mean}, {"accuracy_min", lo}, {"accuracy_max", hi},
+                        {"draws", o.random_draws}});
+    rand_points.emplace_back(k, mean);
+    rand_band.emplace_back(lo, hi);
   }
 
   nlohmann::json heads = nlohmann::json::array();
