@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DRAD_UNITY_BUILD=ON
 cmake --build build -j2 --target radistill
 bash scripts/get_corpus.sh data/kjv.txt
 ./build/radistill env
