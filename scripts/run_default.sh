@@ -5,8 +5,9 @@
 #   [THREADS=N] bash scripts/run_default.sh [--quick] [...]   (N threads per process; default cores / 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DRAD_UNITY_BUILD=ON
+bash scripts/setup.sh --main   # the build's and the run's packages; the tests' come with scripts/test.sh
+# Only what the run needs: no test binary (GoogleTest is the tests' package) and no benchmarks.
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DRAD_UNITY_BUILD=ON -DRAD_BUILD_TESTS=OFF -DRAD_BUILD_BENCH=OFF
 cmake --build build -j2 --target radistill
 bash scripts/get_corpus.sh data/kjv.txt
 ./build/radistill env

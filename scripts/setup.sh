@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
 # Installs every system package radistill needs on a fresh Debian 12 machine (run as root).
 # Idempotent: re-running installs nothing new and changes nothing.
+#   bash scripts/setup.sh          # everything: build, run, and the tests' references and clients
+#   bash scripts/setup.sh --main   # what building radistill and running the main job need (no
+#                                  # GoogleTest, python3-torch, npm, curl: ~390 fewer packages)
 set -euo pipefail
+MAIN_ONLY=0
+case "${1:-}" in
+  "") ;;
+  --main) MAIN_ONLY=1 ;;
+  *) echo "setup.sh: unknown argument '$1' (expected nothing or --main)" >&2; exit 2 ;;
+esac
 
 PACKAGES=(
   build-essential cmake ccache pkg-config git
@@ -9,13 +18,17 @@ PACKAGES=(
   libgloo-dev                                 # gloo headers for libtorch's c10d ProcessGroupGloo (data-parallel training)
   libopenblas0-openmp libopenblas-openmp-dev  # the BLAS behind libtorch; openmp build so BLAS threads follow libtorch's
   libgoogle-perftools-dev                     # tcmalloc
-  nlohmann-json3-dev libfmt-dev libcli11-dev libgtest-dev libpcre2-dev
+  nlohmann-json3-dev libfmt-dev libcli11-dev libpcre2-dev
   libicu-dev                                  # Unicode normalization (NFC/NFKC) in the tokenizer
   libcpp-httplib-dev                          # HTTP server of `radistill serve` (header + shared library)
-  curl                                        # the serve tests' HTTP client
-  python3-torch python3-numpy                 # independent reference for golden test data (tests/python), never a runtime dependency
   bible-kjv                                   # public-domain English corpus for the default teacher
 )
+TEST_PACKAGES=(
+  libgtest-dev                                # the test binary
+  curl                                        # the serve tests' HTTP client
+  python3-torch python3-numpy                 # independent reference for golden test data (tests/python), never a runtime dependency
+)
+[ "$MAIN_ONLY" = 1 ] || PACKAGES+=("${TEST_PACKAGES[@]}")
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -23,7 +36,7 @@ for p in "${PACKAGES[@]}"; do
 done
 # npm (and node) for the serve test's openai JavaScript client (tests/js): Debian's npm package,
 # unless a Node.js install that brings its own npm (e.g. NodeSource's nodejs) is already there.
-command -v npm >/dev/null 2>&1 || missing+=(npm)
+[ "$MAIN_ONLY" = 1 ] || command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

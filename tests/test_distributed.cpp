@@ -125,6 +125,22 @@ TEST(ProcessGroup, GradientsSumAndMeanInOneBufferAndParametersBroadcast) {
   }
 }
 
+// Each rank's string reaches every rank, indexed by rank: an empty one and bytes above 127 included.
+TEST(ProcessGroup, AllgatherStringsGivesEveryRankEveryRanksString) {
+  const int port = dist::free_tcp_port("127.0.0.1");
+  const std::vector<std::string> sent = {"{\"rank\": 0, \"text\": \"caf\u00e9 \u2192\"}", ""};
+  auto body = [&](int rank) {
+    auto group = dist::ProcessGroup::connect(rank_env(rank, 2, port), std::chrono::seconds(20));
+    return group->allgather_strings(sent[rank], "test gather");
+  };
+  auto r1 = std::async(std::launch::async, body, 1);
+  std::vector<std::string> g0 = body(0), g1 = r1.get();
+  EXPECT_EQ(g0, sent);
+  EXPECT_EQ(g1, sent);
+  dist::ProcessGroup single;
+  EXPECT_EQ(single.allgather_strings("alone", "test gather"), std::vector<std::string>{"alone"});
+}
+
 // A peer that never joins a collective makes it fail within the timeout, naming that rank.
 TEST(ProcessGroup, AHungPeerIsNamedWithinTheTimeout) {
   const int port = dist::free_tcp_port("127.0.0.1");
@@ -422,6 +438,60 @@ TEST(DataParallel, DistillOnTwoProcessesMatchesOneProcess) {
   expect_same_run(dir, 6);
 }
 
+// ---------------------------------------------------------------- eval on 2 processes
+
+// The ranks share the models (model i on rank i mod 2) and gather them: eval.json equals one
+// process's in every score; only the timings and the process's peak memory may differ. The decode
+// timings run on rank 0 alone, for every model.
+TEST(DataParallel, EvalOnTwoProcessesGivesTheSingleProcessScores) {
+  TempDir dir;
+  write_corpus(dir);
+  CliResult r = run_cli(pretrain_args(dir, 4) + " --out " + dir.file("teacher"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  {
+    std::ofstream plan(dir.file("plan.json"));
+    plan << R"({"kept_heads": [[0, 1], [1, 2]]})";
+  }
+  r = run_cli("convert " + dir.file("teacher") + " --plan " + dir.file("plan.json") + " --out " + dir.file("hybrid"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  {
+    std::ofstream plan(dir.file("none.json"));
+    plan << R"({"kept_heads": []})";
+  }
+  r = run_cli("convert " + dir.file("teacher") + " --plan " + dir.file("none.json") + " --out " + dir.file("ssm"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string args = "eval " + dir.file("teacher") + " " + dir.file("hybrid") + " " + dir.file("ssm") +
+                           " --corpus " + dir.file("corpus.txt") +
+                           " --kv-pairs 2 --examples 4 --mqar-pairs 2 --mqar-queries 1 --needle-words 10"
+                           " --needle-depths 0 --phonebook-entries 2 --ppl-seq 16 --out ";
+  r = run_cli(args + dir.file("one"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  CliResult two = run_cli("launch -n 2 -- " + args + dir.file("two"));
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  EXPECT_NE(two.err.find("[rank 0] data-parallel: 2 processes"), std::string::npos) << two.err;
+  auto one_json = nlohmann::json::parse(read_file(dir.file("one/eval.json")));
+  auto two_json = nlohmann::json::parse(read_file(dir.file("two/eval.json")));
+  ASSERT_EQ(one_json["models"].size(), 3u);
+  ASSERT_EQ(two_json["models"].size(), 3u);
+  auto without_timings = [](nlohmann::json m) {
+    EXPECT_GT(m["decode"].value("tokens_per_s", 0.0), 0.0) << m["name"];
+    m.erase("decode");
+    for (auto& [length, measured] : m["cache"]["measured_fp32"].items()) measured.erase("process_peak_rss_bytes");
+    return m;
+  };
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(without_timings(one_json["models"][i]), without_timings(two_json["models"][i])) << i;
+    // Every decode timing ran on rank 0, the hybrid's too (rank 1 scored it), with the runtime's
+    // threads as in one process: the other rank waits meanwhile.
+    EXPECT_EQ(two_json["models"][i]["decode"]["threads"], one_json["models"][i]["decode"]["threads"]) << i;
+  }
+  EXPECT_EQ(one_json["coverage_excluded_tasks"], two_json["coverage_excluded_tasks"]);
+  EXPECT_EQ(one_json["settings"], two_json["settings"]);
+  EXPECT_EQ(two_json["models"][1]["name"], "hybrid");
+  EXPECT_TRUE(two_json["models"][1]["tasks"].contains("kv_2"));
+  EXPECT_NE((two.out + two.err).find("[rank 0] wrote " + dir.file("two/eval.json")), std::string::npos) << two.err;
+}
+
 // ---------------------------------------------------------------- the head sweep on 2 processes
 
 // The ranks share the sweep's heads and gather one ranking: the same, bit for bit, as one process's
@@ -486,6 +556,7 @@ TEST(DataParallel, RunPipelineWithTwoProcessesPerStage) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(read_file(dir.file("a/stages/heads.done")).find("radistill launch -n 2 -- heads"), std::string::npos);
   EXPECT_NE(read_file(dir.file("a/stages/bank.done")).find("radistill launch -n 2 -- bank"), std::string::npos);
+  EXPECT_NE(read_file(dir.file("a/stages/eval.done")).find("radistill launch -n 2 -- eval"), std::string::npos);
   // The selection too: its proxy students distilled data-parallel, its probes split between the ranks.
   EXPECT_NE(read_file(dir.file("a/stages/select.done")).find("radistill launch -n 2 -- select"), std::string::npos);
   EXPECT_TRUE(std::filesystem::exists(dir.file("a/select/sufficiency.json")));

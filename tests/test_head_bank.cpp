@@ -282,6 +282,47 @@ TEST(Sufficiency, WalkingTheRankingThenPruningFindsTheSmallestSufficientSet) {
   EXPECT_EQ(short_walk.chosen, (HeadSet{{0, 0}, {0, 1}}));
 }
 
+// The walk can start where the assembled (undistilled) top-k curve first rises above the no-heads
+// level: the smaller prefixes are added unscored (recorded as "assembled") and pruning still tries
+// dropping their heads, so the smallest set is found with fewer scored prefixes.
+TEST(Sufficiency, TheWalkStartsWhereTheAssembledCurveLeavesTheNoHeadsLevel) {
+  // d = (0,0) is a decoy; the lookup needs a = (0,1) and b = (1,2).
+  std::vector<std::pair<int64_t, int64_t>> ranked = {{0, 0}, {0, 1}, {1, 2}, {1, 3}};
+  const std::vector<tasks::Accuracy> assembled = {{2, 100}, {2, 100}, {3, 100}, {40, 100}, {70, 100}};
+  EXPECT_EQ(first_k_above_no_heads(assembled), 3);
+  EXPECT_EQ(first_k_above_no_heads({{2, 100}, {4, 100}, {6, 100}}), 1);  // within the noise: from top-1
+  EXPECT_EQ(first_k_above_no_heads({}), 1);
+  SufficiencyOptions o;
+  o.max_heads = 4;
+  SufficiencyResult r = walk_ranking_and_prune(ranked, 0.97, synthetic_score, o, nullptr, assembled);
+  EXPECT_TRUE(r.sufficient);
+  EXPECT_EQ(r.chosen, (HeadSet{{0, 1}, {1, 2}}));
+  // One scored prefix (top-3); pass 1 tries three removals (drops d); pass 2 tries {a} and {b}.
+  EXPECT_EQ(r.evaluations, 1 + 3 + 2);
+  ASSERT_EQ(r.path.size(), 4u);
+  EXPECT_EQ(r.path[0].judged_by, "assembled");
+  EXPECT_EQ(r.path[0].accuracy.correct, 2);  // top-1's assembled score
+  EXPECT_EQ(r.path[1].judged_by, "assembled");
+  EXPECT_EQ(r.path[2].judged_by, "");
+  EXPECT_EQ(r.path[2].accuracy.correct, 98);
+  EXPECT_EQ(r.path[3].action, "drop");
+  EXPECT_EQ(r.path[3].head, std::make_pair(int64_t{0}, int64_t{0}));
+  EXPECT_EQ(r.to_json()["path"][0]["judged_by"], "assembled");
+  // --walk-from 2: top-2 scored first (60%, not sufficient), then top-3.
+  o.walk_from = 2;
+  SufficiencyResult from_two = walk_ranking_and_prune(ranked, 0.97, synthetic_score, o, nullptr, assembled);
+  EXPECT_EQ(from_two.chosen, r.chosen);
+  EXPECT_EQ(from_two.evaluations, 2 + 3 + 2);
+  // --walk-from 1 is the plain walk; a start beyond max_heads is capped at it.
+  o.walk_from = 9;
+  o.max_heads = 3;
+  SufficiencyResult capped = walk_ranking_and_prune(ranked, 0.97, synthetic_score, o, nullptr, assembled);
+  EXPECT_EQ(capped.chosen, r.chosen);
+  EXPECT_EQ(capped.evaluations, 1 + 3 + 2);
+  o.walk_from = -1;
+  EXPECT_THROW(walk_ranking_and_prune(ranked, 0.97, synthetic_score, o), Error);
+}
+
 // A short-KD proxy is not monotone: a head can hurt without a partner. Here D spoils the lookup
 // unless X is kept, so dropping X fails while D is in the set and succeeds once D is gone; one
 // latest-first pass would stop at {A, B, C, X}, a second pass reaches {A, B, C}.

@@ -3,6 +3,7 @@
 #include "commands.h"
 #include "rad/core/atomic_file.h"
 #include "rad/core/log.h"
+#include "rad/dist/process_group.h"
 #include "rad/eval/suite.h"
 
 namespace rad::cli {
@@ -46,14 +47,22 @@ void register_eval(CLI::App& app) {
     o.key_split = tasks::parse_key_split(split);
     o.heldout_fraction_given = heldout->count() > 0;
     ensure_directory(out);
-    nlohmann::json result = evaluate_models(dirs, o, reference);
-    std::string path = (std::filesystem::path(out) / "eval.json").string();
-    write_text_atomic(path, result.dump(2) + "\n");
-    for (const auto& m : result["models"])
-      log_info("{}: retrieval coverage {}, perplexity {}", m["name"].get<std::string>(),
-               m["coverage_retrieval"].is_null() ? "n/a" : fmt::format("{:.3f}", m["coverage_retrieval"].get<double>()),
-               m.contains("perplexity") ? fmt::format("{:.2f}", m["perplexity"].get<double>()) : "n/a");
-    log_info("wrote {}", path);
+    // Under `radistill launch` the models are shared between the ranks (evaluate_models); rank 0 writes.
+    static std::shared_ptr<dist::ProcessGroup> group;
+    dist::run_data_parallel(group, [] {
+      nlohmann::json result = evaluate_models(dirs, o, reference, group.get());
+      if (group->is_main()) {
+        std::string path = (std::filesystem::path(out) / "eval.json").string();
+        write_text_atomic(path, result.dump(2) + "\n");
+        for (const auto& m : result["models"])
+          log_info("{}: retrieval coverage {}, perplexity {}", m["name"].get<std::string>(),
+                   m["coverage_retrieval"].is_null() ? "n/a" : fmt::format("{:.3f}", m["coverage_retrieval"].get<double>()),
+                   m.contains("perplexity") ? fmt::format("{:.2f}", m["perplexity"].get<double>()) : "n/a");
+        log_info("wrote {}", path);
+      }
+      // No rank reports success before eval.json is written.
+      group->barrier("the final barrier (rank 0 writes eval.json)");
+    });
   });
 }
 

@@ -215,7 +215,8 @@ class Pipeline {
           "--proxy-kd-steps", std::to_string(o_.select_kd_steps), "--corpus", o_.corpus, "--proxy-kd-lr",
           fmt::format("{}", o_.kd_lr), "--proxy-batch", std::to_string(o_.batch), "--proxy-seq",
           std::to_string(o_.seq), "--task-share", fmt::format("{}", o_.task_share), "--seed",
-          std::to_string(o_.seed), "--budget-kd-steps", std::to_string(select_budget_kd_steps())};
+          std::to_string(o_.seed), "--budget-kd-steps", std::to_string(select_budget_kd_steps()), "--walk-from",
+          std::to_string(so.walk_from)};
       if (!use_bf16()) select_args.insert(select_args.end(), {"--teacher-cache", teacher_cache_dir()});
       stage("select", progress, data_parallel(select_args));
       plan_path = path("select/plan.json");
@@ -274,7 +275,7 @@ class Pipeline {
     eval_args.insert(eval_args.end(), {"--out", path("eval"), "--corpus", o_.corpus, "--examples",
                                        std::to_string(o_.eval_examples), "--kv-pairs", kv, "--needle-words", needle,
                                        "--seed", std::to_string(o_.seed)});
-    stage("eval", progress, eval_args);
+    stage("eval", progress, data_parallel(eval_args));
 
     // Report (in this process).
     RunReportInput in;
@@ -577,6 +578,11 @@ void register_run(CLI::App& app) {
                   "then prune) or greedy (forward selection over the top candidates)")
       ->capture_default_str()
       ->check(CLI::IsMember({"ranking", "greedy"}));
+  cmd->add_option("--select-walk-from", o.sufficiency.walk_from,
+                  "--budget auto, ranking: the first prefix the walk distils (0: the first top-k whose assembled hybrid "
+                  "retrieves above the no-heads level; K: top-K)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--select-kd-steps", o.select_kd_steps, "--budget auto: judge each candidate set after this many KD "
                   "steps (0: assembled from the bank, no KD)")->capture_default_str();
   cmd->add_option("--select-budget-kd-steps", o.select_budget_kd_steps,

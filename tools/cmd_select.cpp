@@ -72,6 +72,11 @@ void register_select(CLI::App& app) {
                   "this many KD steps (the students' budget; 0: off)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--walk-from", o.walk_from,
+                  "--strategy ranking: the first prefix the walk scores (0: the first top-k whose assembled hybrid "
+                  "retrieves above the no-heads level; K: top-K; the smaller prefixes' heads are still pruned)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--budget-floor", o.budget_floor,
                   "--budget-kd-steps: only trials whose short proxy reaches this x the target are distilled longer")
       ->capture_default_str()
@@ -145,7 +150,7 @@ void register_select(CLI::App& app) {
         to_compute_device(*hybrid);
         return probe_score(hybrid, examples_enc, batch, group);
       };
-      const int64_t curve_k = curve_max > 0 ? curve_max : o.max_heads;
+      const int64_t curve_k = std::min<int64_t>(curve_max > 0 ? curve_max : o.max_heads, static_cast<int64_t>(ranked.size()));
       // Evaluations: the greedy path (at most candidates x max_heads + pruning) and the top-k curve.
       std::optional<Progress> progress;  // rank 0's
       if (main_rank)
@@ -154,6 +159,13 @@ void register_select(CLI::App& app) {
       auto tick = [&] {
         if (progress) progress->update(++done);
       };
+      // The necessity ranking's top-k, assembled without distillation (k = 0: no head): the curve beside
+      // the selection's path in the report, and where the ranking walk starts (--walk-from 0).
+      std::vector<tasks::Accuracy> assembled;
+      for (int64_t k = 0; k <= curve_k; ++k) {
+        assembled.push_back(score_set(HeadSet(ranked.begin(), ranked.begin() + k)).accuracy);
+        tick();
+      }
       SufficiencyResult r;
       if (proxy.kd.steps > 0) {
         RAD_CHECK(!corpus_path.empty(), "--proxy-kd-steps needs --corpus (the proxy's distillation data)");
@@ -224,7 +236,7 @@ void register_select(CLI::App& app) {
         };
         const std::string what = distilled_for(proxy.kd.steps);
         if (o.strategy == "ranking") {
-          r = walk_ranking_and_prune(ranked, teacher_acc.value(), distilled_score, o, tick);
+          r = walk_ranking_and_prune(ranked, teacher_acc.value(), distilled_score, o, tick, assembled);
           r.proxy = "each set " + what;
           if (budget_kd_steps > 0) {
             const std::string budget_what = distilled_for(budget_kd_steps);
@@ -237,18 +249,15 @@ void register_select(CLI::App& app) {
           r = confirm_by_proxy(r, distilled_score, "each prefix of the greedy path " + what, o, tick);
         }
       } else if (o.strategy == "ranking") {
-        r = walk_ranking_and_prune(ranked, teacher_acc.value(), score_set, o, tick);
+        r = walk_ranking_and_prune(ranked, teacher_acc.value(), score_set, o, tick, assembled);
       } else {
         r = select_sufficient_set(ranked, teacher_acc.value(), score_set, o, tick);
       }
-      if (o.strategy == "ranking") r.empty_accuracy = score_set({}).accuracy;  // (greedy scored it first)
-      // The necessity ranking's top-k, assembled the same way, for the curve beside the greedy path.
+      if (o.strategy == "ranking") r.empty_accuracy = assembled[0];  // (greedy scored it itself)
       json top_k = json::array();
       std::vector<std::pair<double, double>> top_points, greedy_points;
       for (int64_t k = 0; k <= curve_k; ++k) {
-        HeadSet set(ranked.begin(), ranked.begin() + k);
-        tasks::Accuracy a = k == 0 ? r.empty_accuracy : score_set(set).accuracy;
-        if (progress) progress->update(++done);
+        const tasks::Accuracy& a = assembled[static_cast<size_t>(k)];
         top_k.push_back({{"k", k}, {"accuracy", a.value()}, {"low", a.low()}, {"high", a.high()}, {"n", a.total}});
         top_points.emplace_back(k, a.value());
       }
@@ -257,7 +266,9 @@ void register_select(CLI::App& app) {
       // Pruning as its own series: it starts at the sufficient set the additions reached and walks left.
       std::vector<std::pair<double, double>> pruned_points;
       for (const auto& s : r.path) {
-        if (s.action == "add") greedy_points.emplace_back(static_cast<double>(s.set.size()), s.accuracy.value());
+        // (Heads added before the walk's first scored prefix are on the assembled curve already.)
+        if (s.action == "add" && s.judged_by != "assembled")
+          greedy_points.emplace_back(static_cast<double>(s.set.size()), s.accuracy.value());
         if (s.action == "drop") {
           if (pruned_points.empty() && !greedy_points.empty()) pruned_points.push_back(greedy_points.back());
           pruned_points.emplace_back(static_cast<double>(s.set.size()), s.accuracy.value());

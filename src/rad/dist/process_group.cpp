@@ -7,6 +7,7 @@
 #include "rad/dist/process_group.h"
 
 #include <c10/util/Exception.h>
+#include <cstring>
 #include <signal.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -391,6 +392,24 @@ void ProcessGroup::broadcast(const std::vector<at::Tensor>& tensors, int root, c
       offset += t.numel();
     }
   }
+}
+
+std::vector<std::string> ProcessGroup::allgather_strings(const std::string& mine, const std::string& what) {
+  if (!distributed()) return {mine};
+  at::NoGradGuard no_grad;
+  at::Tensor lengths = at::zeros({world_size_}, at::kLong);
+  lengths[rank_] = static_cast<int64_t>(mine.size());
+  allreduce(lengths, Reduce::kSum, what + " (lengths)");
+  std::vector<int64_t> offsets(world_size_ + 1, 0);
+  for (int r = 0; r < world_size_; ++r) offsets[r + 1] = offsets[r] + lengths[r].item<int64_t>();
+  // uint8 sums of one non-zero term per byte cannot overflow.
+  at::Tensor bytes = at::zeros({std::max<int64_t>(offsets[world_size_], 1)}, at::kByte);
+  if (!mine.empty()) std::memcpy(bytes.data_ptr<uint8_t>() + offsets[rank_], mine.data(), mine.size());
+  allreduce(bytes, Reduce::kSum, what + " (bytes)");
+  std::vector<std::string> all(world_size_);
+  const char* data = reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>());
+  for (int r = 0; r < world_size_; ++r) all[r].assign(data + offsets[r], data + offsets[r + 1]);
+  return all;
 }
 
 void ProcessGroup::barrier(const std::string& what) {

@@ -71,6 +71,10 @@ class ProcessGroup {
   // Copies `tensors` of rank `root` into every other rank's, in one collective.
   void broadcast(const std::vector<at::Tensor>& tensors, int root, const std::string& what);
   void barrier(const std::string& what);
+  // Every rank's `mine`, indexed by rank, on every rank (e.g. each rank's share of an evaluation as
+  // JSON text). Two collectives: the lengths, then the bytes, each rank writing only its own slot
+  // of a zeroed buffer so the sum is exact. A single process gets {mine}.
+  std::vector<std::string> allgather_strings(const std::string& mine, const std::string& what);
 
   // Checks that `value` (e.g. the training settings) is the same on every rank as on rank 0: rank 0
   // publishes its value in the store, every other rank compares and, when they differ, throws a

@@ -13,6 +13,7 @@
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/core/progress.h"
+#include "rad/dist/process_group.h"
 #include "rad/eval/memory.h"
 #include "rad/eval/user_tasks.h"
 #include "rad/io/checkpoint.h"
@@ -69,11 +70,12 @@ json run_task(CausalLM& model, const Codec& codec, const std::string& task, task
 
 // Decode speed on the libtorch-free engine (src/rad/runtime), the way the model is served: a
 // prefill of `decode_prompt` tokens, then `decode_tokens` single-token steps, greedy.
-json runtime_decode(const std::string& dir, const ModelConfig& config, const EvalOptions& opt) {
+json runtime_decode(const std::string& dir, const EvalOptions& opt) {
+  auto model = runtime::Model::load(dir);
+  const ModelConfig& config = model->config();
   const int64_t prompt = std::min<int64_t>(opt.decode_prompt, config.max_position_embeddings / 2);
   const int64_t steps = std::min<int64_t>(opt.decode_tokens, config.max_position_embeddings - prompt - 1);
   if (prompt < 1 || steps < 1) return {{"skipped", "context too short"}};
-  auto model = runtime::Model::load(dir);
   runtime::Session session(model, {prompt + steps + 1, 64, 0});
   std::vector<int64_t> ids(prompt);
   for (int64_t i = 0; i < prompt; ++i) ids[i] = (i * 7919 + 13) % config.n_vocab;
@@ -103,7 +105,8 @@ double retrieval_chance(const std::string& task) {
   return 0.0;
 }
 
-json evaluate_models(const std::vector<std::string>& dirs, const EvalOptions& opt, const std::string& reference) {
+json evaluate_models(const std::vector<std::string>& dirs, const EvalOptions& opt, const std::string& reference,
+                     dist::ProcessGroup* group) {
   RAD_CHECK(!dirs.empty(), "eval: no models given");
   std::vector<UserTask> user;
   if (!opt.user_tasks.empty()) user = load_user_tasks(opt.user_tasks);
@@ -141,9 +144,20 @@ json evaluate_models(const std::vector<std::string>& dirs, const EvalOptions& op
     o.pairs = opt.phonebook_entries;
     task_list.push_back({fmt::format("phonebook_{}", opt.phonebook_entries), {"phonebook", o}});
   }
-  Progress progress("eval", static_cast<int64_t>(dirs.size() * (task_list.size() + 2)), "steps");
+  const bool dp = group != nullptr && group->distributed();
+  const int rank = dp ? group->rank() : 0, world = dp ? group->world_size() : 1;
+  const bool main_rank = rank == 0;
+  int64_t mine = 0;
+  for (size_t i = static_cast<size_t>(rank); i < dirs.size(); i += static_cast<size_t>(world)) ++mine;
+  std::optional<Progress> progress;
+  if (main_rank)
+    progress.emplace(dp ? "eval (rank 0's share)" : "eval", mine * static_cast<int64_t>(task_list.size() + 2), "steps");
   int64_t done = 0;
-  for (const auto& dir : dirs) {
+  auto tick = [&](const std::string& what) {
+    if (progress) progress->update(++done, what);
+  };
+  // Everything but the decode timing, for one model directory.
+  auto evaluate_one = [&](const std::string& dir) {
     Codec codec = load_codec(dir);
     // Weights held as stored (a bf16 teacher stays memory-mapped, no float32 copy), computed in
     // float32 one layer at a time: the same numbers as a float32 copy (bf16 -> float32 is exact).
@@ -172,7 +186,7 @@ json evaluate_models(const std::vector<std::string>& dirs, const EvalOptions& op
     json tasks_json = json::object();
     for (const auto& [name, spec] : task_list) {
       tasks_json[name] = run_task(model, codec, spec.first, spec.second, opt);
-      progress.update(++done, name);
+      tick(name);
     }
     m["tasks"] = tasks_json;
     if (corpus_tokens || !corpus_text.empty()) {
@@ -182,7 +196,7 @@ json evaluate_models(const std::vector<std::string>& dirs, const EvalOptions& op
                                          : TokenCorpus::from_text(corpus_text, codec.encode, opt.heldout_fraction);
       m["perplexity"] = perplexity(model, heldout_windows(corpus.heldout, opt.ppl_seq, opt.ppl_windows, codec.bos), 8);
     }
-    progress.update(++done, "perplexity");
+    tick("perplexity");
     if (!user.empty()) {
       UserTaskScores us = score_user_tasks(model, user, codec.encode, codec.decode, codec.bos);
       if (us.multiple_choice.total > 0) m["user_multiple_choice"] = {{"accuracy", us.multiple_choice.value()}, {"items", us.multiple_choice.total}};
@@ -205,11 +219,31 @@ json evaluate_models(const std::vector<std::string>& dirs, const EvalOptions& op
       }
     }
     m["cache"] = mem;
-    m["decode"] = runtime_decode(dir, model->config(), opt);
-    progress.update(++done, "memory");
-    models.push_back(m);
+    tick("memory");
+    return m;
+  };
+  std::vector<json> by_index(dirs.size());
+  for (size_t i = static_cast<size_t>(rank); i < dirs.size(); i += static_cast<size_t>(world))
+    by_index[i] = evaluate_one(dirs[i]);
+  if (progress) progress->finish();
+  if (dp) {
+    json share = json::object();
+    for (size_t i = static_cast<size_t>(rank); i < dirs.size(); i += static_cast<size_t>(world))
+      share[std::to_string(i)] = by_index[i];
+    for (const std::string& text : group->allgather_strings(share.dump(), "gathering the evaluation's results")) {
+      json theirs = json::parse(text);
+      for (auto it = theirs.begin(); it != theirs.end(); ++it) by_index[std::stoul(it.key())] = it.value();
+    }
   }
-  progress.finish();
+  // Decode speed, timed on rank 0 alone while the other ranks wait (their result is the same).
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    if (main_rank) by_index[i]["decode"] = runtime_decode(dirs[i], opt);
+    models.push_back(by_index[i]);
+  }
+  if (dp) {
+    std::vector<std::string> decode = group->allgather_strings(main_rank ? json(models).dump() : "", "sharing the decode timings");
+    models = json::parse(decode[0]);
+  }
 
   // Coverage against the reference model (DESIGN section 8), per group. Retrieval: per task the
   // ratio student / reference capped at 1, averaged within each task family (kv, mqar, needle,

@@ -50,9 +50,17 @@ constexpr double kMinReferenceAccuracy = 0.2;
 // Accuracy of guessing for a retrieval task of the suite, by its name ("kv_50": 1/50).
 double retrieval_chance(const std::string& task);
 
+namespace dist {
+class ProcessGroup;
+}
+
 // Evaluates every model directory; the first (or `reference`, when one of them) is the reference
 // for coverage. Returns the eval.json document.
+// With a data-parallel `group` (e.g. under `radistill launch`), model i is evaluated by rank
+// i mod world size and the results are gathered; the decode-speed timings then run on rank 0 alone,
+// one model after another, so that no other rank's work shares the machine while one is timed.
+// Every rank returns the same document.
 nlohmann::json evaluate_models(const std::vector<std::string>& model_dirs, const EvalOptions& options,
-                               const std::string& reference = "");
+                               const std::string& reference = "", dist::ProcessGroup* group = nullptr);
 
 }  // namespace rad

@@ -17,7 +17,8 @@ json SufficiencyOptions::to_json() const {
           {"max_heads", max_heads},
           {"fallback_ratio", fallback_ratio},
           {"strategy", strategy},
-          {"budget_floor", budget_floor}};
+          {"budget_floor", budget_floor},
+          {"walk_from", walk_from}};
 }
 
 namespace {
@@ -94,13 +95,15 @@ json accuracy_json(const tasks::Accuracy& a) {
 
 json SufficiencyResult::to_json() const {
   json steps = json::array();
-  for (const auto& s : path)
+  for (const auto& s : path) {
     steps.push_back({{"action", s.action},
                      {"head", {s.head.first, s.head.second}},
                      {"k", static_cast<int64_t>(s.set.size())},
                      {"kept_heads", heads_json(s.set)},
                      {"probe", accuracy_json(s.accuracy)},
                      {"mean_answer_logprob", s.mean_logprob}});
+    if (!s.judged_by.empty()) steps.back()["judged_by"] = s.judged_by;  // "assembled": added unscored
+  }
   json proxy_steps = json::array();
   for (const auto& s : proxy_path)
     proxy_steps.push_back({{"k", static_cast<int64_t>(s.set.size())},
@@ -196,10 +199,19 @@ SufficiencyResult select_sufficient_set(const std::vector<std::pair<int64_t, int
   return r;
 }
 
+int64_t first_k_above_no_heads(const std::vector<tasks::Accuracy>& assembled) {
+  for (size_t k = 1; k < assembled.size(); ++k)
+    if (assembled[k].low() > assembled[0].high()) return static_cast<int64_t>(k);
+  return 1;
+}
+
 SufficiencyResult walk_ranking_and_prune(const std::vector<std::pair<int64_t, int64_t>>& ranked,
                                          double teacher_accuracy, const SetScorer& score, const SufficiencyOptions& o,
-                                         const std::function<void()>& on_evaluation) {
+                                         const std::function<void()>& on_evaluation,
+                                         const std::vector<tasks::Accuracy>& assembled) {
   RAD_CHECK(o.max_heads >= 1, "sufficiency: max heads must be >= 1");
+  RAD_CHECK(o.walk_from >= 0, "sufficiency: the walk's first prefix must be >= 0 (0 = from the assembled curve), got {}",
+            o.walk_from);
   SufficiencyResult r;
   r.teacher_accuracy = teacher_accuracy;
   const double target = o.target_ratio * teacher_accuracy;
@@ -213,8 +225,14 @@ SufficiencyResult walk_ranking_and_prune(const std::vector<std::pair<int64_t, in
   tasks::Accuracy current;
   bool reached = false;
   const int64_t limit = std::min<int64_t>(o.max_heads, static_cast<int64_t>(ranked.size()));
+  const int64_t first = std::min(limit, o.walk_from > 0 ? o.walk_from : first_k_above_no_heads(assembled));
   for (int64_t k = 0; k < limit && !reached; ++k) {
     set.insert(ranked[k]);
+    if (k + 1 < first) {  // below the walk's start: added unscored (its assembled score is recorded)
+      const size_t i = static_cast<size_t>(k + 1);
+      r.path.push_back({"add", ranked[k], set, i < assembled.size() ? assembled[i] : tasks::Accuracy{}, 0, "assembled"});
+      continue;
+    }
     ProbeScore a = eval(set);
     current = a.accuracy;
     r.path.push_back({"add", ranked[k], set, current, a.mean_logprob, ""});
@@ -222,7 +240,10 @@ SufficiencyResult walk_ranking_and_prune(const std::vector<std::pair<int64_t, in
   }
   if (!reached) {
     r.sufficient = false;
-    choose_fallback(r, r.path, o.fallback_ratio);
+    std::vector<SufficiencyStep> scored;
+    for (const auto& s : r.path)
+      if (s.judged_by != "assembled") scored.push_back(s);
+    choose_fallback(r, scored, o.fallback_ratio);
     return r;
   }
   // Prune, lowest-ranked first (the walk added them last).

@@ -47,6 +47,13 @@ struct SufficiencyOptions {
   // this x the target (a set at noise after the short KD is not rescued by a longer one: on the default
   // teacher the 2-head sets scored 1-2% where the 3-head set that the longer KD lifted scored 77%).
   double budget_floor = 0.5;
+  // walk_ranking_and_prune's first scored prefix: 0 = the first top-k whose hybrid, assembled from the
+  // bank without distillation, retrieves above the no-heads level (first_k_above_no_heads); K >= 1 =
+  // top-K. The smaller prefixes are added without a score of their own: pruning still tries dropping
+  // each of their heads. Why: a short KD did not create retrieval that the assembled set lacked (on
+  // the default teacher top-1..5 assembled at 0-2%, the no-heads level, and stayed at 2% after 100
+  // KD steps each, 5 of the walk's 7 distillations; top-6 assembled at 27% and distilled to 80%).
+  int64_t walk_from = 0;
   nlohmann::json to_json() const;
 };
 
@@ -56,7 +63,10 @@ struct SufficiencyStep {
   HeadSet set;         // the set after the step
   tasks::Accuracy accuracy;
   double mean_logprob = 0;
-  std::string judged_by;  // prune_at_budget: "short" or "budget", the proxy whose score decided
+  // prune_at_budget: "short" or "budget", the proxy whose score decided; walk_ranking_and_prune:
+  // "assembled" for a head added before the walk's first scored prefix (its accuracy is then the
+  // assembled, undistilled hybrid's).
+  std::string judged_by;
 };
 
 struct SufficiencyResult {
@@ -90,10 +100,17 @@ SufficiencyResult select_sufficient_set(const std::vector<std::pair<int64_t, int
 // prune: try dropping each of its heads, the lowest-ranked first, and drop it when the rest still
 // suffices. Each step scores one set, so it suits an expensive proxy (a short KD per set): at most
 // max_heads + k evaluations. Falls back as select_sufficient_set when no prefix suffices.
+// `assembled` (optional): the top-k hybrids assembled without distillation, k = 0 (no head) first;
+// with options.walk_from = 0 it sets where the walk starts (first_k_above_no_heads), else top-1.
 SufficiencyResult walk_ranking_and_prune(const std::vector<std::pair<int64_t, int64_t>>& ranked,
                                          double teacher_accuracy, const SetScorer& score,
                                          const SufficiencyOptions& options,
-                                         const std::function<void()>& on_evaluation = nullptr);
+                                         const std::function<void()>& on_evaluation = nullptr,
+                                         const std::vector<tasks::Accuracy>& assembled = {});
+
+// The smallest k >= 1 whose `assembled[k]` (the top-k hybrid assembled from the bank, k = 0: no head)
+// has a 95% interval wholly above assembled[0]'s; 1 when none has (or `assembled` has no k >= 1).
+int64_t first_k_above_no_heads(const std::vector<tasks::Accuracy>& assembled);
 
 // A name that identifies a kept set, for caching one proxy student per set: "none" or
 // "L0H4-L2H2-L3H3" (sorted). Keyed by the set itself, not its size: pruning scores sets of a size

@@ -728,7 +728,10 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
     md += fmt::format("| start (assembled) | - | 0 | {:.1f}% [{:.1f}, {:.1f}] |\n", 100 * e["accuracy"].get<double>(),
                       100 * e["low"].get<double>(), 100 * e["high"].get<double>());
     for (const auto& stp : in.sufficiency["path"])
-      md += fmt::format("| {} | L{}H{} | {} | {:.1f}% [{:.1f}, {:.1f}] |\n", stp["action"].get<std::string>(),
+      md += fmt::format("| {} | L{}H{} | {} | {:.1f}% [{:.1f}, {:.1f}] |\n",
+                        stp.value("judged_by", std::string()) == "assembled"
+                            ? "add, before the walk's first distilled prefix (assembled score)"
+                            : stp["action"].get<std::string>(),
                         stp["head"][0].get<int64_t>(), stp["head"][1].get<int64_t>(), stp["k"].get<int64_t>(),
                         100 * stp["probe"]["accuracy"].get<double>(), 100 * stp["probe"]["low"].get<double>(),
                         100 * stp["probe"]["high"].get<double>());
