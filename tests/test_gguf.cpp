@@ -12,6 +12,7 @@
 #include "rad/core/atomic_file.h"
 #include "rad/io/checkpoint.h"
 #include "rad/io/gguf.h"
+#include "rad/core/half_float.h"
 #include "rad/io/gguf_dequant.h"
 #include "rad/io/gguf_llama.h"
 #include "rad/io/hybrid_checkpoint.h"
@@ -132,14 +133,14 @@ TEST(Gguf, TensorsSitAtAlignedOffsetsAndKeepTheirBytes) {
 TEST(GgufDequant, HalfAndBFloat16ConversionIsExactForEveryBitPattern) {
   for (uint32_t bits = 0; bits < 65536; ++bits) {
     float want = static_cast<float>(c10::Half(static_cast<uint16_t>(bits), c10::Half::from_bits()));
-    float got = io::fp16_to_fp32(static_cast<uint16_t>(bits));
+    float got = f16_to_f32(static_cast<uint16_t>(bits));
     if (std::isnan(want)) {
       EXPECT_TRUE(std::isnan(got)) << bits;
     } else {
       ASSERT_EQ(std::memcmp(&want, &got, 4), 0) << "half bits " << bits;
     }
     float want_bf = static_cast<float>(c10::BFloat16(static_cast<uint16_t>(bits), c10::BFloat16::from_bits()));
-    float got_bf = io::bf16_to_fp32(static_cast<uint16_t>(bits));
+    float got_bf = bf16_to_f32(static_cast<uint16_t>(bits));
     if (!std::isnan(want_bf)) {
       ASSERT_EQ(std::memcmp(&want_bf, &got_bf, 4), 0) << "bf16 bits " << bits;
     }

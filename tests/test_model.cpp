@@ -11,11 +11,58 @@
 #include "rad/model/causal_lm.h"
 #include "rad/model/generate.h"
 #include "rad/model/layers.h"
+#include "rad/model/rope_frequencies.h"
 #include "rad/runtime/kernels.h"
 #include "test_util.h"
 
 namespace rad::test {
 namespace {
+
+// The one RoPE frequency definition (shared by the libtorch model and the runtime) against HF's
+// rules computed in double: Llama-3.1's llama3 scaling has frequencies in all three bands (kept,
+// interpolated, divided by the factor); linear divides every one.
+TEST(Rope, InverseFrequenciesFollowTheScalingRulesInEveryBand) {
+  ModelConfig c;
+  c.d_head = 128;
+  c.rope_theta = 500000.0;
+  c.rope_scaling.type = "llama3";
+  c.rope_scaling.factor = 8.0;
+  c.rope_scaling.low_freq_factor = 1.0;
+  c.rope_scaling.high_freq_factor = 4.0;
+  c.rope_scaling.original_max_position_embeddings = 8192;
+  const std::vector<float> got = rope_inverse_frequencies(c);
+  ASSERT_EQ(got.size(), 64u);
+  int kept = 0, divided = 0, interpolated = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double base = 1.0 / std::pow(500000.0, 2.0 * static_cast<double>(i) / 128.0);
+    const double wavelen = 2.0 * M_PI / base, low_wl = 8192.0 / 1.0, high_wl = 8192.0 / 4.0;
+    double want = base;
+    if (wavelen < high_wl) {
+      ++kept;
+    } else if (wavelen > low_wl) {
+      want = base / 8.0;
+      ++divided;
+    } else {
+      const double smooth = (8192.0 / wavelen - 1.0) / (4.0 - 1.0);
+      want = (1.0 - smooth) * base / 8.0 + smooth * base;
+      ++interpolated;
+    }
+    EXPECT_NEAR(got[i], want, 1e-6 * want) << "frequency " << i;
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_GT(divided, 0);
+  EXPECT_GT(interpolated, 0);
+  // The libtorch model's tensor holds exactly these values.
+  at::Tensor t = rope_inv_freq(c);
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(t[static_cast<int64_t>(i)].item<float>(), got[i]);
+  c.rope_scaling.type = "linear";
+  c.rope_scaling.factor = 2.0;
+  const std::vector<float> linear = rope_inverse_frequencies(c);
+  for (size_t i = 0; i < linear.size(); ++i) {
+    const double base = 1.0 / std::pow(500000.0, 2.0 * static_cast<double>(i) / 128.0);
+    EXPECT_NEAR(linear[i], base / 2.0, 1e-6 * base) << "frequency " << i;
+  }
+}
 
 struct Golden {
   at::Tensor input_ids;  // [1, T]

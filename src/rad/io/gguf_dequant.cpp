@@ -3,13 +3,14 @@
 #include <cstring>
 
 #include "rad/core/error.h"
+#include "rad/core/half_float.h"
 
 namespace rad::io {
 
 namespace {
 
 uint16_t load_u16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
-float load_half(const uint8_t* p) { return fp16_to_fp32(load_u16(p)); }
+float load_half(const uint8_t* p) { return f16_to_f32(load_u16(p)); }
 
 void dequant_q8_0(const uint8_t* b, float* y) {
   const float d = load_half(b);
@@ -94,39 +95,6 @@ void dequant_q6_k(const uint8_t* b, float* y) {
 
 }  // namespace
 
-float fp16_to_fp32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  uint32_t exp = (h >> 10) & 0x1f;
-  uint32_t mant = h & 0x3ff;
-  uint32_t bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;  // +-0
-    } else {        // subnormal: normalise
-      int e = -1;
-      do {
-        ++e;
-        mant <<= 1;
-      } while ((mant & 0x400) == 0);
-      bits = sign | ((127 - 15 - e) << 23) | ((mant & 0x3ff) << 13);
-    }
-  } else if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);  // inf / nan
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-float bf16_to_fp32(uint16_t b) {
-  uint32_t bits = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 bool ggml_can_dequantize(GgmlType type) {
   switch (type) {
     case GgmlType::kF32:
@@ -159,10 +127,10 @@ void dequantize(GgmlType type, const uint8_t* src, uint64_t n, float* dst) {
       std::memcpy(dst, src, n * 4);
       return;
     case GgmlType::kF16:
-      for (uint64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(load_u16(src + 2 * i));
+      for (uint64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(load_u16(src + 2 * i));
       return;
     case GgmlType::kBF16:
-      for (uint64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(load_u16(src + 2 * i));
+      for (uint64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(load_u16(src + 2 * i));
       return;
     default:
       break;

@@ -26,8 +26,4 @@ bool ggml_can_dequantize(GgmlType type);
 // Throws rad::Error for a type we do not handle or a count that is not a whole number of blocks.
 void dequantize(GgmlType type, const uint8_t* src, uint64_t n, float* dst);
 
-// IEEE half / bfloat16 bits -> float (exact).
-float fp16_to_fp32(uint16_t h);
-float bf16_to_fp32(uint16_t b);
-
 }  // namespace rad::io

@@ -10,6 +10,7 @@
 #include "rad/core/atomic_file.h"
 #include "rad/core/error.h"
 #include "rad/io/hf_config.h"
+#include "rad/model/rope_frequencies.h"
 
 namespace rad::runtime {
 namespace fs = std::filesystem;
@@ -88,28 +89,8 @@ std::shared_ptr<const Model> ModelLoader::load(const std::string& dir) {
     fail("{}: {} tensor(s) the config does not explain: {}{} (config.json and the weights do not match)", dir,
          extra.size(), list, extra.size() > 8 ? ", ..." : "");
   }
-  // RoPE inverse frequencies, the same float32 arithmetic as rad/model/rope.cpp.
-  const int64_t half = c.d_head / 2;
-  m->inv_freq_.resize(half);
-  const RopeScaling& rs = c.rope_scaling;
-  for (int64_t i = 0; i < half; ++i) {
-    float e = static_cast<float>(2 * i) / static_cast<float>(c.d_head);
-    float inv = 1.0f / std::pow(static_cast<float>(c.rope_theta), e);
-    if (rs.type == "linear") {
-      inv = static_cast<float>(inv / rs.factor);
-    } else if (rs.type == "llama3") {
-      const double old_ctx = static_cast<double>(rs.original_max_position_embeddings);
-      const double low_wl = old_ctx / rs.low_freq_factor, high_wl = old_ctx / rs.high_freq_factor;
-      const double wl = 2.0 * M_PI / inv;
-      double scaled = wl > low_wl ? inv / rs.factor : inv;
-      if (wl >= high_wl && wl <= low_wl) {
-        double smooth = (old_ctx / wl - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
-        scaled = (1.0 - smooth) * scaled / rs.factor + smooth * scaled;
-      }
-      inv = static_cast<float>(scaled);
-    }
-    m->inv_freq_[i] = inv;
-  }
+  // RoPE inverse frequencies: the one definition the libtorch model uses too.
+  m->inv_freq_ = rope_inverse_frequencies(c);
   return m;
 }
 
@@ -472,6 +453,33 @@ void attend_kept_group(const LayerWeights& w, int64_t g, int64_t max_heads, cons
 
 }  // namespace
 
+void ActivationScratch::size_for(const Model& model, int64_t rows) {
+  const ModelConfig& c = model.config();
+  const int64_t d = c.d_model, Dh = c.d_head, P = Dh, N = model.ssm().d_state;
+  int64_t nk = 0, ng = 0, hs = 0;  // the widest layer's kept heads, KV groups and SSM heads
+  for (const auto& w : model.layers()) {
+    nk = std::max(nk, w.nk());
+    ng = std::max(ng, w.ng());
+    hs = std::max(hs, w.hs());
+  }
+  const size_t T = static_cast<size_t>(rows);
+  x.resize(T * d);
+  xn.resize(T * d);
+  q.resize(T * nk * Dh);
+  k.resize(T * ng * Dh);
+  v.resize(T * ng * Dh);
+  sx.resize(T * hs * P);
+  sB.resize(T * hs * N);
+  sC.resize(T * hs * N);
+  sa.resize(T * hs);
+  if (model.ssm().gate) sz.resize(T * hs * P);
+  heads.resize(T * c.n_head * Dh);
+  g.resize(T * c.d_ff);
+  u.resize(T * c.d_ff);
+  cos.resize(T * Dh / 2);
+  sin.resize(T * Dh / 2);
+}
+
 Session::Session(std::shared_ptr<const Model> model, const SessionOptions& o)
     : model_(std::move(model)), pool_(o.threads), cache_type_(o.cache_type) {
   const ModelConfig& c = model_->config();
@@ -479,13 +487,9 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& o)
   RAD_CHECK(n_ctx_ >= 1, "runtime: context length must be >= 1, got {}", n_ctx_);
   kv_cap_ = c.sliding_window > 0 ? std::min(n_ctx_, c.sliding_window) : n_ctx_;
   chunk_ = std::max<int64_t>(1, std::min(o.prefill_chunk, n_ctx_));
-  const int64_t d = c.d_model, Dh = c.d_head, P = Dh, N = model_->ssm().d_state;
+  const int64_t Dh = c.d_head, P = Dh, N = model_->ssm().d_state;
   const SsmOptions& so = model_->ssm();
-  int64_t nk = 0, ng = 0, hs = 0;
   for (const auto& w : model_->layers()) {
-    nk = std::max(nk, w.nk());
-    ng = std::max(ng, w.ng());
-    hs = std::max(hs, w.hs());
     LayerState s;
     const size_t kv = static_cast<size_t>(w.ng() * kv_cap_ * Dh);
     if (cache_type_ == CacheType::kF16) {
@@ -499,23 +503,8 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& o)
     if (so.conv) s.conv.resize(static_cast<size_t>(w.hs() * (P + 2 * N) * (so.conv_width - 1)));
     state_.push_back(std::move(s));
   }
-  const size_t T = static_cast<size_t>(chunk_);
-  x_.resize(T * d);
-  xn_.resize(T * d);
-  q_.resize(T * nk * Dh);
-  k_.resize(T * ng * Dh);
-  v_.resize(T * ng * Dh);
-  sx_.resize(T * hs * P);
-  sB_.resize(T * hs * N);
-  sC_.resize(T * hs * N);
-  sa_.resize(T * hs);
-  if (so.gate) sz_.resize(T * hs * P);
-  heads_.resize(T * c.n_head * Dh);
-  g_.resize(T * c.d_ff);
-  u_.resize(T * c.d_ff);
+  a_.size_for(*model_, chunk_);
   logits_.resize(c.n_vocab);
-  cos_.resize(T * Dh / 2);
-  sin_.resize(T * Dh / 2);
   group_heads_ = group_heads(*model_);
   scores_.resize(static_cast<size_t>(pool_.size() * group_heads_) * (kv_cap_ + chunk_));
 }
@@ -565,12 +554,12 @@ void Session::run_chunk(const int64_t* tokens, int64_t T, float* all_logits) {
   const int64_t d = c.d_model, half = c.d_head / 2, V = c.n_vocab;
   for (int64_t t = 0; t < T; ++t) {
     const Mat& E = model_->embed();
-    to_f32(E.data + static_cast<size_t>(tokens[t]) * d * dtype_size(E.dtype), E.dtype, x_.data() + t * d, d);
+    to_f32(E.data + static_cast<size_t>(tokens[t]) * d * dtype_size(E.dtype), E.dtype, a_.x.data() + t * d, d);
     const float pos = static_cast<float>(length_ + t);
     for (int64_t i = 0; i < half; ++i) {
       const float f = pos * model_->inv_freq()[i];
-      cos_[t * half + i] = std::cos(f);
-      sin_[t * half + i] = std::sin(f);
+      a_.cos[t * half + i] = std::cos(f);
+      a_.sin[t * half + i] = std::sin(f);
     }
   }
   for (int64_t l = 0; l < c.n_layer; ++l) layer_forward(l, T);
@@ -578,9 +567,9 @@ void Session::run_chunk(const int64_t* tokens, int64_t T, float* all_logits) {
   // Final norm + LM head: every token when asked for all logits, else the last one only.
   const int64_t first = all_logits != nullptr ? 0 : T - 1, nt = T - first;
   for (int64_t t = first; t < T; ++t)
-    rms_norm(x_.data() + t * d, model_->final_norm().data(), xn_.data() + (t - first) * d, d, c.rms_norm_eps);
+    rms_norm(a_.x.data() + t * d, model_->final_norm().data(), a_.xn.data() + (t - first) * d, d, c.rms_norm_eps);
   MatJob job{&model_->lm_head(), nullptr, all_logits != nullptr ? all_logits : logits_.data(), V};
-  matmul_jobs(pool_, &job, 1, xn_.data(), d, nt, false);
+  matmul_jobs(pool_, &job, 1, a_.xn.data(), d, nt, false);
   if (all_logits != nullptr) std::memcpy(logits_.data(), all_logits + (T - 1) * V, V * sizeof(float));
 }
 
@@ -593,18 +582,18 @@ void Session::layer_forward(int64_t l, int64_t T) {
   const int64_t nk = w.nk(), ng = w.ng(), hs = w.hs(), past = length_;
 
   // 1. Norm and every projection of the mixer input, in one parallel pass.
-  mixer_input_projections(pool_, c, w, so, x_.data(), xn_.data(), T,
-                          {q_.data(), k_.data(), v_.data(), sx_.data(), sB_.data(), sC_.data(), sa_.data(), sz_.data()});
+  mixer_input_projections(pool_, c, w, so, a_.x.data(), a_.xn.data(), T,
+                          {a_.q.data(), a_.k.data(), a_.v.data(), a_.sx.data(), a_.sB.data(), a_.sC.data(), a_.sa.data(), a_.sz.data()});
   for (int64_t t = 0; t < T; ++t) {
-    const float *cs = cos_.data() + t * half, *sn = sin_.data() + t * half;
-    for (int64_t i = 0; i < nk; ++i) rope(q_.data() + (t * nk + i) * Dh, cs, sn, half);
-    for (int64_t g = 0; g < ng; ++g) rope(k_.data() + (t * ng + g) * Dh, cs, sn, half);
+    const float *cs = a_.cos.data() + t * half, *sn = a_.sin.data() + t * half;
+    for (int64_t i = 0; i < nk; ++i) rope(a_.q.data() + (t * nk + i) * Dh, cs, sn, half);
+    for (int64_t g = 0; g < ng; ++g) rope(a_.k.data() + (t * ng + g) * Dh, cs, sn, half);
   }
   // An f16 cache: the chunk's K/V rounded now, so its own tokens attend to exactly what the ring
   // will hold for them (prefill in chunks = token by token = BatchDecoder).
   if (cache_type_ == CacheType::kF16 && ng > 0) {
-    round_to_f16(k_.data(), T * ng * Dh);
-    round_to_f16(v_.data(), T * ng * Dh);
+    round_to_f16(a_.k.data(), T * ng * Dh);
+    round_to_f16(a_.v.data(), T * ng * Dh);
   }
 
   // 2. Kept heads (one task per token and KV group: the group's heads share each read of its K/V)
@@ -619,10 +608,10 @@ void Session::layer_forward(int64_t l, int64_t T) {
       const int64_t i = task;
       float* S = st.ssm.data() + i * P * N;
       for (int64_t t = 0; t < T; ++t)
-        ssm_head_token(w, so, i, P, N, S, st.conv.data(), sx_.data() + t * hs * P + i * P,
-                       sB_.data() + t * hs * N + i * N, sC_.data() + t * hs * N + i * N, sa_[t * hs + i],
-                       so.gate ? sz_.data() + t * hs * P + i * P : nullptr,
-                       heads_.data() + (t * H + w.ssm_heads[i]) * Dh);
+        ssm_head_token(w, so, i, P, N, S, st.conv.data(), a_.sx.data() + t * hs * P + i * P,
+                       a_.sB.data() + t * hs * N + i * N, a_.sC.data() + t * hs * N + i * N, a_.sa[t * hs + i],
+                       so.gate ? a_.sz.data() + t * hs * P + i * P : nullptr,
+                       a_.heads.data() + (t * H + w.ssm_heads[i]) * Dh);
       return;
     }
     const int64_t t = (task - hs) / ng, g = (task - hs) % ng;
@@ -633,10 +622,10 @@ void Session::layer_forward(int64_t l, int64_t T) {
     int nr = ring_runs(st, g, cap, Dh, lo, std::min(pos + 1, past), runs);
     if (pos >= past) {
       const int64_t s0 = std::max(lo, past);
-      runs[nr++] = {pos - s0 + 1, k_.data() + ((s0 - past) * ng + g) * Dh, v_.data() + ((s0 - past) * ng + g) * Dh,
+      runs[nr++] = {pos - s0 + 1, a_.k.data() + ((s0 - past) * ng + g) * Dh, a_.v.data() + ((s0 - past) * ng + g) * Dh,
                     ng * Dh};
     }
-    attend_kept_group(w, g, group_heads_, q_.data() + t * nk * Dh, heads_.data() + t * H * Dh, runs, nr, n_s, Dh,
+    attend_kept_group(w, g, group_heads_, a_.q.data() + t * nk * Dh, a_.heads.data() + t * H * Dh, runs, nr, n_s, Dh,
                       sqrt_d, scores);
   };
   pool_.for_blocks(n_tasks, f);
@@ -644,11 +633,11 @@ void Session::layer_forward(int64_t l, int64_t T) {
   for (int64_t t = std::max<int64_t>(0, T - cap); t < T; ++t) {
     const int64_t slot = (past + t) % cap;
     for (int64_t g = 0; g < ng; ++g)
-      ring_write(st, g, cap, Dh, slot, k_.data() + (t * ng + g) * Dh, v_.data() + (t * ng + g) * Dh);
+      ring_write(st, g, cap, Dh, slot, a_.k.data() + (t * ng + g) * Dh, a_.v.data() + (t * ng + g) * Dh);
   }
 
   // 3-4. o_proj over all heads in the teacher's order, added to the residual; then the MLP.
-  output_and_mlp(pool_, c, w, heads_.data(), x_.data(), xn_.data(), g_.data(), u_.data(), T);
+  output_and_mlp(pool_, c, w, a_.heads.data(), a_.x.data(), a_.xn.data(), a_.g.data(), a_.u.data(), T);
 }
 
 // ---------------------------------------------------------------- batched decode
@@ -664,30 +653,8 @@ BatchDecoder::~BatchDecoder() = default;
 void BatchDecoder::reserve(int64_t max_batch, int64_t max_kv) {
   const ModelConfig& c = model_->config();
   if (max_batch > cap_b_) {
-    const int64_t d = c.d_model, Dh = c.d_head, P = Dh, N = model_->ssm().d_state;
-    int64_t nk = 0, ng = 0, hs = 0;
-    for (const auto& w : model_->layers()) {
-      nk = std::max(nk, w.nk());
-      ng = std::max(ng, w.ng());
-      hs = std::max(hs, w.hs());
-    }
-    const size_t B = static_cast<size_t>(max_batch);
-    x_.resize(B * d);
-    xn_.resize(B * d);
-    q_.resize(B * nk * Dh);
-    k_.resize(B * ng * Dh);
-    v_.resize(B * ng * Dh);
-    sx_.resize(B * hs * P);
-    sB_.resize(B * hs * N);
-    sC_.resize(B * hs * N);
-    sa_.resize(B * hs);
-    if (model_->ssm().gate) sz_.resize(B * hs * P);
-    heads_.resize(B * c.n_head * Dh);
-    g_.resize(B * c.d_ff);
-    u_.resize(B * c.d_ff);
-    logits_.resize(B * c.n_vocab);
-    cos_.resize(B * Dh / 2);
-    sin_.resize(B * Dh / 2);
+    a_.size_for(*model_, max_batch);
+    logits_.resize(static_cast<size_t>(max_batch * c.n_vocab));
     cap_b_ = max_batch;
   }
   if (max_kv > cap_kv_) {
@@ -721,21 +688,21 @@ const float* BatchDecoder::step(Session* const* sessions, const int64_t* tokens,
   const int64_t d = c.d_model, half = c.d_head / 2, V = c.n_vocab;
   for (int64_t b = 0; b < B; ++b) {
     const Mat& E = model_->embed();
-    to_f32(E.data + static_cast<size_t>(tokens[b]) * d * dtype_size(E.dtype), E.dtype, x_.data() + b * d, d);
+    to_f32(E.data + static_cast<size_t>(tokens[b]) * d * dtype_size(E.dtype), E.dtype, a_.x.data() + b * d, d);
     const float pos = static_cast<float>(sessions[b]->length_);
     for (int64_t i = 0; i < half; ++i) {
       const float f = pos * model_->inv_freq()[i];
-      cos_[b * half + i] = std::cos(f);
-      sin_[b * half + i] = std::sin(f);
+      a_.cos[b * half + i] = std::cos(f);
+      a_.sin[b * half + i] = std::sin(f);
     }
   }
   for (int64_t l = 0; l < c.n_layer; ++l) layer(l, sessions, B);
   for (int64_t b = 0; b < B; ++b) {
-    rms_norm(x_.data() + b * d, model_->final_norm().data(), xn_.data() + b * d, d, c.rms_norm_eps);
+    rms_norm(a_.x.data() + b * d, model_->final_norm().data(), a_.xn.data() + b * d, d, c.rms_norm_eps);
     ++sessions[b]->length_;
   }
   MatJob job{&model_->lm_head(), nullptr, logits_.data(), V};  // [B, V]: the LM head read once for all rows
-  matmul_jobs(pool_, &job, 1, xn_.data(), d, B, false);
+  matmul_jobs(pool_, &job, 1, a_.xn.data(), d, B, false);
   return logits_.data();
 }
 
@@ -749,19 +716,19 @@ void BatchDecoder::layer(int64_t l, Session* const* sessions, int64_t B) {
   const int64_t nk = w.nk(), ng = w.ng(), hs = w.hs();
 
   // 1. Norm and every projection, one matmul over the B rows.
-  mixer_input_projections(pool_, c, w, so, x_.data(), xn_.data(), B,
-                          {q_.data(), k_.data(), v_.data(), sx_.data(), sB_.data(), sC_.data(), sa_.data(), sz_.data()});
+  mixer_input_projections(pool_, c, w, so, a_.x.data(), a_.xn.data(), B,
+                          {a_.q.data(), a_.k.data(), a_.v.data(), a_.sx.data(), a_.sB.data(), a_.sC.data(), a_.sa.data(), a_.sz.data()});
   // RoPE, then each row's K/V into its session's ring. Written before attention (unlike a prefill
   // chunk, one token per session cannot overwrite a position it still needs): the slot it takes
   // held position length - kv_cap, outside the window, or nothing.
   for (int64_t b = 0; b < B; ++b) {
-    const float *cs = cos_.data() + b * half, *sn = sin_.data() + b * half;
-    for (int64_t i = 0; i < nk; ++i) rope(q_.data() + (b * nk + i) * Dh, cs, sn, half);
-    for (int64_t g = 0; g < ng; ++g) rope(k_.data() + (b * ng + g) * Dh, cs, sn, half);
+    const float *cs = a_.cos.data() + b * half, *sn = a_.sin.data() + b * half;
+    for (int64_t i = 0; i < nk; ++i) rope(a_.q.data() + (b * nk + i) * Dh, cs, sn, half);
+    for (int64_t g = 0; g < ng; ++g) rope(a_.k.data() + (b * ng + g) * Dh, cs, sn, half);
     Session::LayerState& st = sessions[b]->state_[l];
     const int64_t cap = sessions[b]->kv_cap_, slot = sessions[b]->length_ % cap;
     for (int64_t g = 0; g < ng; ++g)
-      ring_write(st, g, cap, Dh, slot, k_.data() + (b * ng + g) * Dh, v_.data() + (b * ng + g) * Dh);
+      ring_write(st, g, cap, Dh, slot, a_.k.data() + (b * ng + g) * Dh, a_.v.data() + (b * ng + g) * Dh);
   }
 
   // 2. SSM heads (one task per session and head) and kept heads (one per session and KV group, the
@@ -773,24 +740,24 @@ void BatchDecoder::layer(int64_t l, Session* const* sessions, int64_t B) {
     if (task < n_ssm) {
       const int64_t b = task / hs, i = task % hs;
       Session::LayerState& st = sessions[b]->state_[l];
-      ssm_head_token(w, so, i, P, N, st.ssm.data() + i * P * N, st.conv.data(), sx_.data() + b * hs * P + i * P,
-                     sB_.data() + b * hs * N + i * N, sC_.data() + b * hs * N + i * N, sa_[b * hs + i],
-                     so.gate ? sz_.data() + b * hs * P + i * P : nullptr,
-                     heads_.data() + (b * H + w.ssm_heads[i]) * Dh);
+      ssm_head_token(w, so, i, P, N, st.ssm.data() + i * P * N, st.conv.data(), a_.sx.data() + b * hs * P + i * P,
+                     a_.sB.data() + b * hs * N + i * N, a_.sC.data() + b * hs * N + i * N, a_.sa[b * hs + i],
+                     so.gate ? a_.sz.data() + b * hs * P + i * P : nullptr,
+                     a_.heads.data() + (b * H + w.ssm_heads[i]) * Dh);
     } else {
       const int64_t b = (task - n_ssm) / ng, g = (task - n_ssm) % ng;
       const Session& s = *sessions[b];
       const int64_t pos = s.length_, lo = W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0, n_s = pos - lo + 1;
       KvRun runs[2];
       const int nr = ring_runs(s.state_[l], g, s.kv_cap_, Dh, lo, pos + 1, runs);
-      attend_kept_group(w, g, group_heads_, q_.data() + b * nk * Dh, heads_.data() + b * H * Dh, runs, nr, n_s, Dh,
+      attend_kept_group(w, g, group_heads_, a_.q.data() + b * nk * Dh, a_.heads.data() + b * H * Dh, runs, nr, n_s, Dh,
                         sqrt_d, scores_.data() + tid * group_heads_ * cap_kv_);
     }
   };
   pool_.for_blocks(n_tasks, f);
 
   // 3-4. o_proj over all heads in the teacher's order, added to the residual; then the MLP.
-  output_and_mlp(pool_, c, w, heads_.data(), x_.data(), xn_.data(), g_.data(), u_.data(), B);
+  output_and_mlp(pool_, c, w, a_.heads.data(), a_.x.data(), a_.xn.data(), a_.g.data(), a_.u.data(), B);
 }
 
 }  // namespace rad::runtime

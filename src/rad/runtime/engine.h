@@ -114,6 +114,14 @@ struct CacheBytes {
 
 class BatchDecoder;
 
+// Activation rows of one forward pass, shared by Session (the tokens of one chunk) and BatchDecoder
+// (one token of each session), sized for `rows` rows of the model's widest layer.
+struct ActivationScratch {
+  std::vector<float> x, xn, q, k, v, sx, sB, sC, sa, sz, heads, g, u;
+  std::vector<float> cos, sin;  // [rows, Dh / 2]
+  void size_for(const Model& model, int64_t rows);
+};
+
 class Session {
  public:
   Session(std::shared_ptr<const Model> model, const SessionOptions& options = {});
@@ -151,9 +159,8 @@ class Session {
     std::vector<float> conv;     // [Hs * (P + 2N), W - 1]: the last inputs of each channel, oldest first
   };
   std::vector<LayerState> state_;
-  // Scratch for one chunk of T <= chunk_ tokens.
-  std::vector<float> x_, xn_, q_, k_, v_, sx_, sB_, sC_, sa_, sz_, heads_, g_, u_, logits_;
-  std::vector<float> cos_, sin_;  // [T, Dh / 2]
+  ActivationScratch a_;           // one chunk of T <= chunk_ tokens
+  std::vector<float> logits_;     // [n_vocab]
   int64_t group_heads_ = 1;       // kept heads attended together per KV group pass
   std::vector<float> scores_;     // [threads, group_heads, kv_cap + chunk]
 };
@@ -196,8 +203,8 @@ class BatchDecoder {
   std::shared_ptr<const Model> model_;
   ThreadPool pool_;
   int64_t cap_b_ = 0, cap_kv_ = 0;
-  // [B, ...] rows, as Session's chunk scratch with the batch in place of the chunk's tokens.
-  std::vector<float> x_, xn_, q_, k_, v_, sx_, sB_, sC_, sa_, sz_, heads_, g_, u_, logits_, cos_, sin_;
+  ActivationScratch a_;         // [B, ...] rows, the batch in place of a chunk's tokens
+  std::vector<float> logits_;  // [B, n_vocab]
   int64_t group_heads_ = 1;     // kept heads attended together per KV group pass
   std::vector<float> scores_;  // [threads, group_heads_, cap_kv_]
 };

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "rad/core/half_float.h"
 #include "rad/runtime/tensor_store.h"
 
 namespace rad::runtime {
@@ -53,11 +54,11 @@ void ssm_step(float* S, int64_t P, int64_t N, float alpha, const float* x, const
 // dst[i] = float(src[i]) for a row of a stored tensor.
 void to_f32(const uint8_t* src, DType dtype, float* dst, int64_t n);
 
-float bf16_to_f32(uint16_t v);
-float f16_to_f32(uint16_t v);
-// float -> IEEE half, round to nearest even (overflow to inf, NaN kept NaN); portable, exact for
-// every value f16 represents. The row version uses _mm256_cvtps_ph on the AVX2 path.
-uint16_t f32_to_f16(float f);
+// Scalar conversions: rad/core/half_float.h. The row version uses _mm256_cvtps_ph on the AVX2 path
+// (the same bits as the scalar one).
+using rad::bf16_to_f32;
+using rad::f16_to_f32;
+using rad::f32_to_f16;
 void f32_to_f16(const float* src, uint16_t* dst, int64_t n);
 void round_to_f16(float* x, int64_t n);  // in place: x[i] = f16_to_f32(f32_to_f16(x[i]))
 
