@@ -83,8 +83,9 @@ then
 fi
 
 TORCH_DIR="$PREFIX/torch/share/cmake/TorchCPU"
+# Unity build of the library and CLI, as scripts/test.sh (the tests stay one file per unit).
 nice -n "$NICE" cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTorch_DIR="$TORCH_DIR" \
-  -DRAD_HF_PYTHON="$PWD/build-hf-venv/bin/python"
+  -DRAD_HF_PYTHON="$PWD/build-hf-venv/bin/python" -DRAD_UNITY_BUILD=ON
 if [ "$build" = 1 ]; then
   nice -n "$NICE" cmake --build "$BUILD" -j "$JOBS"
 fi
