@@ -416,17 +416,23 @@ TEST(DataParallel, AKilledRankIsNamedAndTheRunResumesToTheUninterruptedWeights) 
 
 // ---------------------------------------------------------------- distill on 2 processes
 
+// `radistill convert` of dir/teacher keeping `kept_heads` (a JSON list of [layer, head]) into dir/NAME.
+void convert_teacher(const TempDir& dir, const std::string& kept_heads, const std::string& name) {
+  {
+    std::ofstream plan(dir.file(name + "_plan.json"));
+    plan << "{\"kept_heads\": " << kept_heads << "}";
+  }
+  CliResult r = run_cli("convert " + dir.file("teacher") + " --plan " + dir.file(name + "_plan.json") + " --out " +
+                        dir.file(name));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+}
+
 TEST(DataParallel, DistillOnTwoProcessesMatchesOneProcess) {
   TempDir dir;
   write_corpus(dir);
   CliResult r = run_cli(pretrain_args(dir, 4) + " --out " + dir.file("teacher"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  {
-    std::ofstream plan(dir.file("plan.json"));
-    plan << R"({"kept_heads": [[0, 1], [1, 2]]})";
-  }
-  r = run_cli("convert " + dir.file("teacher") + " --plan " + dir.file("plan.json") + " --out " + dir.file("hybrid"));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_NO_FATAL_FAILURE(convert_teacher(dir, "[[0, 1], [1, 2]]", "hybrid"));
   const std::string args = "distill --teacher " + dir.file("teacher") + " --student " + dir.file("hybrid") +
                            " --corpus " + dir.file("corpus.txt") +
                            " --align-steps 3 --kd-steps 3 --ce-weight 0.5 --task-share 0.5 --batch 4 --seq 32"
@@ -448,18 +454,8 @@ TEST(DataParallel, EvalOnTwoProcessesGivesTheSingleProcessScores) {
   write_corpus(dir);
   CliResult r = run_cli(pretrain_args(dir, 4) + " --out " + dir.file("teacher"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  {
-    std::ofstream plan(dir.file("plan.json"));
-    plan << R"({"kept_heads": [[0, 1], [1, 2]]})";
-  }
-  r = run_cli("convert " + dir.file("teacher") + " --plan " + dir.file("plan.json") + " --out " + dir.file("hybrid"));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  {
-    std::ofstream plan(dir.file("none.json"));
-    plan << R"({"kept_heads": []})";
-  }
-  r = run_cli("convert " + dir.file("teacher") + " --plan " + dir.file("none.json") + " --out " + dir.file("ssm"));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_NO_FATAL_FAILURE(convert_teacher(dir, "[[0, 1], [1, 2]]", "hybrid"));
+  ASSERT_NO_FATAL_FAILURE(convert_teacher(dir, "[]", "ssm"));
   const std::string args = "eval " + dir.file("teacher") + " " + dir.file("hybrid") + " " + dir.file("ssm") +
                            " --corpus " + dir.file("corpus.txt") +
                            " --kv-pairs 2 --examples 4 --mqar-pairs 2 --mqar-queries 1 --needle-words 10"
