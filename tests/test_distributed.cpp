@@ -14,9 +14,9 @@
 #include <sstream>
 #include <thread>
 
-#include "rad/dist/launch.h"
-#include "rad/dist/process_group.h"
-#include "rad/dist/shard.h"
+#include "rad/parallel/launch.h"
+#include "rad/parallel/process_group.h"
+#include "rad/parallel/shard.h"
 #include "rad/io/safetensors.h"
 #include "test_util.h"
 
@@ -36,18 +36,18 @@ std::string read_file(const std::string& path) {
 
 // ---------------------------------------------------------------- environment and sharding
 
-dist::LaunchEnv env_of(const std::map<std::string, std::string>& vars) {
-  return dist::read_launch_env([&](const char* name) -> const char* {
+parallel::LaunchEnv env_of(const std::map<std::string, std::string>& vars) {
+  return parallel::read_launch_env([&](const char* name) -> const char* {
     auto it = vars.find(name);
     return it == vars.end() ? nullptr : it->second.c_str();
   });
 }
 
 TEST(DistEnv, ReadsTheTorchrunVariablesAndNamesBadOnes) {
-  dist::LaunchEnv none = env_of({});
+  parallel::LaunchEnv none = env_of({});
   EXPECT_EQ(none.world_size, 1);
   EXPECT_EQ(none.rank, 0);
-  dist::LaunchEnv e = env_of({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29511"}});
+  parallel::LaunchEnv e = env_of({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29511"}});
   EXPECT_EQ(e.rank, 1);
   EXPECT_EQ(e.world_size, 2);
   EXPECT_EQ(e.local_rank, 1);  // defaults to RANK
@@ -69,7 +69,7 @@ TEST(DistShard, RanksTakeDisjointBlocksWhoseUnionIsTheGlobalBatch) {
   for (int world : {1, 2, 3, 4, 6}) {
     std::vector<int> owner(12, -1);
     for (int r = 0; r < world; ++r) {
-      dist::RowShard s = dist::shard_rows(12, r, world);
+      parallel::RowShard s = parallel::shard_rows(12, r, world);
       EXPECT_EQ(s.count, 12 / world);
       for (int64_t i = s.begin; i < s.begin + s.count; ++i) {
         EXPECT_EQ(owner[i], -1) << "row " << i << " given twice";
@@ -78,13 +78,13 @@ TEST(DistShard, RanksTakeDisjointBlocksWhoseUnionIsTheGlobalBatch) {
     }
     for (int i = 0; i < 12; ++i) EXPECT_NE(owner[i], -1) << "row " << i << " not given, world " << world;
   }
-  EXPECT_RAD_ERROR(dist::shard_rows(6, 0, 4), "--batch 6 (the global batch) is not divisible by WORLD_SIZE 4");
+  EXPECT_RAD_ERROR(parallel::shard_rows(6, 0, 4), "--batch 6 (the global batch) is not divisible by WORLD_SIZE 4");
 }
 
 // ---------------------------------------------------------------- collectives (two ranks as threads)
 
-dist::LaunchEnv rank_env(int rank, int world, int port) {
-  dist::LaunchEnv e;
+parallel::LaunchEnv rank_env(int rank, int world, int port) {
+  parallel::LaunchEnv e;
   e.rank = rank;
   e.local_rank = rank;
   e.world_size = world;
@@ -94,21 +94,21 @@ dist::LaunchEnv rank_env(int rank, int world, int port) {
 }
 
 TEST(ProcessGroup, GradientsSumAndMeanInOneBufferAndParametersBroadcast) {
-  const int port = dist::free_tcp_port("127.0.0.1");
+  const int port = parallel::free_tcp_port("127.0.0.1");
   struct Seen {
     at::Tensor grad_a, grad_b, extra, mean, param;
   };
   auto body = [&](int rank) {
-    auto group = dist::ProcessGroup::connect(rank_env(rank, 2, port), std::chrono::seconds(20));
+    auto group = parallel::ProcessGroup::connect(rank_env(rank, 2, port), std::chrono::seconds(20));
     // Two "parameters"; rank 1 leaves b without a gradient (it counts as zeros and receives one).
     at::Tensor a = at::full({2, 3}, rank + 1.0).set_requires_grad(true);
     at::Tensor b = at::full({4}, 10.0 * (rank + 1)).set_requires_grad(true);
     a.mutable_grad() = at::arange(6, at::kFloat).reshape({2, 3}) * (rank + 1);
     if (rank == 0) b.mutable_grad() = at::full({4}, 0.5);
     at::Tensor extra = at::full({1}, 1.5 * (rank + 1));
-    group->allreduce_gradients({a, b}, dist::Reduce::kSum, &extra, "test all-reduce");
+    group->allreduce_gradients({a, b}, parallel::Reduce::kSum, &extra, "test all-reduce");
     at::Tensor m = at::full({3}, static_cast<float>(rank));
-    group->allreduce(m, dist::Reduce::kMean, "test mean");
+    group->allreduce(m, parallel::Reduce::kMean, "test mean");
     group->broadcast({a, b}, 0, "test broadcast");
     group->barrier("test barrier");
     return Seen{a.grad().clone(), b.grad().clone(), extra.clone(), m.clone(), b.detach().clone()};
@@ -127,34 +127,34 @@ TEST(ProcessGroup, GradientsSumAndMeanInOneBufferAndParametersBroadcast) {
 
 // Each rank's string reaches every rank, indexed by rank: an empty one and bytes above 127 included.
 TEST(ProcessGroup, AllgatherStringsGivesEveryRankEveryRanksString) {
-  const int port = dist::free_tcp_port("127.0.0.1");
+  const int port = parallel::free_tcp_port("127.0.0.1");
   const std::vector<std::string> sent = {"{\"rank\": 0, \"text\": \"caf\u00e9 \u2192\"}", ""};
   auto body = [&](int rank) {
-    auto group = dist::ProcessGroup::connect(rank_env(rank, 2, port), std::chrono::seconds(20));
+    auto group = parallel::ProcessGroup::connect(rank_env(rank, 2, port), std::chrono::seconds(20));
     return group->allgather_strings(sent[rank], "test gather");
   };
   auto r1 = std::async(std::launch::async, body, 1);
   std::vector<std::string> g0 = body(0), g1 = r1.get();
   EXPECT_EQ(g0, sent);
   EXPECT_EQ(g1, sent);
-  dist::ProcessGroup single;
+  parallel::ProcessGroup single;
   EXPECT_EQ(single.allgather_strings("alone", "test gather"), std::vector<std::string>{"alone"});
 }
 
 // A peer that never joins a collective makes it fail within the timeout, naming that rank.
 TEST(ProcessGroup, AHungPeerIsNamedWithinTheTimeout) {
-  const int port = dist::free_tcp_port("127.0.0.1");
+  const int port = parallel::free_tcp_port("127.0.0.1");
   std::promise<void> rank0_done;
   auto idle = std::async(std::launch::async, [&] {
-    auto group = dist::ProcessGroup::connect(rank_env(1, 2, port), std::chrono::seconds(2));
+    auto group = parallel::ProcessGroup::connect(rank_env(1, 2, port), std::chrono::seconds(2));
     rank0_done.get_future().wait();  // joins the group, then never takes part in the collective
   });
-  auto group = dist::ProcessGroup::connect(rank_env(0, 2, port), std::chrono::seconds(2));
+  auto group = parallel::ProcessGroup::connect(rank_env(0, 2, port), std::chrono::seconds(2));
   at::Tensor t = at::ones({8});
   const auto t0 = Clock::now();
   std::string message;
   try {
-    group->allreduce(t, dist::Reduce::kSum, "the all-reduce under test");
+    group->allreduce(t, parallel::Reduce::kSum, "the all-reduce under test");
     ADD_FAILURE() << "the all-reduce with an absent peer returned";
   } catch (const Error& e) {
     message = e.what();
@@ -171,21 +171,21 @@ TEST(ProcessGroup, AHungPeerIsNamedWithinTheTimeout) {
 // ---------------------------------------------------------------- the launcher
 
 TEST(Launch, GivesEachRankTheTorchrunEnvironment) {
-  dist::LaunchOptions o;
+  parallel::LaunchOptions o;
   o.processes = 3;
   o.program = "/bin/sh";
   o.args = {"-c", "[ \"$WORLD_SIZE\" = 3 ] && [ \"$LOCAL_RANK\" = \"$RANK\" ] && [ \"$LOCAL_WORLD_SIZE\" = 3 ] && "
                   "[ \"$MASTER_ADDR\" = 127.0.0.1 ] && [ \"$MASTER_PORT\" -gt 0 ] && [ \"$RANK\" -lt 3 ]"};
-  EXPECT_NO_THROW(dist::launch(o));
+  EXPECT_NO_THROW(parallel::launch(o));
 }
 
 TEST(Launch, AFailingRankStopsTheOthersAndIsNamed) {
-  dist::LaunchOptions o;
+  parallel::LaunchOptions o;
   o.processes = 3;
   o.program = "/bin/sh";
   o.args = {"-c", "if [ \"$RANK\" = 1 ]; then sleep 0.2; exit 3; fi; exec sleep 60"};
   const auto t0 = Clock::now();
-  EXPECT_RAD_ERROR(dist::launch(o), "launch: rank 1 of 3 failed first (rank 1 exited with status 3)");
+  EXPECT_RAD_ERROR(parallel::launch(o), "launch: rank 1 of 3 failed first (rank 1 exited with status 3)");
   EXPECT_LT(seconds_since(t0), 20.0) << "the other ranks were not stopped";
 }
 
@@ -337,7 +337,7 @@ TEST(DataParallel, AGlobalBatchTheWorldSizeDoesNotDivideIsRefused) {
 TEST(DataParallel, ARankThatExitsEarlyStopsTheOtherWithItsName) {
   TempDir dir;
   write_corpus(dir);
-  const int port = dist::free_tcp_port("127.0.0.1");
+  const int port = parallel::free_tcp_port("127.0.0.1");
   const std::string env = "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) +
                           " RADISTILL_DIST_TIMEOUT_S=20 ";
   const std::string cli = std::string(RAD_CLI_PATH) + " --threads 1 " + pretrain_args(dir, 50) + " --out " + dir.file("o");
@@ -360,7 +360,7 @@ TEST(DataParallel, ARankThatExitsEarlyStopsTheOtherWithItsName) {
 TEST(DataParallel, ARankWithOtherSettingsIsRefusedByName) {
   TempDir dir;
   write_corpus(dir);
-  const int port = dist::free_tcp_port("127.0.0.1");
+  const int port = parallel::free_tcp_port("127.0.0.1");
   const std::string env = "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) +
                           " RADISTILL_DIST_TIMEOUT_S=20 ";
   const std::string cli = std::string(RAD_CLI_PATH) + " --threads 1 " + pretrain_args(dir, 5) + " --out " + dir.file("o");
@@ -386,7 +386,7 @@ TEST(DataParallel, AKilledRankIsNamedAndTheRunResumesToTheUninterruptedWeights) 
   const std::string args = pretrain_args(dir, 60, 4, /*save_every=*/1);
   CliResult full = run_cli(args + " --out " + dir.file("full"));
   ASSERT_EQ(full.exit_code, 0) << full.err;
-  const int port = dist::free_tcp_port("127.0.0.1");
+  const int port = parallel::free_tcp_port("127.0.0.1");
   const std::string env = "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) +
                           " RADISTILL_DIST_TIMEOUT_S=20 ";
   const std::string out = dir.file("o");

@@ -224,7 +224,7 @@ TEST(TokenShards, RankRowsOfABatchAreThoseOfTheWholeBatch) {
   mix.max_pairs = 2;
   Batch whole = make_batch(d.corpus.train, mix, d.encode, 1, 8, 32, 5, 3);
   for (int rank = 0; rank < 2; ++rank) {
-    dist::RowShard rows = dist::shard_rows(8, rank, 2);
+    parallel::RowShard rows = parallel::shard_rows(8, rank, 2);
     Batch mine = make_batch(d.corpus.train, mix, d.encode, 1, 8, 32, 5, 3, &rows);
     EXPECT_TRUE(at::equal(mine.input_ids.narrow(0, rows.begin, rows.count),
                           whole.input_ids.narrow(0, rows.begin, rows.count)));

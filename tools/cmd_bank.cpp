@@ -10,7 +10,7 @@
 #include "rad/core/device.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
-#include "rad/dist/process_group.h"
+#include "rad/parallel/process_group.h"
 #include "rad/distill/distill.h"
 #include "rad/distill/head_bank.h"
 #include "rad/heads/model_hash.h"
@@ -62,7 +62,7 @@ void register_bank(CLI::App& app) {
   add_training_loop_flags(cmd, o, {"--save-every", "--log-every", "--resume", "--stop-after"});
   cmd->callback([cmd] {
     warn_if_bf16_is_slow(o);
-    dist::run_data_parallel(o.group, [cmd] {
+    parallel::run_data_parallel(o.group, [cmd] {
       TextCodec codec = load_text_codec(teacher_dir);
       CausalLM teacher = io::load_causal_lm(teacher_dir, at::kFloat);
       HybridConfig hc;

@@ -5,7 +5,7 @@
 #include "rad/core/device.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
-#include "rad/dist/process_group.h"
+#include "rad/parallel/process_group.h"
 #include "rad/distill/distill.h"
 #include "rad/io/checkpoint.h"
 #include "rad/io/hybrid_checkpoint.h"
@@ -68,7 +68,7 @@ void register_distill(CLI::App& app) {
     RAD_CHECK(io::is_hybrid_dir(student_dir), "{}: not a hybrid (config.json model_type is not radistill_hybrid); "
               "make one with `radistill convert`", student_dir);
     // Data-parallel when started with the torchrun environment (e.g. by `radistill launch`).
-    dist::run_data_parallel(o.group, [] {
+    parallel::run_data_parallel(o.group, [] {
       TextCodec codec = load_text_codec(teacher_dir);
       const at::ScalarType weights = io::resolve_weights_dtype(teacher_dtype, teacher_dir);
       CausalLM teacher = io::load_causal_lm(teacher_dir, weights);

@@ -3,7 +3,7 @@
 #include "commands.h"
 #include "rad/core/atomic_file.h"
 #include "rad/core/log.h"
-#include "rad/dist/process_group.h"
+#include "rad/parallel/process_group.h"
 #include "rad/eval/suite.h"
 
 namespace rad::cli {
@@ -48,8 +48,8 @@ void register_eval(CLI::App& app) {
     o.heldout_fraction_given = heldout->count() > 0;
     ensure_directory(out);
     // Under `radistill launch` the models are shared between the ranks (evaluate_models); rank 0 writes.
-    static std::shared_ptr<dist::ProcessGroup> group;
-    dist::run_data_parallel(group, [] {
+    static std::shared_ptr<parallel::ProcessGroup> group;
+    parallel::run_data_parallel(group, [] {
       nlohmann::json result = evaluate_models(dirs, o, reference, group.get());
       if (group->is_main()) {
         std::string path = (std::filesystem::path(out) / "eval.json").string();

@@ -4,7 +4,7 @@
 #include "rad/core/device.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
-#include "rad/dist/process_group.h"
+#include "rad/parallel/process_group.h"
 #include "rad/heads/discovery.h"
 #include "rad/io/checkpoint.h"
 #include "text_codec.h"
@@ -46,8 +46,8 @@ void register_heads(CLI::App& app) {
   cmd->callback([b, f, t] {
     if (t->count() > 0) o.selector.threshold = threshold;
     // Data-parallel when started with the torchrun environment: the ranks share the sweep's heads.
-    static std::shared_ptr<dist::ProcessGroup> group;
-    dist::run_data_parallel(group, [b, f, t] {
+    static std::shared_ptr<parallel::ProcessGroup> group;
+    parallel::run_data_parallel(group, [b, f, t] {
       o.group = group.get();
       TextCodec codec = load_text_codec(dir);
       CausalLM model = io::load_causal_lm(dir, io::resolve_weights_dtype(weights_dtype, dir));

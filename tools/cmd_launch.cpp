@@ -2,14 +2,14 @@
 
 #include "commands.h"
 #include "rad/core/torch_setup.h"
-#include "rad/dist/launch.h"
+#include "rad/parallel/launch.h"
 
 namespace rad::cli {
 
 void register_launch(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "launch", "Run N data-parallel copies of a radistill command on this machine (torchrun-style environment)");
-  static dist::LaunchOptions o;
+  static parallel::LaunchOptions o;
   cmd->add_option("-n,--nproc", o.processes, "Processes (ranks)")->capture_default_str();
   cmd->add_option("--master-port", o.master_port, "TCP port of the rendezvous store on 127.0.0.1 (default: a free one)");
   cmd->add_option("command", o.args, "The radistill command and its arguments, after --, e.g. -- pretrain --batch 8 ...")
@@ -30,7 +30,7 @@ void register_launch(CLI::App& app) {
     if (g.quiet) prefix.push_back("--quiet");
     if (g.verbose) prefix.push_back("--verbose");
     o.args.insert(o.args.begin(), prefix.begin(), prefix.end());
-    dist::launch(o);
+    parallel::launch(o);
   });
 }
 

@@ -5,7 +5,7 @@
 #include "rad/core/atomic_file.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
-#include "rad/dist/process_group.h"
+#include "rad/parallel/process_group.h"
 #include "rad/io/hf_config.h"
 #include "rad/train/pretrain.h"
 #include "rad/train/token_shards.h"
@@ -81,7 +81,7 @@ void register_pretrain(CLI::App& app) {
     }
     if (emb_decay->count() > 0) o.embedding_weight_decay = embedding_decay;
     // Data-parallel when started with the torchrun environment (e.g. by `radistill launch`).
-    dist::run_data_parallel(o.group, [&] {
+    parallel::run_data_parallel(o.group, [&] {
       TextCodec codec = load_text_codec(tokenizer_dir);
       if (!config_path.empty()) {
         o.model = io::load_hf_config(config_path);

@@ -11,7 +11,7 @@
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/core/progress.h"
-#include "rad/dist/process_group.h"
+#include "rad/parallel/process_group.h"
 #include "rad/distill/distill.h"
 #include "rad/distill/head_bank.h"
 #include "rad/heads/discovery.h"
@@ -100,12 +100,12 @@ void register_select(CLI::App& app) {
     // every rank walks the same path; each proxy student is distilled data-parallel and each probe is
     // scored with its batches split between the ranks and all-reduced, so every rank takes the same
     // decisions. Rank 0 alone writes files.
-    dist::run_data_parallel(proxy.group, [] {
+    parallel::run_data_parallel(proxy.group, [] {
       const std::string heads_json_path = (fs::path(heads_dir) / "heads.json").string();
       json hj = json::parse(read_text_file(heads_json_path), nullptr, false);
       RAD_CHECK(!hj.is_discarded() && hj.contains("heads") && hj.contains("probe"),
                 "{}: not a heads.json of `radistill heads` (expected \"heads\" and \"probe\")", heads_json_path);
-      dist::ProcessGroup* group = proxy.group.get();
+      parallel::ProcessGroup* group = proxy.group.get();
       const bool main_rank = group->is_main();
       TextCodec codec = load_text_codec(teacher_dir);
       CausalLM teacher = io::load_causal_lm(teacher_dir, at::kFloat);

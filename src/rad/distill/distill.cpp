@@ -11,9 +11,9 @@
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/core/progress.h"
-#include "rad/dist/process_group.h"
+#include "rad/parallel/process_group.h"
 #include "rad/distill/teacher_cache.h"
-#include "rad/dist/shard.h"
+#include "rad/parallel/shard.h"
 #include "rad/distill/head_bank.h"
 #include "rad/train/optim.h"
 #include "rad/train/schedule.h"
@@ -71,10 +71,10 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
             tc.n_layer, tc.d_model, tc.n_vocab, sc.n_layer, sc.d_model, sc.n_vocab);
   RAD_CHECK(o.seq <= tc.max_position_embeddings, "seq {} exceeds max_position_embeddings {}", o.seq,
             tc.max_position_embeddings);
-  dist::ProcessGroup single_process;
-  dist::ProcessGroup& group = o.group ? *o.group : single_process;
+  parallel::ProcessGroup single_process;
+  parallel::ProcessGroup& group = o.group ? *o.group : single_process;
   const bool main_rank = group.is_main();
-  const dist::RowShard shard = dist::shard_rows(o.batch, group.rank(), group.world_size());
+  const parallel::RowShard shard = parallel::shard_rows(o.batch, group.rank(), group.world_size());
   auto existing = open_run_dir(o.out_dir, o.resume, "distillation run");
   const std::string metrics_path = (fs::path(o.out_dir) / "metrics.jsonl").string();
   teacher->eval();
@@ -205,7 +205,7 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
       const at::Tensor zero = at::zeros({}, loss.options().dtype(at::kFloat));  // on the loss's device
       at::Tensor sums = at::stack({loss.detach().to(at::kFloat), kl.defined() ? kl.detach().to(at::kFloat) : zero,
                                    ce.defined() ? ce.detach().to(at::kFloat) : zero});
-      group.allreduce_gradients(student->parameters(), dist::Reduce::kSum, &sums,
+      group.allreduce_gradients(student->parameters(), parallel::Reduce::kSum, &sums,
                                 fmt::format("the gradient all-reduce of {} step {}", run.name, step + 1));
       double value = sums[0].item<double>();
       RAD_CHECK(std::isfinite(value), "distill {} step {}: loss is {} (not finite); stopped. Last good checkpoint: {}",

@@ -13,7 +13,7 @@
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/core/progress.h"
-#include "rad/dist/process_group.h"
+#include "rad/parallel/process_group.h"
 #include "rad/eval/memory.h"
 #include "rad/eval/user_tasks.h"
 #include "rad/io/checkpoint.h"
@@ -106,7 +106,7 @@ double retrieval_chance(const std::string& task) {
 }
 
 json evaluate_models(const std::vector<std::string>& dirs, const EvalOptions& opt, const std::string& reference,
-                     dist::ProcessGroup* group) {
+                     parallel::ProcessGroup* group) {
   RAD_CHECK(!dirs.empty(), "eval: no models given");
   std::vector<UserTask> user;
   if (!opt.user_tasks.empty()) user = load_user_tasks(opt.user_tasks);

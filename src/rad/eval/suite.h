@@ -50,7 +50,7 @@ constexpr double kMinReferenceAccuracy = 0.2;
 // Accuracy of guessing for a retrieval task of the suite, by its name ("kv_50": 1/50).
 double retrieval_chance(const std::string& task);
 
-namespace dist {
+namespace parallel {
 class ProcessGroup;
 }
 
@@ -61,6 +61,6 @@ class ProcessGroup;
 // one model after another, so that no other rank's work shares the machine while one is timed.
 // Every rank returns the same document.
 nlohmann::json evaluate_models(const std::vector<std::string>& model_dirs, const EvalOptions& options,
-                               const std::string& reference = "", dist::ProcessGroup* group = nullptr);
+                               const std::string& reference = "", parallel::ProcessGroup* group = nullptr);
 
 }  // namespace rad

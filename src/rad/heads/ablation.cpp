@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "rad/core/error.h"
-#include "rad/dist/process_group.h"
+#include "rad/parallel/process_group.h"
 
 namespace rad {
 
@@ -125,7 +125,7 @@ ForwardHooks HeadAblator::hooks_for(const HeadSet& heads) const {
 }
 
 ProbeScore probe_score(CausalLM& model, const std::vector<tasks::EncodedExample>& probe, int64_t batch_size,
-                       dist::ProcessGroup* group) {
+                       parallel::ProcessGroup* group) {
   RAD_CHECK(!probe.empty() && batch_size >= 1, "probe score: need examples and a batch size >= 1");
   at::NoGradGuard no_grad;
   const bool dp = group && group->distributed();
@@ -146,7 +146,7 @@ ProbeScore probe_score(CausalLM& model, const std::vector<tasks::EncodedExample>
   if (dp) {
     // Counts below 2^53 are exact in float64.
     at::Tensor sums = at::tensor({static_cast<double>(correct), static_cast<double>(total), logprob}, at::kDouble);
-    group->allreduce(sums, dist::Reduce::kSum, "the probe score's all-reduce");
+    group->allreduce(sums, parallel::Reduce::kSum, "the probe score's all-reduce");
     correct = static_cast<int64_t>(sums[0].item<double>());
     total = static_cast<int64_t>(sums[1].item<double>());
     logprob = sums[2].item<double>();
@@ -172,7 +172,7 @@ double HeadAblator::accuracy(const HeadSet& heads) {
   return static_cast<double>(correct) / total;
 }
 
-SweepResult HeadAblator::sweep(Progress* progress, dist::ProcessGroup* group) {
+SweepResult HeadAblator::sweep(Progress* progress, parallel::ProcessGroup* group) {
   at::NoGradGuard no_grad;
   auto t0 = std::chrono::steady_clock::now();
   const ModelConfig& c = model_->config();
@@ -211,8 +211,8 @@ SweepResult HeadAblator::sweep(Progress* progress, dist::ProcessGroup* group) {
     // Gather: every head's sums come from the one rank that scored it.
     at::Tensor counts = at::from_blob(correct_without.data(), {L * H}, at::kLong).clone();
     at::Tensor logprobs = at::from_blob(logprob_without.data(), {L * H}, at::kDouble).clone();
-    group->allreduce(counts, dist::Reduce::kSum, "the gather of the head sweep's correct answers");
-    group->allreduce(logprobs, dist::Reduce::kSum, "the gather of the head sweep's answer log-probabilities");
+    group->allreduce(counts, parallel::Reduce::kSum, "the gather of the head sweep's correct answers");
+    group->allreduce(logprobs, parallel::Reduce::kSum, "the gather of the head sweep's answer log-probabilities");
     std::copy(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + L * H, correct_without.begin());
     std::copy(logprobs.data_ptr<double>(), logprobs.data_ptr<double>() + L * H, logprob_without.begin());
   }

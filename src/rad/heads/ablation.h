@@ -22,7 +22,7 @@
 #include "rad/tasks/scorer.h"
 
 namespace rad {
-namespace dist {
+namespace parallel {
 class ProcessGroup;
 }
 
@@ -60,7 +60,7 @@ class HeadAblator {
   // to rank (l * n_head + h) mod WORLD_SIZE), each rank scores its heads on every probe batch, and
   // one all-reduce gathers the per-head sums. Every entry comes from a single rank (the others add
   // exact zeros), so every rank gets the single-process ranking bit for bit.
-  SweepResult sweep(Progress* progress = nullptr, dist::ProcessGroup* group = nullptr);
+  SweepResult sweep(Progress* progress = nullptr, parallel::ProcessGroup* group = nullptr);
 
   // The hook that ablates `heads` (exposed for tests).
   ForwardHooks hooks_for(const HeadSet& heads) const;
@@ -82,7 +82,7 @@ struct ProbeScore {
 // With a distributed `group`, every rank holding the same model, each rank scores every
 // world_size-th batch and the sums are all-reduced: every rank returns the whole probe's score.
 ProbeScore probe_score(CausalLM& model, const std::vector<tasks::EncodedExample>& probe, int64_t batch_size,
-                       dist::ProcessGroup* group = nullptr);
+                       parallel::ProcessGroup* group = nullptr);
 
 // Deterministic ranking (score desc, then layer, then head) with ranks filled in.
 std::vector<HeadScore> rank_heads(std::vector<HeadScore> scores);

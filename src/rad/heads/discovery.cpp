@@ -11,7 +11,7 @@
 #include "rad/core/atomic_file.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
-#include "rad/dist/process_group.h"
+#include "rad/parallel/process_group.h"
 #include "rad/heads/model_hash.h"
 #include "rad/report/svg.h"
 
@@ -129,7 +129,7 @@ DiscoveryResult discover_heads(CausalLM& model, const tasks::Encoder& encode, st
   }
   if (dp) {
     at::Tensor gathered = at::tensor(accuracy, at::kDouble);  // zeros where another rank scored
-    o.group->allreduce(gathered, dist::Reduce::kSum, "the causal check's all-reduce");
+    o.group->allreduce(gathered, parallel::Reduce::kSum, "the causal check's all-reduce");
     for (size_t i = 0; i < accuracy.size(); ++i) accuracy[i] = gathered[static_cast<int64_t>(i)].item<double>();
   }
   if (!main_rank) return {sweep, {}, {}};  // rank 0 writes

@@ -25,7 +25,7 @@ struct DiscoveryOptions {
   int64_t causal_examples = 128;  // examples of the causal check (disjoint from the selection probe)
   // Data-parallel peers (null: one process): they share the sweep's heads (HeadAblator::sweep);
   // rank 0 alone then selects, runs the causal check and writes the files.
-  dist::ProcessGroup* group = nullptr;
+  parallel::ProcessGroup* group = nullptr;
 };
 
 // The seed of the causal check's probe: its own stream, so its examples are not the selection's.

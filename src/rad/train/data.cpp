@@ -132,7 +132,7 @@ TaskTokens text_example(const TaskMix& mix, const tasks::Encoder& encode, std::o
 
 Batch make_batch(const TokenSeq& tokens, const TaskMix& mix, const tasks::Encoder& encode,
                  std::optional<int64_t> bos, int64_t batch, int64_t seq, uint64_t seed, int64_t step, int64_t stage,
-                 const RecipeTokens* recipe, const dist::RowShard* read_rows) {
+                 const RecipeTokens* recipe, const parallel::RowShard* read_rows) {
   const double task_share = mix.task_share_at(stage);
   RAD_CHECK(static_cast<int64_t>(tokens.size()) > seq + 1 || task_share >= 1.0,
             "the corpus has {} tokens, fewer than one sequence of {}", tokens.size(), seq + 1);
@@ -184,7 +184,7 @@ Batch make_batch(const TokenSeq& tokens, const TaskMix& mix, const tasks::Encode
 
 Batch make_batch(const TokenSeq& tokens, const TaskMix& mix, const tasks::Encoder& encode,
                  std::optional<int64_t> bos, int64_t batch, int64_t seq, uint64_t seed, int64_t step,
-                 const dist::RowShard* read_rows) {
+                 const parallel::RowShard* read_rows) {
   std::optional<RecipeTokens> recipe;
   if (mix.recipe()) recipe = RecipeTokens::build(encode, bos);
   return make_batch(tokens, mix, encode, bos, batch, seq, seed, step, mix.stage_at(step),

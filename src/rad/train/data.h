@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "rad/dist/shard.h"
+#include "rad/parallel/shard.h"
 #include "rad/tasks/scorer.h"
 #include "rad/train/token_seq.h"
 
@@ -69,7 +69,7 @@ struct Batch {
 // reads only the windows of its own rows, and its rows are those of the single-process batch.
 Batch make_batch(const TokenSeq& tokens, const TaskMix& mix, const tasks::Encoder& encode,
                  std::optional<int64_t> bos, int64_t batch, int64_t seq, uint64_t seed, int64_t step, int64_t stage,
-                 const RecipeTokens* recipe, const dist::RowShard* read_rows = nullptr);
+                 const RecipeTokens* recipe, const parallel::RowShard* read_rows = nullptr);
 
 // `b` with its tensors on compute_device() (batches are made on the CPU).
 Batch on_compute_device(Batch b);
@@ -77,7 +77,7 @@ Batch on_compute_device(Batch b);
 // The same at stage mix.stage_at(step), building the recipe's tables when needed.
 Batch make_batch(const TokenSeq& tokens, const TaskMix& mix, const tasks::Encoder& encode,
                  std::optional<int64_t> bos, int64_t batch, int64_t seq, uint64_t seed, int64_t step,
-                 const dist::RowShard* read_rows = nullptr);
+                 const parallel::RowShard* read_rows = nullptr);
 
 // Consecutive non-overlapping windows of the held-out split for perplexity (at most max_windows).
 std::vector<at::Tensor> heldout_windows(const TokenSeq& tokens, int64_t seq, int64_t max_windows,

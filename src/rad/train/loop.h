@@ -16,7 +16,7 @@
 #include "rad/train/data.h"
 
 namespace rad {
-namespace dist {
+namespace parallel {
 class ProcessGroup;
 }
 
@@ -42,7 +42,7 @@ struct TrainingLoopOptions {
   // Data-parallel peers (null: a single process). `batch` stays the global batch: each rank trains
   // on its rows of it and gradients are summed, so N processes compute what one would; rank 0 alone
   // logs, evaluates and writes checkpoints.
-  std::shared_ptr<dist::ProcessGroup> group;
+  std::shared_ptr<parallel::ProcessGroup> group;
 };
 
 // The data of a training loop: the tokenized corpus (train and held-out splits) and the tokenizer

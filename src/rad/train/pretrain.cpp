@@ -14,8 +14,8 @@
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 #include "rad/core/progress.h"
-#include "rad/dist/process_group.h"
-#include "rad/dist/shard.h"
+#include "rad/parallel/process_group.h"
+#include "rad/parallel/shard.h"
 #include "rad/io/checkpoint.h"
 #include "rad/model/causal_lm.h"
 #include "rad/train/checkpoint.h"
@@ -63,10 +63,10 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
   RAD_CHECK(opt.batch >= 1 && opt.seq >= 8, "batch must be >= 1 and seq >= 8 (got {} and {})", opt.batch, opt.seq);
   RAD_CHECK(opt.seq <= opt.model.max_position_embeddings, "seq {} exceeds max_position_embeddings {}", opt.seq,
             opt.model.max_position_embeddings);
-  dist::ProcessGroup single_process;
-  dist::ProcessGroup& group = opt.group ? *opt.group : single_process;
+  parallel::ProcessGroup single_process;
+  parallel::ProcessGroup& group = opt.group ? *opt.group : single_process;
   const bool main_rank = group.is_main();
-  const dist::RowShard shard = dist::shard_rows(opt.batch, group.rank(), group.world_size());
+  const parallel::RowShard shard = parallel::shard_rows(opt.batch, group.rank(), group.world_size());
   // The recipe's token tables: needed for recipe rows, and used for the retrieval telemetry whenever
   // the tokenizer allows them (keys and values as single tokens).
   std::optional<RecipeTokens> recipe;
@@ -184,7 +184,7 @@ void pretrain(const PretrainOptions& opt, const PretrainData& data) {
     // The global loss rides in the gradient buffer: one collective per step, and every rank sees the
     // same loss, so all of them skip or stop on a non-finite one together.
     at::Tensor loss_sum = loss.detach().to(at::kFloat).reshape({1}).clone();
-    group.allreduce_gradients(model->parameters(), dist::Reduce::kSum, &loss_sum,
+    group.allreduce_gradients(model->parameters(), parallel::Reduce::kSum, &loss_sum,
                               fmt::format("the gradient all-reduce of step {}", step + 1));
     double loss_value = loss_sum.item<double>();
     if (!std::isfinite(loss_value)) {

@@ -1,6 +1,6 @@
 // What must be the same on every data-parallel rank of a training loop, as JSON: the batch shape,
 // optimizer hygiene, seed, data mix and a fingerprint of the corpus. Ranks compare it with rank 0's
-// (dist::ProcessGroup::check_same) before the first step, so a rank started with other arguments or
+// (parallel::ProcessGroup::check_same) before the first step, so a rank started with other arguments or
 // another corpus is refused by name instead of silently training something else.
 #pragma once
 

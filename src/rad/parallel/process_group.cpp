@@ -4,7 +4,7 @@
 #define USE_C10D_GLOO 1
 #endif
 
-#include "rad/dist/process_group.h"
+#include "rad/parallel/process_group.h"
 
 #include <c10/util/Exception.h>
 #include <cstring>
@@ -31,7 +31,7 @@
 #include "rad/core/error.h"
 #include "rad/core/log.h"
 
-namespace rad::dist {
+namespace rad::parallel {
 
 namespace {
 
@@ -477,4 +477,4 @@ void run_data_parallel(std::shared_ptr<ProcessGroup>& slot, const std::function<
   slot.reset();
 }
 
-}  // namespace rad::dist
+}  // namespace rad::parallel

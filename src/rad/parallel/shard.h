@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-namespace rad::dist {
+namespace rad::parallel {
 
 // Rows [begin, begin + count) of a global batch.
 struct RowShard {
@@ -17,4 +17,4 @@ struct RowShard {
 // error naming `flag` (the option that set it) and WORLD_SIZE.
 RowShard shard_rows(int64_t global_batch, int rank, int world_size, const std::string& flag = "--batch");
 
-}  // namespace rad::dist
+}  // namespace rad::parallel

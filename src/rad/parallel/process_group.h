@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-namespace rad::dist {
+namespace rad::parallel {
 
 // The torchrun environment of this process.
 struct LaunchEnv {
@@ -103,4 +103,4 @@ class ProcessGroup {
 // the peers (report_failure) and rethrown.
 void run_data_parallel(std::shared_ptr<ProcessGroup>& slot, const std::function<void()>& body);
 
-}  // namespace rad::dist
+}  // namespace rad::parallel

@@ -1,8 +1,8 @@
-#include "rad/dist/shard.h"
+#include "rad/parallel/shard.h"
 
 #include "rad/core/error.h"
 
-namespace rad::dist {
+namespace rad::parallel {
 
 RowShard shard_rows(int64_t global_batch, int rank, int world_size, const std::string& flag) {
   RAD_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "rank {} is not in [0, WORLD_SIZE {})", rank,
@@ -16,4 +16,4 @@ RowShard shard_rows(int64_t global_batch, int rank, int world_size, const std::s
   return {rank * per_rank, per_rank};
 }
 
-}  // namespace rad::dist
+}  // namespace rad::parallel

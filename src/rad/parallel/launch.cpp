@@ -1,4 +1,4 @@
-#include "rad/dist/launch.h"
+#include "rad/parallel/launch.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -19,7 +19,7 @@
 
 extern char** environ;
 
-namespace rad::dist {
+namespace rad::parallel {
 
 int free_tcp_port(const std::string& addr) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -221,4 +221,4 @@ void launch(const LaunchOptions& o) {
   }
 }
 
-}  // namespace rad::dist
+}  // namespace rad::parallel

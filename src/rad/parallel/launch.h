@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace rad::dist {
+namespace rad::parallel {
 
 struct LaunchOptions {
   int processes = 2;
@@ -26,4 +26,4 @@ int free_tcp_port(const std::string& addr);
 // rad::Error names the rank that failed first and how. Children die with the launcher (PDEATHSIG).
 void launch(const LaunchOptions& options);
 
-}  // namespace rad::dist
+}  // namespace rad::parallel
