@@ -416,6 +416,16 @@ TEST(DataParallel, AKilledRankIsNamedAndTheRunResumesToTheUninterruptedWeights) 
 
 // ---------------------------------------------------------------- distill on 2 processes
 
+// Runs `args` + dir/one in one process, then under `launch -n 2` + dir/two: both must succeed and the
+// launched run must say it is data-parallel. `two` gets the launched run's output.
+void run_once_and_launched(const TempDir& dir, const std::string& args, CliResult* two) {
+  CliResult r = run_cli(args + dir.file("one"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  *two = run_cli("launch -n 2 -- " + args + dir.file("two"));
+  ASSERT_EQ(two->exit_code, 0) << two->err;
+  EXPECT_NE(two->err.find("[rank 0] data-parallel: 2 processes"), std::string::npos) << two->err;
+}
+
 // `radistill convert` of dir/teacher keeping `kept_heads` (a JSON list of [layer, head]) into dir/NAME.
 void convert_teacher(const TempDir& dir, const std::string& kept_heads, const std::string& name) {
   {
@@ -460,11 +470,8 @@ TEST(DataParallel, EvalOnTwoProcessesGivesTheSingleProcessScores) {
                            " --corpus " + dir.file("corpus.txt") +
                            " --kv-pairs 2 --examples 4 --mqar-pairs 2 --mqar-queries 1 --needle-words 10"
                            " --needle-depths 0 --phonebook-entries 2 --ppl-seq 16 --out ";
-  r = run_cli(args + dir.file("one"));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  CliResult two = run_cli("launch -n 2 -- " + args + dir.file("two"));
-  ASSERT_EQ(two.exit_code, 0) << two.err;
-  EXPECT_NE(two.err.find("[rank 0] data-parallel: 2 processes"), std::string::npos) << two.err;
+  CliResult two;
+  ASSERT_NO_FATAL_FAILURE(run_once_and_launched(dir, args, &two));
   auto one_json = nlohmann::json::parse(read_file(dir.file("one/eval.json")));
   auto two_json = nlohmann::json::parse(read_file(dir.file("two/eval.json")));
   ASSERT_EQ(one_json["models"].size(), 3u);
@@ -512,11 +519,8 @@ TEST(DataParallel, HeadSweepOnTwoProcessesGivesTheSingleProcessRanking) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string args = "heads " + dir.file("teacher") +
                            " --pairs 2 --examples 8 --batch 4 --budget 2 --random-draws 1 --causal-examples 4 --out ";
-  r = run_cli(args + dir.file("one"));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  CliResult two = run_cli("launch -n 2 -- " + args + dir.file("two"));
-  ASSERT_EQ(two.exit_code, 0) << two.err;
-  EXPECT_NE(two.err.find("[rank 0] data-parallel: 2 processes"), std::string::npos) << two.err;
+  CliResult two;
+  ASSERT_NO_FATAL_FAILURE(run_once_and_launched(dir, args, &two));
   auto one_json = nlohmann::json::parse(read_file(dir.file("one/heads.json")));
   auto two_json = nlohmann::json::parse(read_file(dir.file("two/heads.json")));
   ASSERT_EQ(one_json["heads"].size(), 8u);  // 2 layers x 4 heads, 4 scored by each rank
