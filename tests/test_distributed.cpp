@@ -14,10 +14,10 @@
 #include <sstream>
 #include <thread>
 
+#include "rad/io/safetensors.h"
 #include "rad/parallel/launch.h"
 #include "rad/parallel/process_group.h"
 #include "rad/parallel/shard.h"
-#include "rad/io/safetensors.h"
 #include "test_util.h"
 
 namespace rad::test {

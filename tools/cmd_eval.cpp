@@ -3,8 +3,8 @@
 #include "commands.h"
 #include "rad/core/atomic_file.h"
 #include "rad/core/log.h"
-#include "rad/parallel/process_group.h"
 #include "rad/eval/suite.h"
+#include "rad/parallel/process_group.h"
 
 namespace rad::cli {
 

@@ -4,9 +4,9 @@
 #include "rad/core/device.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
-#include "rad/parallel/process_group.h"
 #include "rad/heads/discovery.h"
 #include "rad/io/checkpoint.h"
+#include "rad/parallel/process_group.h"
 #include "text_codec.h"
 
 namespace rad::cli {

@@ -11,8 +11,8 @@
 #include "rad/core/atomic_file.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
-#include "rad/parallel/process_group.h"
 #include "rad/heads/model_hash.h"
+#include "rad/parallel/process_group.h"
 #include "rad/report/svg.h"
 
 namespace rad {
