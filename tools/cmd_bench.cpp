@@ -101,7 +101,7 @@ void register_bench(CLI::App& app) {
   static std::string dir, prompts = "128", engine = "runtime", isa = "auto", cache_type = "f32";
   static int64_t gen = 128, reps = 1;
   static bool json_out = false, no_special = false;
-  cmd->add_option("MODEL_DIR", dir, "Model directory (teacher or hybrid)")->required();
+  cmd->add_option("MODEL_DIR", dir, "Model directory (teacher or hybrid) or .gguf file")->required();
   cmd->add_option("--prompt", prompts, "Comma-separated prompt lengths")->capture_default_str();
   cmd->add_option("--gen", gen, "Tokens generated after each prompt (greedy)")->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("--reps", reps, "Repetitions per prompt length (the best is reported)")->capture_default_str()->check(CLI::PositiveNumber);
@@ -142,7 +142,7 @@ void register_bench(CLI::App& app) {
       params = tm->parameter_count();
     }
     // A directory without tokenizer.json (random-weight benchmark models) has no special tokens to add.
-    if (std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json"))
+    if (std::filesystem::is_regular_file(dir) || std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json"))
       g_prefix = prompt_prefix(Tokenizer::load(dir), !no_special);
     for (int64_t id : g_prefix)
       RAD_CHECK(id >= 0 && id < c.n_vocab, "bench: {}/tokenizer.json: special token id {} is outside the model's vocabulary of {}",

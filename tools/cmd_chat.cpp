@@ -23,7 +23,7 @@ void register_chat(CLI::App& app) {
   static runtime::SamplingOptions sampling;
   static std::vector<std::string> stops;
   static bool stats = false, no_special = false;
-  cmd->add_option("MODEL_DIR", dir, "Model directory (teacher or hybrid) with tokenizer.json")->required();
+  cmd->add_option("MODEL_DIR", dir, "Model directory (teacher or hybrid) with tokenizer.json, or a .gguf file")->required();
   cmd->add_option("--max-new-tokens", max_new, "Most tokens per reply")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--ctx", n_ctx, "Context length of the session (default: max_position_embeddings)");
   cmd->add_option("--cache-type", cache_type, "K/V cache element type: f32 or f16 (IEEE half: half the K/V bytes; as llama.cpp's -ctk f16 -ctv f16, its default))")->capture_default_str();

@@ -21,7 +21,7 @@ void register_generate(CLI::App& app) {
   static bool ignore_eos = false, stats = false, no_special = false;
   static runtime::SamplingOptions sampling;
   static std::vector<std::string> stops;
-  cmd->add_option("MODEL_DIR", dir, "Hugging Face model directory")->required();
+  cmd->add_option("MODEL_DIR", dir, "Hugging Face or hybrid model directory, or a .gguf file")->required();
   auto* ids_opt = cmd->add_option("--token-ids", ids_text, "Comma-separated prompt token ids");
   auto* text_opt = cmd->add_option("--text", text,
                                    "Prompt text, tokenized with MODEL_DIR's tokenizer; prints only the decoded continuation");

@@ -17,7 +17,7 @@ void register_serve(CLI::App& app) {
                                  "(streaming or not), /v1/models, /health, /metrics; admission by cache budget");
   static serve::ServerOptions o;
   static std::string budget = "2GiB", max_body = "8MiB", cache_type = "f32";
-  cmd->add_option("MODEL_DIR", o.model_dir, "Model directory (teacher or hybrid) with tokenizer.json")->required();
+  cmd->add_option("MODEL_DIR", o.model_dir, "Model directory (teacher or hybrid) with tokenizer.json, or a .gguf file")->required();
   cmd->add_option("--host", o.host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", o.port, "Port to listen on (0: any free port, printed at start)")->capture_default_str();
   cmd->add_option("--cache-budget", budget, "Cache bytes (K/V + SSM state) all sessions together may hold")

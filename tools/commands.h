@@ -27,6 +27,7 @@ void register_bench(CLI::App& app);
 void register_chat(CLI::App& app);
 void register_import_gguf(CLI::App& app);
 void register_export_gguf(CLI::App& app);
+void register_quantize(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_launch(CLI::App& app);
 void register_bank(CLI::App& app);

@@ -58,6 +58,7 @@ int main(int argc, char** argv) {
   rad::cli::register_chat(app);
   rad::cli::register_import_gguf(app);
   rad::cli::register_export_gguf(app);
+  rad::cli::register_quantize(app);
   rad::cli::register_serve(app);
   rad::cli::register_launch(app);
   try {

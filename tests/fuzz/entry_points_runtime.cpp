@@ -58,7 +58,7 @@ int tensor_store(const uint8_t* data, size_t size) {
         const rad::runtime::TensorView& t = store->get(name, view->shape, &dtype);
         // get() with the tensor's own shape fails only for dtypes the runtime cannot compute with,
         // and what it returns must span exactly numel x element size bytes.
-        if (!computable || t.bytes != static_cast<uint64_t>(t.numel()) * rad::runtime::dtype_size(dtype)) std::abort();
+        if (!computable || t.bytes != static_cast<uint64_t>(t.numel()) * rad::runtime::dtype_block_bytes(dtype)) std::abort();
       } catch (const rad::Error&) {
         if (computable) std::abort();
       }

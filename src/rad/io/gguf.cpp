@@ -571,8 +571,7 @@ void GgufWriter::set(const std::string& key, GgufValue value) {
 void GgufWriter::add_tensor(const std::string& name, GgmlType type, const std::vector<int64_t>& shape, const void* data,
                             uint64_t n_bytes) {
   const GgmlTypeInfo* ti = info_table(static_cast<uint32_t>(type));
-  RAD_CHECK(ti != nullptr && ti->block_elems == 1, "GGUF writer: tensor \"{}\": only plain element types can be written, not {}",
-            name, ggml_type_name(static_cast<uint32_t>(type)));
+  RAD_CHECK(ti != nullptr, "GGUF writer: tensor \"{}\": unknown type {}", name, ggml_type_name(static_cast<uint32_t>(type)));
   RAD_CHECK(!shape.empty() && shape.size() <= kGgufMaxDims, "GGUF writer: tensor \"{}\" has {} dims (1..{} allowed)", name,
             shape.size(), kGgufMaxDims);
   for (const auto& t : tensors_) RAD_CHECK(t.name != name, "GGUF writer: tensor \"{}\" added twice", name);
@@ -583,8 +582,12 @@ void GgufWriter::add_tensor(const std::string& name, GgmlType type, const std::v
     dims.push_back(static_cast<uint64_t>(*it));
     n *= static_cast<uint64_t>(*it);
   }
-  RAD_CHECK(n * ti->block_bytes == n_bytes, "GGUF writer: tensor \"{}\": {} elements of {} need {} bytes, got {}", name,
-            n, ti->name, n * ti->block_bytes, n_bytes);
+  // Block types: each row (the innermost dim) whole blocks, as llama.cpp requires.
+  RAD_CHECK(dims.empty() || dims[0] % ti->block_elems == 0,
+            "GGUF writer: tensor \"{}\": rows of {} values are not whole {} blocks of {}", name, dims.empty() ? 0 : dims[0],
+            ti->name, ti->block_elems);
+  RAD_CHECK(n / ti->block_elems * ti->block_bytes == n_bytes, "GGUF writer: tensor \"{}\": {} elements of {} need {} bytes, got {}",
+            name, n, ti->name, n / ti->block_elems * ti->block_bytes, n_bytes);
   tensors_.push_back({name, type, std::move(dims), data, n_bytes});
 }
 

@@ -130,6 +130,7 @@ class GgufFile {
   const std::string& path() const { return path_; }
   uint32_t version() const { return version_; }
   uint32_t alignment() const { return alignment_; }
+  size_t file_size() const { return size_; }
   // Keys in file order, and values by key.
   const std::vector<std::string>& keys() const { return keys_; }
   const std::map<std::string, GgufValue>& metadata() const { return metadata_; }
@@ -173,8 +174,8 @@ class GgufFile {
 };
 
 // Builds a GGUF file (version 3). Tensors are written in the order added, each at an offset aligned
-// to `alignment`. Only plain element types are accepted by add_tensor (F32, F16, BF16 and the
-// integer types): the bytes are the caller's, row-major, and must stay alive until write().
+// to `alignment`. add_tensor takes any known ggml type (a block type's rows must be whole blocks):
+// the bytes are the caller's, row-major, and must stay alive until write().
 class GgufWriter {
  public:
   explicit GgufWriter(uint32_t alignment = kGgufDefaultAlignment);

@@ -9,8 +9,11 @@
 
 #include "rad/core/atomic_file.h"
 #include "rad/core/error.h"
+#include "rad/io/gguf.h"
+#include "rad/io/gguf_llama_meta.h"
 #include "rad/io/hf_config.h"
 #include "rad/model/rope_frequencies.h"
+#include "rad/runtime/kernels_blocks.h"
 
 namespace rad::runtime {
 namespace fs = std::filesystem;
@@ -53,28 +56,44 @@ std::shared_ptr<const Model> Model::load(const std::string& dir) { return ModelL
 std::shared_ptr<const Model> ModelLoader::load(const std::string& dir) {
   std::shared_ptr<Model> m(new Model());
   m->dir_ = dir;
-  const std::string cfg_path = (fs::path(dir) / "config.json").string();
-  RAD_CHECK(fs::is_directory(dir), "{}: not a directory (expected a model directory)", dir);
-  RAD_CHECK(fs::exists(cfg_path), "{}: no config.json (expected a Hugging Face or radistill hybrid model directory)",
-            dir);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_text_file(cfg_path));
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON: {}", cfg_path, e.what());
-  }
   std::unique_ptr<HybridConfig> hc;
-  if (HybridConfig::is_hybrid_json(j)) {
-    hc = std::make_unique<HybridConfig>(HybridConfig::from_json(j, cfg_path));
-    m->config_ = hc->base;
-    m->hybrid_ = true;
-    m->ssm_ = hc->ssm;
+  // A config.json (or radistill's copy of it in a GGUF file): a hybrid's or a Hugging Face teacher's.
+  auto take_config_json = [&](const std::string& text, const std::string& where) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: not valid JSON: {}", where, e.what());
+    }
+    if (HybridConfig::is_hybrid_json(j)) {
+      hc = std::make_unique<HybridConfig>(HybridConfig::from_json(j, where));
+      m->config_ = hc->base;
+      m->hybrid_ = true;
+      m->ssm_ = hc->ssm;
+    } else {
+      m->config_ = io::config_from_hf_json(j, where);
+    }
+  };
+  std::shared_ptr<const io::GgufFile> gguf;
+  std::string cfg_path;
+  if (fs::is_regular_file(dir)) {
+    // One GGUF file: llama.cpp's `llama` architecture, or a hybrid radistill wrote (radistill.config).
+    gguf = io::GgufFile::open(dir);
+    cfg_path = dir;
+    if (auto text = gguf->opt_string(io::kGgufRadistillConfigKey))
+      take_config_json(*text, dir + " (metadata " + io::kGgufRadistillConfigKey + ")");
+    else
+      m->config_ = io::config_from_gguf(*gguf);
   } else {
-    m->config_ = io::config_from_hf_json(j, cfg_path);
+    cfg_path = (fs::path(dir) / "config.json").string();
+    RAD_CHECK(fs::is_directory(dir), "{}: not a directory (expected a model directory or a .gguf file)", dir);
+    RAD_CHECK(fs::exists(cfg_path),
+              "{}: no config.json (expected a Hugging Face or radistill hybrid model directory, or a .gguf file)", dir);
+    take_config_json(read_text_file(cfg_path), cfg_path);
   }
   const ModelConfig& c = m->config_;
   RAD_CHECK(c.d_head % 2 == 0, "{}: head_dim {} must be even for RoPE", cfg_path, c.d_head);
-  m->store_ = TensorStore::open_dir(dir);
+  m->store_ = gguf ? TensorStore::open_gguf(gguf, c.d_head) : TensorStore::open_dir(dir);
   ModelLoader L(m.get());
   m->embed_ = L.mat("model.embed_tokens.weight", c.n_vocab, c.d_model);
   m->lm_head_ = c.tie_word_embeddings ? m->embed_ : L.mat("lm_head.weight", c.n_vocab, c.d_model);
@@ -86,7 +105,7 @@ std::shared_ptr<const Model> ModelLoader::load(const std::string& dir) {
   if (!extra.empty()) {
     std::string list;
     for (size_t i = 0; i < extra.size() && i < 8; ++i) list += (i ? ", " : "") + extra[i];
-    fail("{}: {} tensor(s) the config does not explain: {}{} (config.json and the weights do not match)", dir,
+    fail("{}: {} tensor(s) the config does not explain: {}{} (the config and the weights do not match)", dir,
          extra.size(), list, extra.size() > 8 ? ", ..." : "");
   }
   // RoPE inverse frequencies: the one definition the libtorch model uses too.
@@ -237,12 +256,22 @@ void matmul_jobs(ThreadPool& pool, const MatJob* jobs, int n_jobs, const float* 
                  bool accumulate) {
   const int64_t block = T == 1 ? kDecodeRowBlock : kRowBlock;
   int64_t first_block[9] = {0};
-  for (int j = 0; j < n_jobs; ++j) first_block[j + 1] = first_block[j] + (jobs[j].W->rows + block - 1) / block;
+  bool any_blocks = false;
+  for (int j = 0; j < n_jobs; ++j) {
+    first_block[j + 1] = first_block[j] + (jobs[j].W->rows + block - 1) / block;
+    any_blocks = any_blocks || dtype_is_block(jobs[j].W->dtype);
+  }
+  // Block-type weights read x quantised to 8 bits: once here, not once per block of rows.
+  thread_local detail::QuantizedActivations xq;
+  if (any_blocks) xq.quantize(x, ldx, T, jobs[0].W->cols, active_isa() == Isa::kAvx2);
   auto f = [&](int64_t b, int) {
     int j = 0;
     while (b >= first_block[j + 1]) ++j;
     const int64_t r0 = (b - first_block[j]) * block, r1 = std::min(jobs[j].W->rows, r0 + block);
-    matmul(*jobs[j].W, jobs[j].bias, x, ldx, T, jobs[j].y, jobs[j].ldy, r0, r1, accumulate);
+    if (dtype_is_block(jobs[j].W->dtype))
+      matmul_quantized(*jobs[j].W, jobs[j].bias, xq, jobs[j].y, jobs[j].ldy, r0, r1, accumulate);
+    else
+      matmul(*jobs[j].W, jobs[j].bias, x, ldx, T, jobs[j].y, jobs[j].ldy, r0, r1, accumulate);
   };
   pool.for_blocks(first_block[n_jobs], f);
 }
@@ -554,7 +583,7 @@ void Session::run_chunk(const int64_t* tokens, int64_t T, float* all_logits) {
   const int64_t d = c.d_model, half = c.d_head / 2, V = c.n_vocab;
   for (int64_t t = 0; t < T; ++t) {
     const Mat& E = model_->embed();
-    to_f32(E.data + static_cast<size_t>(tokens[t]) * d * dtype_size(E.dtype), E.dtype, a_.x.data() + t * d, d);
+    to_f32(E.data + static_cast<size_t>(tokens[t]) * row_bytes(E.dtype, d), E.dtype, a_.x.data() + t * d, d);
     const float pos = static_cast<float>(length_ + t);
     for (int64_t i = 0; i < half; ++i) {
       const float f = pos * model_->inv_freq()[i];
@@ -688,7 +717,7 @@ const float* BatchDecoder::step(Session* const* sessions, const int64_t* tokens,
   const int64_t d = c.d_model, half = c.d_head / 2, V = c.n_vocab;
   for (int64_t b = 0; b < B; ++b) {
     const Mat& E = model_->embed();
-    to_f32(E.data + static_cast<size_t>(tokens[b]) * d * dtype_size(E.dtype), E.dtype, a_.x.data() + b * d, d);
+    to_f32(E.data + static_cast<size_t>(tokens[b]) * row_bytes(E.dtype, d), E.dtype, a_.x.data() + b * d, d);
     const float pos = static_cast<float>(sessions[b]->length_);
     for (int64_t i = 0; i < half; ++i) {
       const float f = pos * model_->inv_freq()[i];

@@ -1,6 +1,6 @@
 // The runtime: a libtorch-free inference engine for the teacher (Llama family) and the per-head
 // hybrid (DESIGN sections 4, 7, 10). Same math as rad/model (HF Llama semantics, float32
-// activations), weights read from the memory-mapped safetensors in their stored dtype.
+// activations), weights read from the memory-mapped safetensors or GGUF file in their stored dtype.
 //
 //   auto model = runtime::Model::load(dir);           // teacher or hybrid directory
 //   runtime::Session s(model, {.n_ctx = 4096});         // caches + scratch, allocated once
@@ -61,8 +61,10 @@ CacheType parse_cache_type(const std::string& value, const std::string& flag = "
 
 class Model {
  public:
-  // Loads a teacher (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM) or hybrid directory.
-  // Every tensor is checked against the config (name, shape, dtype); unknown tensors are an error.
+  // Loads a teacher (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM) or hybrid directory, or
+  // a GGUF file (llama.cpp's `llama` architecture, or a hybrid `radistill quantize` wrote), whose
+  // Q8_0 / Q4_0 matrices stay quantised. Every tensor is checked against the config (name, shape,
+  // dtype); unknown tensors are an error.
   static std::shared_ptr<const Model> load(const std::string& model_dir);
 
   const ModelConfig& config() const { return config_; }

@@ -5,6 +5,8 @@
 #include <cstring>
 
 #include "rad/core/error.h"
+#include "rad/io/gguf_dequant.h"
+#include "rad/runtime/kernels_blocks.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -35,6 +37,7 @@ inline float load_scalar(const uint8_t* p, DType d, int64_t i) {
       std::memcpy(&v, p + 2 * i, 2);
       return f16_to_f32(v);
     }
+    default: break;  // block types: whole rows only (to_f32, matmul_blocks)
   }
   return 0;
 }
@@ -55,7 +58,7 @@ Isa g_isa = detect();
 void matmul_portable(const Mat& W, const float* bias, const float* x, int64_t ldx, int64_t T, float* y, int64_t ldy,
                      int64_t r0, int64_t r1, bool accumulate) {
   const int64_t K = W.cols;
-  const size_t es = dtype_size(W.dtype);
+  const size_t es = dtype_block_bytes(W.dtype);
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = W.data + static_cast<size_t>(r) * K * es;
     for (int64_t t = 0; t < T; ++t) {
@@ -214,7 +217,7 @@ RAD_AVX2 void matmul_avx2_t(const Mat& W, const float* bias, const float* x, int
     // prefetched, also past r1 (the pool hands out the following block next) but not past the
     // matrix. bench/RESULTS.md (issue 30) has the GB/s against the STREAM-like probe.
     constexpr int R = 8;
-    const size_t row_bytes = static_cast<size_t>(W.cols) * dtype_size(W.dtype);
+    const size_t row_bytes = static_cast<size_t>(W.cols) * dtype_block_bytes(W.dtype);
     for (; r + R <= r1; r += R) {
       const bool next = r + 2 * R <= W.rows;
       tile<D, R, 1>(W, bias, x, ldx, y, ldy, r, 0, acc, next ? W.data + (r + R) * row_bytes : nullptr);
@@ -444,16 +447,25 @@ void set_isa(Isa isa) {
 void matmul(const Mat& W, const float* bias, const float* x, int64_t ldx, int64_t T, float* y, int64_t ldy,
             int64_t r0, int64_t r1, bool accumulate) {
   if (r0 >= r1 || T <= 0) return;
+  if (dtype_is_block(W.dtype))
+    return detail::matmul_blocks(W, bias, x, ldx, T, y, ldy, r0, r1, accumulate, g_isa == Isa::kAvx2);
 #if RAD_HAVE_X86
   if (g_isa == Isa::kAvx2) {
     switch (W.dtype) {
       case DType::kF32: return matmul_avx2_t<DType::kF32>(W, bias, x, ldx, T, y, ldy, r0, r1, accumulate);
       case DType::kBF16: return matmul_avx2_t<DType::kBF16>(W, bias, x, ldx, T, y, ldy, r0, r1, accumulate);
       case DType::kF16: return matmul_avx2_t<DType::kF16>(W, bias, x, ldx, T, y, ldy, r0, r1, accumulate);
+      default: break;
     }
   }
 #endif
   matmul_portable(W, bias, x, ldx, T, y, ldy, r0, r1, accumulate);
+}
+
+void matmul_quantized(const Mat& W, const float* bias, const detail::QuantizedActivations& xq, float* y, int64_t ldy,
+                      int64_t r0, int64_t r1, bool accumulate) {
+  if (r0 >= r1 || xq.T <= 0) return;
+  detail::matmul_blocks(W, bias, xq, y, ldy, r0, r1, accumulate, g_isa == Isa::kAvx2);
 }
 
 float dot(const float* a, const float* b, int64_t n) {
@@ -531,6 +543,10 @@ void ssm_step(float* S, int64_t P, int64_t N, float alpha, const float* x, const
 }
 
 void to_f32(const uint8_t* src, DType dtype, float* dst, int64_t n) {
+  if (dtype == DType::kQ8_0 || dtype == DType::kQ4_0) {
+    io::dequantize(dtype == DType::kQ8_0 ? io::GgmlType::kQ8_0 : io::GgmlType::kQ4_0, src, static_cast<uint64_t>(n), dst);
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) dst[i] = load_scalar(src, dtype, i);
 }
 

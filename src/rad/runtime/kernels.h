@@ -1,5 +1,5 @@
-// Compute kernels of the runtime, float32 activations with f32 / bf16 / f16 weights read as
-// stored. Two implementations of each: AVX2+FMA+F16C (compiled with target attributes, so the
+// Compute kernels of the runtime, float32 activations with f32 / bf16 / f16 / Q8_0 / Q4_0 weights
+// read as stored (the block types in kernels_blocks.h). Two implementations of each: AVX2+FMA+F16C (compiled with target attributes, so the
 // build needs no -mavx2) and portable C++; the AVX2 one is chosen at run time when the CPU has it.
 #pragma once
 
@@ -10,7 +10,8 @@
 
 namespace rad::runtime {
 
-// A row-major weight matrix [rows, cols] in its stored dtype (may be unaligned).
+// A row-major weight matrix [rows, cols] in its stored dtype (may be unaligned); rows of
+// row_bytes(dtype, cols) bytes, cols a multiple of 32 for the block types.
 struct Mat {
   const uint8_t* data = nullptr;
   DType dtype = DType::kF32;
@@ -25,9 +26,18 @@ void set_isa(Isa isa);           // for tests and benchmarks; kAvx2 on a CPU wit
 const char* isa_name(Isa isa);
 
 // y[t*ldy + r] (+)= bias[r] + sum_c W[r, c] * x[t*ldx + c] for rows [r0, r1), tokens [0, T).
-// accumulate: add into y instead of overwriting it. bias may be null.
+// accumulate: add into y instead of overwriting it. bias may be null. Block-type weights multiply
+// activations quantised to 8 bits per block of 32 (kernels_blocks.h), not the float32 x itself.
 void matmul(const Mat& W, const float* bias, const float* x, int64_t ldx, int64_t T, float* y, int64_t ldy,
             int64_t r0, int64_t r1, bool accumulate);
+
+// The same for many row ranges of block-type matrices reading one x: quantise x once
+// (QuantizedActivations, kernels_blocks.h), then call matmul_quantized per range.
+namespace detail {
+struct QuantizedActivations;
+}
+void matmul_quantized(const Mat& W, const float* bias, const detail::QuantizedActivations& xq, float* y, int64_t ldy,
+                      int64_t r0, int64_t r1, bool accumulate);
 
 float dot(const float* a, const float* b, int64_t n);
 void axpy(float a, const float* x, float* y, int64_t n);  // y += a * x
@@ -51,7 +61,7 @@ float softmax(float* s, int64_t n);
 // One SSM step of one head: S = alpha * S + x B^T; y = S C   (S [P, N], x/y [P], B/C [N]).
 void ssm_step(float* S, int64_t P, int64_t N, float alpha, const float* x, const float* B, const float* C, float* y);
 
-// dst[i] = float(src[i]) for a row of a stored tensor.
+// dst[i] = float(src[i]) for a row of a stored tensor (block types: n a multiple of 32).
 void to_f32(const uint8_t* src, DType dtype, float* dst, int64_t n);
 
 // Scalar conversions: rad/core/half_float.h. The row version uses _mm256_cvtps_ph on the AVX2 path

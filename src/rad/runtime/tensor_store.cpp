@@ -1,8 +1,11 @@
 #include "rad/runtime/tensor_store.h"
 
+#include <cstring>
 #include <filesystem>
 
 #include "rad/core/error.h"
+#include "rad/io/gguf.h"
+#include "rad/io/gguf_llama_meta.h"
 #include "rad/io/mapped_file.h"
 #include "rad/io/safetensors_header.h"
 #include "rad/io/shard_index.h"
@@ -15,11 +18,24 @@ const char* dtype_name(DType t) {
     case DType::kF32: return "F32";
     case DType::kBF16: return "BF16";
     case DType::kF16: return "F16";
+    case DType::kQ8_0: return "Q8_0";
+    case DType::kQ4_0: return "Q4_0";
   }
   return "?";
 }
 
-size_t dtype_size(DType t) { return t == DType::kF32 ? 4 : 2; }
+bool dtype_is_block(DType t) { return t == DType::kQ8_0 || t == DType::kQ4_0; }
+int64_t dtype_block_elems(DType t) { return dtype_is_block(t) ? 32 : 1; }
+size_t dtype_block_bytes(DType t) {
+  switch (t) {
+    case DType::kF32: return 4;
+    case DType::kBF16:
+    case DType::kF16: return 2;
+    case DType::kQ8_0: return 34;
+    case DType::kQ4_0: return 18;
+  }
+  return 0;
+}
 
 int64_t TensorView::numel() const {
   int64_t n = 1;
@@ -38,7 +54,7 @@ std::string shape_text(const std::vector<int64_t>& s) {
 TensorStore::~TensorStore() = default;
 
 uint64_t TensorStore::mapped_bytes() const {
-  uint64_t n = 0;
+  uint64_t n = gguf_ ? gguf_->file_size() : 0;
   for (const auto& f : files_) n += f->size();
   return n;
 }
@@ -89,6 +105,43 @@ std::unique_ptr<TensorStore> TensorStore::open_dir(const std::string& model_dir)
   return s;
 }
 
+std::unique_ptr<TensorStore> TensorStore::open_gguf(std::shared_ptr<const io::GgufFile> file, int64_t d_head) {
+  std::unique_ptr<TensorStore> s(new TensorStore());
+  s->where_ = file->path();
+  for (const io::GgufTensorInfo& info : file->tensors()) {
+    std::string name = io::gguf_to_hf_name(info.name);
+    if (name.empty()) name = info.name;
+    RAD_CHECK(s->tensors_.count(name) == 0, "{}: tensors \"{}\" and another both stand for \"{}\"", file->path(),
+              info.name, name);
+    TensorView t;
+    t.name = name;
+    t.file = file->path();
+    t.dtype_text = io::ggml_type_name(static_cast<uint32_t>(info.type));
+    t.shape = info.shape();
+    t.data = file->tensor_data(info);
+    t.bytes = info.n_bytes;
+    t.ggml = true;
+    const bool rope_rows = name.find("self_attn.q_proj.") != std::string::npos ||
+                           name.find("self_attn.k_proj.") != std::string::npos;
+    if (rope_rows) {
+      // Rows of whole blocks, so a quantised row moves as its bytes. n_bytes = rows x row bytes.
+      const int64_t rows = t.shape.empty() ? 0 : t.shape[0];
+      RAD_CHECK(rows > 0 && rows % d_head == 0 && t.bytes % static_cast<uint64_t>(rows) == 0,
+                "{}: tensor \"{}\" has {} rows, not whole heads of {} (shape {})", file->path(), info.name, rows,
+                d_head, shape_text(t.shape));
+      const size_t rb = t.bytes / static_cast<uint64_t>(rows);
+      std::vector<uint8_t> hf(t.bytes);
+      for (int64_t r = 0; r < rows; ++r)
+        std::memcpy(hf.data() + static_cast<size_t>(io::rope_row_gguf_to_hf(r, d_head)) * rb, t.data + r * rb, rb);
+      s->owned_.push_back(std::move(hf));
+      t.data = s->owned_.back().data();
+    }
+    s->tensors_[name] = std::move(t);
+  }
+  s->gguf_ = std::move(file);
+  return s;
+}
+
 const TensorView& TensorStore::get(const std::string& name, const std::vector<int64_t>& shape, DType* dtype) {
   auto it = tensors_.find(name);
   RAD_CHECK(it != tensors_.end(), "{}: tensor \"{}\" is missing (expected shape {})", where_, name, shape_text(shape));
@@ -98,7 +151,19 @@ const TensorView& TensorStore::get(const std::string& name, const std::vector<in
   if (t.dtype_text == "F32") *dtype = DType::kF32;
   else if (t.dtype_text == "BF16") *dtype = DType::kBF16;
   else if (t.dtype_text == "F16") *dtype = DType::kF16;
-  else fail("{}: tensor \"{}\" has dtype {}; the runtime supports F32, BF16 and F16", t.file, name, t.dtype_text);
+  else if (t.ggml && t.dtype_text == "Q8_0") *dtype = DType::kQ8_0;
+  else if (t.ggml && t.dtype_text == "Q4_0") *dtype = DType::kQ4_0;
+  else
+    fail("{}: tensor \"{}\" has dtype {}; the runtime computes with F32, BF16, F16, Q8_0 and Q4_0 (import-gguf "
+         "converts other GGUF types to a directory of floats)", t.file, name, t.dtype_text);
+  const int64_t cols = t.shape.empty() ? 1 : t.shape.back();
+  const int64_t rows = cols == 0 ? 0 : t.numel() / cols;
+  RAD_CHECK(cols % dtype_block_elems(*dtype) == 0,
+            "{}: tensor \"{}\" is {} with rows of {} values, not whole blocks of {}", t.file, name, t.dtype_text, cols,
+            dtype_block_elems(*dtype));
+  RAD_CHECK(t.bytes == static_cast<uint64_t>(rows) * row_bytes(*dtype, cols),
+            "{}: tensor \"{}\" holds {} bytes; {} of shape {} needs {}", t.file, name, t.bytes, t.dtype_text,
+            shape_text(t.shape), static_cast<uint64_t>(rows) * row_bytes(*dtype, cols));
   used_.insert(name);
   return t;
 }

@@ -4,6 +4,8 @@
 #include <fstream>
 
 #include "rad/core/error.h"
+#include "rad/io/gguf.h"
+#include "rad/io/gguf_llama_meta.h"
 
 namespace rad::serve {
 namespace {
@@ -46,6 +48,8 @@ std::optional<ChatTemplate> ChatTemplate::from_config(const nlohmann::json& conf
 }
 
 std::optional<ChatTemplate> ChatTemplate::load(const std::string& model_dir) {
+  if (std::filesystem::is_regular_file(model_dir))  // a GGUF file: tokenizer.chat_template
+    return from_config(io::tokenizer_from_gguf(*io::GgufFile::open(model_dir)).second, model_dir);
   const std::string path = model_dir + "/tokenizer_config.json";
   if (!std::filesystem::exists(path)) return std::nullopt;
   std::ifstream in(path);

@@ -14,7 +14,8 @@ namespace rad::serve {
 
 class ChatTemplate {
  public:
-  // The template of DIR/tokenizer_config.json, or nullopt when the file or the field is absent.
+  // The template of DIR/tokenizer_config.json (or of a GGUF file's tokenizer.chat_template), or
+  // nullopt when the file or the field is absent.
   // A template that does not parse is an error naming the file and the construct.
   static std::optional<ChatTemplate> load(const std::string& model_dir);
   // From a parsed tokenizer_config.json; nullopt without `chat_template`.

@@ -315,7 +315,8 @@ Server::Server(const ServerOptions& options) : impl_(std::make_unique<Impl>()) {
   std::signal(SIGPIPE, SIG_IGN);
   Impl& m = *impl_;
   m.o = options;
-  RAD_CHECK(std::filesystem::exists(options.model_dir + "/tokenizer.json"),
+  RAD_CHECK(std::filesystem::is_regular_file(options.model_dir) ||  // a GGUF file carries its tokenizer
+                std::filesystem::exists(options.model_dir + "/tokenizer.json"),
             "serve: {} has no tokenizer.json (the server takes and returns text)", options.model_dir);
   m.model = runtime::Model::load(options.model_dir);
   m.tokenizer = std::make_shared<const Tokenizer>(Tokenizer::load(options.model_dir));

@@ -2,12 +2,15 @@
 
 #include <nlohmann/json.hpp>
 #include <algorithm>
+#include <filesystem>
 #include <sys/stat.h>
 #include <unordered_map>
 
 #include "rad/core/atomic_file.h"
 #include "rad/core/error.h"
 #include "rad/core/log.h"
+#include "rad/io/gguf.h"
+#include "rad/io/gguf_llama_meta.h"
 #include "rad/tokenizer/added_tokens.h"
 #include "rad/tokenizer/bpe_model.h"
 #include "rad/tokenizer/decoders.h"
@@ -62,6 +65,14 @@ bool file_exists(const std::string& path) {
 }  // namespace
 
 Tokenizer Tokenizer::load(const std::string& dir) {
+  if (std::filesystem::is_regular_file(dir)) {  // a GGUF file: its tokenizer.ggml.* metadata
+    auto [tokenizer, config] = io::tokenizer_from_gguf(*io::GgufFile::open(dir));
+    try {
+      return from_json(tokenizer, config);
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: the tokenizer rebuilt from its metadata is not usable: {}", dir, e.what());
+    }
+  }
   std::string path = dir + "/tokenizer.json";
   RAD_CHECK(file_exists(path), "no tokenizer.json in {} (a Hugging Face tokenizer is needed here)", dir);
   nlohmann::json tokenizer, config;

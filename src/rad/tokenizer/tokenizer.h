@@ -19,7 +19,8 @@ namespace rad {
 
 class Tokenizer {
  public:
-  // Loads DIR/tokenizer.json and, when present, DIR/tokenizer_config.json (BOS/EOS names).
+  // Loads DIR/tokenizer.json and, when present, DIR/tokenizer_config.json (BOS/EOS names); or, when
+  // DIR is a GGUF file, the tokenizer its tokenizer.ggml.* metadata describes.
   static Tokenizer load(const std::string& dir);
   // From parsed files; `config` may be null.
   static Tokenizer from_json(const nlohmann::json& tokenizer, const nlohmann::json& config);
