@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Trains the default teacher with the retrieval recipe of DESIGN.md section 11c (run H), carried to
+"""Trains the default teacher with the retrieval recipe of docs/DESIGN.md section 11c (run H), carried to
 the project's real tokenizer and extended so that held-out keys work (issue 13).
 
 What a batch holds (shares are flags; the rest of the task rows are paper-format rows):
@@ -26,7 +26,7 @@ accuracy on training keys (paper probe at the current max_pairs; at suffix < 3 t
 the shortened query) reaches --advance-at (measured at each evaluation; deterministic).
 
 Tied input/output embeddings (untied ones stalled copying: docs/teacher-recipe.md) with no weight
-decay on embeddings and norms (the collapse of DESIGN 11b came from tied embeddings + decay + keys
+decay on embeddings and norms (the collapse of docs/DESIGN.md section 11b came from tied embeddings + decay + keys
 that were never inputs; here copy spans make every key an input and a target). AdamW (0.9, 0.95), constant lr after warm-up,
 clipping 1.0. A batch is a pure function of (seed, step), the checkpoint holds model, optimizer
 and curriculum stage, so --resume continues exactly. Debian's python3-torch, CPU, 1 thread by
@@ -64,7 +64,7 @@ p.add_argument("--stages", default="8:0,20:0.1,50:0.2")
 p.add_argument("--advance-at", type=float, default=0.9)
 p.add_argument("--heldout-copy-stage", type=int, default=0,
                help="curriculum stage from which copy spans also draw held-out words (earlier: training keys only; "
-                    "DESIGN 11c runs H/I: the lookup formed with training-key spans, not with all-word spans)")
+                    "docs/DESIGN.md section 11c runs H/I: the lookup formed with training-key spans, not with all-word spans)")
 p.add_argument("--max-queries", type=int, default=16)
 p.add_argument("--seed", type=int, default=1); p.add_argument("--threads", type=int, default=1)
 p.add_argument("--eval-every", type=int, default=200); p.add_argument("--eval-examples", type=int, default=100)

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -417,11 +418,11 @@ TEST(GgufLlama, ExportRefusesHybridsAndUnknownPreTokenizers) {
 // The runtime on GGUF files (generate, chat, bench and serve take a .gguf as they take a directory)
 
 // Runtime logits of every position, [T * V].
-std::vector<float> runtime_logits(const std::string& model, const std::vector<int64_t>& ids) {
+std::vector<float> runtime_logits(const std::string& model, const std::vector<int64_t>& ids, int threads = 1) {
   auto m = runtime::Model::load(model);
   runtime::SessionOptions o;
   o.n_ctx = static_cast<int64_t>(ids.size());
-  o.threads = 1;
+  o.threads = threads;
   runtime::Session s(m, o);
   std::vector<float> out(ids.size() * m->config().n_vocab);
   s.forward(ids.data(), static_cast<int64_t>(ids.size()), out.data());
@@ -495,7 +496,22 @@ TEST(GgufRuntime, QuantizedFilesStayQuantizedAndMatchTheirDequantizedImport) {
     // rounding of the activations alone. Measured max |diff| / max |logit|: Q8_0 0.013, Q4_0 0.019
     // (against the float teacher, weights' rounding included: Q8_0 0.020, Q4_0 0.27).
     io::import_gguf(gguf, dir.file(name + "_f32"), at::kFloat);
-    const double rel = relative_max_diff(runtime_logits(gguf, ids), runtime_logits(dir.file(name + "_f32"), ids));
+    const std::vector<float> logits = runtime_logits(gguf, ids);
+    const double rel = relative_max_diff(logits, runtime_logits(dir.file(name + "_f32"), ids));
+    // Several threads share one quantised copy of the activations: the same bits as one thread.
+    EXPECT_EQ(runtime_logits(gguf, ids, 3), logits) << name;
+    // Decode token by token (one row of activations a step) gives prefill's bits too.
+    {
+      auto m = runtime::Model::load(gguf);
+      runtime::SessionOptions o;
+      o.n_ctx = static_cast<int64_t>(ids.size());
+      o.threads = 2;
+      runtime::Session s(m, o);
+      for (size_t t = 0; t < ids.size(); ++t) {
+        const float* step = s.step(ids[t]);
+        ASSERT_TRUE(std::equal(step, step + 4096, logits.begin() + t * 4096)) << name << " token " << t;
+      }
+    }
     EXPECT_LT(rel, 0.03) << name;
     EXPECT_GT(rel, 0.0) << name;  // the activations are quantised: not the float path in disguise
   }

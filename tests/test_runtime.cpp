@@ -484,7 +484,7 @@ TEST(Runtime, BatchedDecodeRefusesBadBatchesAndChangesNothing) {
 }
 
 TEST(Runtime, CacheBytesAreExactAndOnlyForKeptGroups) {
-  // Hybrid: kept KV groups x positions + the SSM and conv states, as DESIGN section 7 and the
+  // Hybrid: kept KV groups x positions + the SSM and conv states, as docs/DESIGN.md section 7 and the
   // libtorch cache count them.
   HybridCase hcase = hybrid_cases()[2];  // layer 0 keeps groups {0, 1}, layer 1 group {1}; conv
   TempDir dir;

@@ -10,6 +10,7 @@
 #include "rad/core/log.h"
 #include "rad/core/torch_setup.h"
 #include "rad/io/checkpoint.h"
+#include "rad/io/gguf.h"
 #include "rad/runtime/engine.h"
 #include "rad/tokenizer/tokenizer.h"
 
@@ -141,8 +142,12 @@ void register_bench(CLI::App& app) {
       weights = "F32";
       params = tm->parameter_count();
     }
-    // A directory without tokenizer.json (random-weight benchmark models) has no special tokens to add.
-    if (std::filesystem::is_regular_file(dir) || std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json"))
+    // A directory without tokenizer.json (random-weight benchmark models), or a GGUF file without
+    // tokenizer metadata, has no special tokens to add.
+    const bool has_tokenizer = std::filesystem::is_regular_file(dir)
+                                   ? io::GgufFile::open(dir)->has("tokenizer.ggml.model")
+                                   : std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json");
+    if (has_tokenizer)
       g_prefix = prompt_prefix(Tokenizer::load(dir), !no_special);
     for (int64_t id : g_prefix)
       RAD_CHECK(id >= 0 && id < c.n_vocab, "bench: {}/tokenizer.json: special token id {} is outside the model's vocabulary of {}",

@@ -18,7 +18,7 @@ nlohmann::json size_fields(const ModelConfig& c) {
           {"n_head", c.n_head},   {"n_head_kv", c.n_head_kv}, {"d_head", c.d_head}};
 }
 
-// A hybrid: the teacher's sizes, the plan per layer and the cache cost (DESIGN section 7).
+// A hybrid: the teacher's sizes, the plan per layer and the cache cost (docs/DESIGN.md section 7).
 void inspect_hybrid(const std::string& dir, bool as_json) {
   io::HybridModel h = io::load_hybrid(dir, at::kFloat);  // loading also validates plan vs tensors
   const ModelConfig& c = h.config.base;

@@ -1,4 +1,4 @@
-// `radistill run`: the whole pipeline (DESIGN section 1) as a sequence of stages, each one of the
+// `radistill run`: the whole pipeline (docs/DESIGN.md section 1) as a sequence of stages, each one of the
 // CLI's own subcommands run as a child process of this binary, so a stage does exactly what the
 // user would get by typing it (same options, progress bars, atomic outputs and resume rules):
 //   heads -> plans -> convert/distill per model -> shrink + short distill -> eval -> report.
@@ -259,7 +259,7 @@ class Pipeline {
       // The selection's budget pruning distilled the chosen set exactly as the hybrid would be (same
       // bank, rows, steps and learning rate): that student is the hybrid, not distilled twice.
       if (s.name == "hybrid" && reuse_budget_student(plan, progress)) continue;
-      // Shrinking repeats alignment and KD briefly (DESIGN section 5.4); every other student gets
+      // Shrinking repeats alignment and KD briefly (docs/DESIGN.md section 5.4); every other student gets
       // the same full budget.
       distill_stage("distill_" + s.name, progress, path("init/" + s.name), path("models/" + s.name),
                     s.short_budget ? o_.shrink_align_steps : o_.align_steps,

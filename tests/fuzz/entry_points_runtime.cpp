@@ -13,6 +13,7 @@
 #include "rad/core/error.h"
 #include "rad/io/gguf.h"
 #include "rad/io/gguf_dequant.h"
+#include "rad/io/gguf_llama_meta.h"
 #include "rad/runtime/tensor_store.h"
 #include "rad/serve/chat_template.h"
 
@@ -27,8 +28,9 @@ bool write_input(const std::string& path, const uint8_t* data, size_t size) {
 }
 
 int gguf(const uint8_t* data, size_t size) {
+  std::shared_ptr<rad::io::GgufFile> file;
   try {
-    auto file = rad::io::GgufFile::parse("fuzz.gguf", data, size);
+    file = rad::io::GgufFile::parse("fuzz.gguf", data, size);
     for (const auto& key : file->keys()) (void)file->find(key)->size();
     for (const auto& t : file->tensors()) {
       if (!rad::io::ggml_can_dequantize(t.type)) continue;
@@ -36,6 +38,35 @@ int gguf(const uint8_t* data, size_t size) {
       // allocation is at most a few times the input.
       std::vector<float> out(t.n_elems);
       rad::io::dequantize(t.type, file->tensor_data(t), t.n_elems, out.data());
+    }
+  } catch (const rad::Error&) {
+    return 0;
+  }
+  // What the runtime does with a GGUF file it runs (Model::load): the llama configuration, then the
+  // tensors under their HF names (Q/K rows re-ordered into buffers of the store), each fetched at its
+  // own shape and every byte read.
+  int64_t d_head = 2;
+  try {
+    d_head = rad::io::config_from_gguf(*file).d_head;
+  } catch (const rad::Error&) {
+  }
+  try {
+    auto store = rad::runtime::TensorStore::open_gguf(file, d_head);
+    for (const auto& name : store->unused()) {
+      const rad::runtime::TensorView* view = store->find(name);
+      if (view == nullptr) std::abort();
+      try {
+        rad::runtime::DType dtype;
+        const rad::runtime::TensorView& t = store->get(name, view->shape, &dtype);
+        const int64_t cols = t.shape.empty() ? 1 : t.shape.back();
+        const uint64_t rows = cols == 0 ? 0 : static_cast<uint64_t>(t.numel() / cols);
+        if (t.bytes != rows * rad::runtime::row_bytes(dtype, cols)) std::abort();  // get() checked it
+      } catch (const rad::Error&) {
+      }
+      uint8_t x = 0;
+      for (uint64_t i = 0; i < view->bytes; ++i) x ^= view->data[i];
+      static volatile uint8_t sink;
+      sink = x;
     }
   } catch (const rad::Error&) {
   }

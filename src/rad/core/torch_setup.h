@@ -1,6 +1,6 @@
 // Configures libtorch for speed on CPU and reports what it is running on.
 //
-// Why this matters (DESIGN section 9): libtorch 1.13 defaults to half the cores; a reference
+// Why this matters (docs/DESIGN.md section 9): libtorch 1.13 defaults to half the cores; a reference
 // BLAS instead of OpenBLAS is ~50x slower; glibc malloc instead of tcmalloc makes training steps
 // 6-7x slower. `radistill env` prints all of it so a user can see why a run is slow.
 #pragma once

@@ -1,4 +1,4 @@
-// Distillation of a student (hybrid) from its teacher (DESIGN section 5):
+// Distillation of a student (hybrid) from its teacher (docs/DESIGN.md section 5):
 //   stage "align": hidden-state alignment. For every layer l, the teacher's residual stream h_l is
 //     fed to student block l and sum_l mean_tokens ||block_l^S(h_l) - h_{l+1}||_2 is minimised.
 //     Layers are independent given the teacher's residuals, so one teacher pass serves all.
@@ -45,7 +45,7 @@ struct DistillOptions : TrainingLoopOptions {
   std::function<bool(const std::string&)> kd_trainable;
 };
 
-// The method's rule for what each stage trains (DESIGN section 5), by HF-style parameter name:
+// The method's rule for what each stage trains (docs/DESIGN.md section 5), by HF-style parameter name:
 //  - alignment trains the SSM heads only (`...self_attn.ssm.*`): the kept attention heads, o_proj,
 //    MLPs and norms are the teacher's and already produce its residual stream;
 //  - KD trains everything but the embeddings and the LM head; with `freeze_kept_heads` the kept

@@ -1,4 +1,4 @@
-// The head bank (DESIGN section 5, "Head bank"): every attention head of the teacher gets a recurrent
+// The head bank (docs/DESIGN.md section 5, "Head bank"): every attention head of the teacher gets a recurrent
 // replacement, aligned once and independently of any plan, so that any plan can be assembled from
 // it (kept heads from the teacher, every other head from the bank) and only needs a short KD.
 //

@@ -1,4 +1,4 @@
-// Builds a hybrid student from a teacher (DESIGN sections 1.4 and 4): embeddings, norms, MLPs, LM
+// Builds a hybrid student from a teacher (docs/DESIGN.md sections 1.4 and 4): embeddings, norms, MLPs, LM
 // head, o_proj and the kept heads' q/k/v rows are copied; SSM heads are initialised from their own
 // attention weights ("attention") or randomly ("random").
 //

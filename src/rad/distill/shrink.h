@@ -1,4 +1,4 @@
-// d_state shrinking (DESIGN section 5, step 4): a hybrid with a smaller SSM state, initialised
+// d_state shrinking (docs/DESIGN.md section 5, step 4): a hybrid with a smaller SSM state, initialised
 // from a distilled one, to be followed by a short re-distillation.
 //
 // Reduction rules, per SSM head (W_B, W_C: its [N, d] B and C projections, biases appended as an

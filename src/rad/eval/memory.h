@@ -1,4 +1,4 @@
-// Cache memory accounting (DESIGN section 7): per sequence of length L,
+// Cache memory accounting (docs/DESIGN.md section 7): per sequence of length L,
 //   cache(L) = b * [sum over layers of (distinct kept KV groups) * 2 * d_head * min(L, window)
 //                   + sum over SSM heads of P * N (+ conv state)],
 // everything counted at b bytes per element, as the paper does (its Llama-3.2-1B row: 10 kept heads

@@ -245,7 +245,7 @@ json evaluate_models(const std::vector<std::string>& dirs, const EvalOptions& op
     models = json::parse(decode[0]);
   }
 
-  // Coverage against the reference model (DESIGN section 8), per group. Retrieval: per task the
+  // Coverage against the reference model (docs/DESIGN.md section 8), per group. Retrieval: per task the
   // ratio student / reference capped at 1, averaged within each task family (kv, mqar, needle,
   // phonebook), then over families, so six needle variants weigh as much as one phone book. Tasks
   // where the reference is near chance are excluded and listed: coverage of noise is noise.

@@ -1,7 +1,7 @@
 // `radistill eval`: the retrieval group (KV probe at several sizes, MQAR, needle in a haystack at
 // several depths and lengths, phone book), the language group (held-out perplexity, user
 // multiple-choice tasks), user generation tasks, cache memory (analytic and measured), and
-// coverage = score / reference score, for several models side by side (DESIGN sections 7-8).
+// coverage = score / reference score, for several models side by side (docs/DESIGN.md sections 7-8).
 #pragma once
 
 #include <nlohmann/json.hpp>

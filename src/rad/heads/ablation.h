@@ -1,4 +1,4 @@
-// Retrieval-head discovery by single-head ablation on the KV probe (DESIGN section 3).
+// Retrieval-head discovery by single-head ablation on the KV probe (docs/DESIGN.md section 3).
 //
 // Score of head (l, h) = mean drop, over the probe's answers, of the log-probability the model gives
 // the answer (summed over its tokens) when that head's output z (its slice of the o_proj input) is

@@ -1,5 +1,5 @@
 // Head plans of the baselines every evaluation shows beside the retrieval-aware hybrid
-// (DESIGN section 6): the same head budget drawn at random, and layer-wise hybrids that keep whole
+// (docs/DESIGN.md section 6): the same head budget drawn at random, and layer-wise hybrids that keep whole
 // attention layers ("The Mamba in the Llama", MOHAWK).
 #pragma once
 

@@ -1,4 +1,4 @@
-// The kept set chosen by sufficiency (DESIGN section 3): ablation ranks heads by *necessity*, but a
+// The kept set chosen by sufficiency (docs/DESIGN.md section 3): ablation ranks heads by *necessity*, but a
 // hybrid needs a kept set that is *sufficient*: with only those heads as attention (every other head
 // a recurrent replacement from the head bank) the probe must still be solved. The set is built by
 // greedy forward selection on the "select" keys:

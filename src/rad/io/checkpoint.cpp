@@ -126,7 +126,7 @@ class DefaultDtypeGuard {
 
 // Hands memory the allocator holds free back to the system (the randomly initialised parameters a
 // load replaced), so it does not stay resident beside the mapped weights. tcmalloc (linked into
-// the binaries, DESIGN section 9) keeps freed spans otherwise; under glibc malloc, malloc_trim.
+// the binaries, docs/DESIGN.md section 9) keeps freed spans otherwise; under glibc malloc, malloc_trim.
 void release_free_memory() {
   using ReleaseFn = void (*)();
   static ReleaseFn tcmalloc_release =

@@ -1,5 +1,5 @@
 // Configuration of a Transformer-SSM hybrid student: the teacher's ModelConfig, the head plan (which
-// query heads stay softmax attention) and the SSM options for all other heads (DESIGN section 4).
+// query heads stay softmax attention) and the SSM options for all other heads (docs/DESIGN.md section 4).
 //
 // config.json of a hybrid directory = the teacher's HF fields, with
 //   "model_type": "radistill_hybrid", "architectures": ["RadistillHybridForCausalLM"],
@@ -45,7 +45,7 @@ struct HybridConfig {
   static HybridConfig from_json(const nlohmann::json& j, const std::string& where);
   static bool is_hybrid_json(const nlohmann::json& j);
 
-  // Analytic cache sizes (DESIGN section 7) at `dtype_bytes` per KV element; SSM states are float32.
+  // Analytic cache sizes (docs/DESIGN.md section 7) at `dtype_bytes` per KV element; SSM states are float32.
   int64_t kv_bytes_per_token(int64_t dtype_bytes) const;
   // Per sequence, fixed (states + conv states), at `dtype_bytes` per element (the runtime holds
   // them in float32: 4; the analytic figures count them at the deployed dtype, like the KV cache).
@@ -60,7 +60,7 @@ struct HybridConfig {
 SsmOptions recommended_ssm_options();
 
 // The SSM state size: `requested` when > 0, else the teacher's head dim (so the attention init
-// can copy whole Q/K rows into C/B; DESIGN section 4).
+// can copy whole Q/K rows into C/B; docs/DESIGN.md section 4).
 int64_t resolve_d_state(const ModelConfig& teacher, int64_t requested);
 
 // The shrunk state size: d_state / factor, at least 1 (paper: 64 -> 8).

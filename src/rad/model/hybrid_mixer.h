@@ -1,4 +1,4 @@
-// The per-head hybrid token mixer (DESIGN section 4): in one layer, the plan's kept query heads are
+// The per-head hybrid token mixer (docs/DESIGN.md section 4): in one layer, the plan's kept query heads are
 // the teacher's softmax attention heads, every other head is a discrete Mamba-2 head; all head
 // outputs, in the teacher's head order, go through the teacher's o_proj.
 //

@@ -1,4 +1,4 @@
-// Discrete Mamba-2 (SSD) heads, batched over all SSM heads of a layer (DESIGN section 4).
+// Discrete Mamba-2 (SSD) heads, batched over all SSM heads of a layer (docs/DESIGN.md section 4).
 //
 // Per head h (head dim P, state dim N), for t = 1..T:
 //   H_t = alpha_t * H_{t-1} + x_t B_t^T          (P x N state)

@@ -767,7 +767,7 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
     }
   }
   md += "\n## Figures\n\n![accuracy against heads kept](accuracy_vs_heads.svg)\n\n![memory](memory.svg)\n\n";
-  md += "Cache MB: analytic decode-cache bytes with bf16 KV (DESIGN section 7); SSM states are fixed-size. Measured "
+  md += "Cache MB: analytic decode-cache bytes with bf16 KV (docs/DESIGN.md section 7); SSM states are fixed-size. Measured "
         "bytes and peak RSS are in report.json (`cache_measured_fp32`).\n";
   write_text_atomic((fs::path(out_dir) / "report.md").string(), md);
 }

@@ -1,5 +1,5 @@
 // The runtime: a libtorch-free inference engine for the teacher (Llama family) and the per-head
-// hybrid (DESIGN sections 4, 7, 10). Same math as rad/model (HF Llama semantics, float32
+// hybrid (docs/DESIGN.md sections 4, 7, 10). Same math as rad/model (HF Llama semantics, float32
 // activations), weights read from the memory-mapped safetensors or GGUF file in their stored dtype.
 //
 //   auto model = runtime::Model::load(dir);           // teacher or hybrid directory
@@ -80,7 +80,7 @@ class Model {
   int64_t parameter_count() const { return n_params_; }
   int64_t weight_bytes() const { return weight_bytes_; }  // bytes of all weights as stored
 
-  // Analytic cache bytes of one sequence of `length` tokens (DESIGN section 7), with the sliding
+  // Analytic cache bytes of one sequence of `length` tokens (docs/DESIGN.md section 7), with the sliding
   // window capping the KV part; K/V at `kv` (2 or 4 bytes), SSM/conv state float32.
   int64_t cache_bytes(int64_t length, CacheType kv = CacheType::kF32) const;
 

@@ -212,17 +212,18 @@ RAD_AVX2 void matmul_avx2_t(const Mat& W, const float* bias, const float* x, int
                             int64_t ldy, int64_t r0, int64_t r1, bool acc) {
   int64_t r = r0;
   if (T == 1) {
-    // Decode reads every weight once per token, so beyond the caches it is bound by memory: 8 rows
-    // per pass (8 independent FMA chains, one load of x for all) while the next 8 rows are
-    // prefetched, also past r1 (the pool hands out the following block next) but not past the
-    // matrix. bench/RESULTS.md (issue 30) has the GB/s against the STREAM-like probe.
-    constexpr int R = 8;
+    // Decode reads every weight once per token, so beyond the caches it is bound by memory. One row
+    // a pass, the row 4 ahead prefetched as this one is read (also past r1: the pool hands out the
+    // following block next; never past the matrix): on SmolLM2-135M (rows of 1152 bytes) 1.2x the
+    // decode tokens/s of 8 rows a pass prefetching the next 8, and ahead of 2 or 4 rows a pass at any
+    // distance (bench/RESULTS.md, issue 30, 2026-12-07). The block kernels (kernels_blocks.cpp)
+    // measured the same. bench/RESULTS.md has the GB/s against the STREAM-like probe.
+    constexpr int64_t kAhead = 4;
     const size_t row_bytes = static_cast<size_t>(W.cols) * dtype_block_bytes(W.dtype);
-    for (; r + R <= r1; r += R) {
-      const bool next = r + 2 * R <= W.rows;
-      tile<D, R, 1>(W, bias, x, ldx, y, ldy, r, 0, acc, next ? W.data + (r + R) * row_bytes : nullptr);
+    for (; r < r1; ++r) {
+      const bool ahead = r + kAhead < W.rows;
+      tile<D, 1, 1>(W, bias, x, ldx, y, ldy, r, 0, acc, ahead ? W.data + (r + kAhead) * row_bytes : nullptr);
     }
-    for (; r < r1; ++r) tile<D, 1, 1>(W, bias, x, ldx, y, ldy, r, 0, acc);
     return;
   }
   // prefill: 2 rows x 4 tokens per tile (8 accumulators); each weight row is read once per 4 tokens.

@@ -58,7 +58,7 @@ TaskExample make_example(const std::string& task, const TaskOptions& options, st
 std::vector<TaskExample> make_examples(const std::string& task, const TaskOptions& options, int64_t count,
                                        uint64_t seed);
 
-// The KV-retrieval probe of DESIGN section 2 (values 0-99, so at most 100 pairs).
+// The KV-retrieval probe of docs/DESIGN.md section 2 (values 0-99, so at most 100 pairs).
 TaskExample make_kv_example(const TaskOptions& options, std::mt19937_64& rng, int64_t n_queries);
 
 }  // namespace rad::tasks

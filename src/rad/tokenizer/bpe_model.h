@@ -1,7 +1,7 @@
 // The BPE model of tokenizer.json ("model": {"type": "BPE", ...}).
 //
 // Hand-written because neither Debian nor any C++ package manager we may use ships a tokenizer.json
-// BPE (and libsentencepiece crashes next to libtorch, DESIGN section 9). Speed comes from caching
+// BPE (and libsentencepiece crashes next to libtorch, docs/DESIGN.md section 9). Speed comes from caching
 // the ids of every pre-tokenized word, a per-code-point id table for the initial symbols, merges
 // keyed by a packed (left id, right id) integer, and a rank-ordered heap over a linked list of
 // symbols (the tokenizers library's algorithm), with scratch buffers reused across words.

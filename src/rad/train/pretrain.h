@@ -18,7 +18,7 @@ struct PretrainOptions : TrainingLoopOptions {
   double init_std = 0.02;
   bool skip_nonfinite = false;  // skip a batch whose loss is NaN/Inf instead of stopping
   // Weight decay of the token embeddings and lm_head (a third optimizer group); unset: the same as
-  // the other matrices. The recipe uses 0: decay collapsed rarely seen key rows (DESIGN 11b).
+  // the other matrices. The recipe uses 0: decay collapsed rarely seen key rows (docs/DESIGN.md section 11b).
   std::optional<double> embedding_weight_decay;
   // Adaptive curriculum: > 0 moves to the next pair stage (earlier than mix.stage_steps says) once
   // the paper-format probe on training keys at the stage's largest size reaches this accuracy at an

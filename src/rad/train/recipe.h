@@ -1,4 +1,4 @@
-// Token-level task rows of the retrieval recipe (DESIGN section 11c, run H; the reference is
+// Token-level task rows of the retrieval recipe (docs/DESIGN.md section 11c, run H; the reference is
 // scripts/train_teacher_recipe.py) and the telemetry that shows the lookup emerging.
 //
 // Rows are built from token ids, not from text: the fixed pieces of the probe ("Memorize the
