@@ -28,18 +28,6 @@ namespace {
 namespace fs = std::filesystem;
 using runtime::Isa;
 
-// Restores the kernels chosen at start-up when a test switches them.
-struct IsaGuard {
-  Isa saved = runtime::active_isa();
-  ~IsaGuard() { runtime::set_isa(saved); }
-};
-
-std::vector<Isa> isas() {
-  std::vector<Isa> v = {Isa::kPortable};
-  if (runtime::detected_isa() == Isa::kAvx2) v.push_back(Isa::kAvx2);
-  return v;
-}
-
 std::vector<int64_t> test_ids(int64_t n_vocab, int64_t T) {
   std::vector<int64_t> ids;
   for (int64_t t = 0; t < T; ++t) ids.push_back((t * 7 + 3) % n_vocab);

@@ -22,17 +22,6 @@ namespace {
 using runtime::DType;
 using runtime::Isa;
 
-struct IsaRestore {
-  Isa saved = runtime::active_isa();
-  ~IsaRestore() { runtime::set_isa(saved); }
-};
-
-std::vector<Isa> available_isas() {
-  std::vector<Isa> v = {Isa::kPortable};
-  if (runtime::detected_isa() == Isa::kAvx2) v.push_back(Isa::kAvx2);
-  return v;
-}
-
 io::GgmlType ggml_of(DType t) { return t == DType::kQ8_0 ? io::GgmlType::kQ8_0 : io::GgmlType::kQ4_0; }
 
 struct Quantized {
@@ -57,7 +46,7 @@ std::vector<float> normal(std::mt19937& rng, size_t n, float scale = 1) {
 }
 
 TEST(RuntimeBlocks, MatmulIsTheExactBlockSumOfItsIntegersInEveryIsaAndBatchSize) {
-  IsaRestore restore;
+  IsaGuard guard;
   std::mt19937 rng(3);
   const int64_t rows = 13, cols = 160, T = 6;  // 5 blocks a row; an odd row count leaves a tail
   for (DType t : {DType::kQ8_0, DType::kQ4_0}) {
@@ -76,7 +65,7 @@ TEST(RuntimeBlocks, MatmulIsTheExactBlockSumOfItsIntegersInEveryIsaAndBatchSize)
       ASSERT_LE(std::abs(xq[i] * xd[i / 32] - x[i]), 0.5f * xd[i / 32] * (1 + 1e-6f)) << i;
     }
     std::vector<std::vector<float>> results;
-    for (Isa isa : available_isas()) {
+    for (Isa isa : isas()) {
       runtime::set_isa(isa);
       std::vector<float> y(T * rows), y1(T * rows);
       runtime::matmul(W, bias.data(), x.data(), cols, T, y.data(), rows, 0, rows, false);

@@ -5,8 +5,10 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "rad/core/error.h"
+#include "rad/runtime/kernels.h"
 
 namespace rad::test {
 
@@ -24,6 +26,19 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// Restores the runtime kernels chosen at start-up when a test switches them (runtime::set_isa).
+struct IsaGuard {
+  runtime::Isa saved = runtime::active_isa();
+  ~IsaGuard() { runtime::set_isa(saved); }
+};
+
+// The runtime's kernel sets this CPU can run: the portable ones, and AVX2 where it has it.
+inline std::vector<runtime::Isa> isas() {
+  std::vector<runtime::Isa> v = {runtime::Isa::kPortable};
+  if (runtime::detected_isa() == runtime::Isa::kAvx2) v.push_back(runtime::Isa::kAvx2);
+  return v;
+}
 
 struct CliResult {
   int exit_code;

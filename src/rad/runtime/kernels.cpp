@@ -7,14 +7,8 @@
 #include "rad/core/error.h"
 #include "rad/io/gguf_dequant.h"
 #include "rad/runtime/kernels_blocks.h"
+#include "rad/runtime/simd.h"
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define RAD_HAVE_X86 1
-#define RAD_AVX2 __attribute__((target("avx2,fma,f16c")))
-#else
-#define RAD_HAVE_X86 0
-#endif
 
 namespace rad::runtime {
 
@@ -136,12 +130,7 @@ void ssm_step_portable(float* S, int64_t P, int64_t N, float alpha, const float*
 // ---- AVX2 + FMA + F16C kernels ----
 #if RAD_HAVE_X86
 
-RAD_AVX2 inline float hsum(__m256 v) {
-  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
+using simd::hsum;
 
 template <DType D>
 RAD_AVX2 inline __m256 load8(const uint8_t* row, int64_t c) {

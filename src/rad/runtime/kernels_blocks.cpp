@@ -2,19 +2,14 @@
 // (OpenBLAS has no int8 GEMM with per-block scales); the layouts are in rad/io/gguf_dequant.h.
 #include "rad/runtime/kernels_blocks.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "rad/core/half_float.h"
+#include "rad/runtime/simd.h"
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define RAD_HAVE_X86 1
-#define RAD_AVX2 __attribute__((target("avx2,fma,f16c")))
-#else
-#define RAD_HAVE_X86 0
-#endif
 
 namespace rad::runtime::detail {
 
@@ -93,12 +88,7 @@ RAD_AVX2 inline __m256i block_dot(__m256i w, __m256i aw, __m256i x) {
   return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
 }
 
-RAD_AVX2 inline float hsum(__m256 v) {
-  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
+using simd::hsum;
 
 // R rows x TT tokens from row r, token t; pf: the rows after these, prefetched while these are read.
 template <DType D, int R, int TT>
