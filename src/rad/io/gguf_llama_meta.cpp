@@ -2,9 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <map>
 #include <regex>
+#include <set>
 
 #include "rad/core/error.h"
+#include "rad/core/log.h"
 #include "rad/io/hf_config.h"
 
 namespace rad::io {
