@@ -129,6 +129,8 @@ std::unique_ptr<TensorStore> TensorStore::open_gguf(std::shared_ptr<const io::Gg
       RAD_CHECK(rows > 0 && rows % d_head == 0 && t.bytes % static_cast<uint64_t>(rows) == 0,
                 "{}: tensor \"{}\" has {} rows, not whole heads of {} (shape {})", file->path(), info.name, rows,
                 d_head, shape_text(t.shape));
+      RAD_CHECK(t.bytes > 0, "{}: tensor \"{}\" holds no bytes (shape {})", file->path(), info.name,
+                shape_text(t.shape));
       const size_t rb = t.bytes / static_cast<uint64_t>(rows);
       std::vector<uint8_t> hf(t.bytes);
       for (int64_t r = 0; r < rows; ++r)
