@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# SmolLM2-135M-Instruct on llama.cpp and on radistill's runtime at the same 16-bit precision (issue 30),
-# side by side in one run: llama.cpp's `llama-bench` on an F16 GGUF against `radistill bench` on
+# SmolLM2-135M-Instruct on llama.cpp and on radistill's runtime at the same precision (issue 30), side
+# by side in one run: llama.cpp's `llama-bench` on an F16 GGUF against `radistill bench` on
 #   - F16: that same GGUF imported with `import-gguf --dtype float16` (bit for bit llama.cpp's weights),
 #   - BF16: the Q4_1 GGUF of scripts/get_smollm2.sh imported with `--dtype bfloat16` (the F16 GGUF is
-#     exported from it, so both hold the same values).
+#     exported from it, so both hold the same values);
+# and, for each type in QUANT (default q8_0,q4_0), one file `radistill quantize` wrote from the F16
+# directory, run by both engines as it is (the runtime keeps its blocks quantised).
 # Prompt processing of 128 tokens; generation of GEN tokens after 128 and after 4096 tokens of context
 # (llama-bench -d; radistill bench reports tg after each --prompt length); K/V in f16 on both (llama.cpp's
 # default -ctk/-ctv f16, radistill --cache-type f16); 1 and 2 threads. `uptime` is printed before every
@@ -21,6 +23,7 @@ threads=${2:-1,2}
 reps=${REPS:-3}
 gen=${GEN:-64}
 ctx=${CTX:-128,4096}  # contexts generation is timed at (llama-bench -d, radistill bench --prompt)
+quant=${QUANT-q8_0,q4_0}  # quantised files both engines run; empty: none
 gguf_q41=${SMOLLM2_GGUF:-data/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
 llama_bench=${LLAMA_BENCH:?set LLAMA_BENCH to a llama-bench binary}
 work=${WORK:-/var/tmp/radistill-smollm2-bench}
@@ -31,6 +34,9 @@ cli="$build/radistill -q"
 [ -f "$work/bf16/config.json" ] || $cli import-gguf "$gguf_q41" "$work/bf16" --dtype bfloat16 >&2
 [ -f "$work/smollm2-f16.gguf" ] || $cli export-gguf "$work/bf16" "$work/smollm2-f16.gguf" --dtype f16 >&2
 [ -f "$work/f16/config.json" ] || $cli import-gguf "$work/smollm2-f16.gguf" "$work/f16" --dtype float16 >&2
+for q in ${quant//,/ }; do
+  [ -f "$work/smollm2-$q.gguf" ] || $cli quantize "$work/f16" --type "$q" -o "$work/smollm2-$q.gguf" >&2
+done
 [ -x "$work/roofline_probe" ] || g++ -O3 -std=c++17 -pthread bench/roofline_probe.cpp -o "$work/roofline_probe"
 # A hybrid of SmolLM2 for the rows where its small cache should show (issue 30, part 4): the 6 heads
 # (2.2% of 270) that the needle sweep ranked top (bench/RESULTS.md, issue 18: L16H0, L18H6, L19H8,
@@ -56,6 +62,14 @@ for t in ${threads//,/ }; do
   "$llama_bench" -m "$work/smollm2-f16.gguf" -t "$t" -p 128 -n 0 -r "$reps" -o json | emit llama.cpp F16 "$l"
   "$llama_bench" -m "$work/smollm2-f16.gguf" -t "$t" -p 0 -n "$gen" -d "$ctx" -r "$reps" -o json | emit llama.cpp F16 "$l"
   variants=("radistill BF16 $build/radistill $work/bf16" "radistill F16 $build/radistill $work/f16")
+  for q in ${quant//,/ }; do
+    Q=${q^^}
+    l=$(load)
+    echo "# $(date -u +%FT%TZ) load: $l llama.cpp $Q threads=$t"
+    "$llama_bench" -m "$work/smollm2-$q.gguf" -t "$t" -p 128 -n 0 -r "$reps" -o json | emit llama.cpp "$Q" "$l"
+    "$llama_bench" -m "$work/smollm2-$q.gguf" -t "$t" -p 0 -n "$gen" -d "$ctx" -r "$reps" -o json | emit llama.cpp "$Q" "$l"
+    variants+=("radistill $Q $build/radistill $work/smollm2-$q.gguf")
+  done
   [ -z "${BEFORE:-}" ] || variants+=("before BF16 $BEFORE $work/bf16")
   [ "${HYBRID:-1}" != 1 ] || variants+=("radistill hybrid6-BF16 $build/radistill $work/hybrid6")
   for variant in "${variants[@]}"; do
@@ -69,7 +83,8 @@ done
 python3 - "$out" "$work" <<'PY'
 import json, os, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-size = {"F16": os.path.getsize(os.path.join(sys.argv[2], "smollm2-f16.gguf"))}
+size = {lab: os.path.getsize(os.path.join(sys.argv[2], f"smollm2-{lab.lower()}.gguf"))
+        for lab in ("F16", "Q8_0", "Q4_0") if os.path.exists(os.path.join(sys.argv[2], f"smollm2-{lab.lower()}.gguf"))}
 table = {}
 for r in rows:
     name = f"{r['engine']} {r['label']}"
@@ -81,14 +96,21 @@ for r in rows:
         t = r["threads"]
         if r["n_prompt"] == 128: table.setdefault((t, "pp128"), {})[name] = (r["pp_tokens_per_s"], r["load"])
         table.setdefault((t, f"tg@{r['n_prompt']}"), {})[name] = (r["tg_tokens_per_s"], r["load"])
-weights_gb = size["F16"] / 1e9  # every weight is read once per generated token (the tied LM head included)
-print(f"\n| threads | test | engine, weights | t/s | x llama.cpp F16 | GB/s of weights (tg) | load |")
+# The llama.cpp row each runtime row is set against: the same file's (Q8_0, Q4_0), or F16 for the
+# 16-bit directories and the hybrid (its ratio is against llama.cpp's full-attention teacher).
+def precision(name):
+    for lab in ("Q8_0", "Q4_0"):
+        if name.endswith(" " + lab): return lab
+    return "F16"
+print(f"\n| threads | test | engine, weights | t/s | x llama.cpp, same precision | GB/s of weights (tg) | load |")
 print("|---:|---|---|---:|---:|---:|---|")
 for (t, test), engines in sorted(table.items()):
-    ref = engines.get("llama.cpp F16", (None,))[0]
-    for name, (v, l) in engines.items():
-        ratio = f"{v / ref:.2f}" if ref else ""
-        # (the hybrid holds other weights: no GB/s; its ratio is against llama.cpp's full-attention teacher)
-        gbs = f"{v * weights_gb:.1f}" if test.startswith("tg") and "hybrid" not in name else ""
+    for name, (v, l) in sorted(engines.items(), key=lambda e: (precision(e[0]), not e[0].startswith("llama.cpp"))):
+        p = precision(name)
+        ref = engines.get(f"llama.cpp {p}", (None,))[0]
+        ratio = f"{v / ref:.2f} ({p})" if ref else ""
+        # every weight is read once per generated token (the tied LM head included); the hybrid holds
+        # other weights: no GB/s
+        gbs = f"{v * size[p] / 1e9:.1f}" if test.startswith("tg") and "hybrid" not in name and p in size else ""
         print(f"| {t} | {test} | {name} | {v:.1f} | {ratio} | {gbs} | {l} |")
 PY
