@@ -531,6 +531,24 @@ std::string templated_teacher(const TempDir& dir, const std::string& chat_templa
   return out;
 }
 
+TEST(Serve, AQuantizedGgufFileServesWhatGenerateGivesOnIt) {
+  TempDir dir;
+  const std::string gguf = dir.file("teacher-q8_0.gguf");
+  CliResult q = run_cli("quantize " + teacher_dir() + " --type q8_0 -o " + gguf);
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  CliResult g = run_cli("generate " + gguf + " --text \"And God said\" --max-new-tokens 12");
+  ASSERT_EQ(g.exit_code, 0) << g.err;
+  std::string expected = g.out;
+  if (!expected.empty() && expected.back() == '\n') expected.pop_back();
+  ASSERT_FALSE(expected.empty());
+  TestServer server(options(gguf, 256));  // the tokenizer comes from the file's metadata
+  json req = {{"prompt", "And God said"}, {"max_tokens", 12}, {"temperature", 0}};
+  Http h = post(server.port(), "/v1/completions", req);
+  ASSERT_EQ(h.status, 200) << h.body;
+  EXPECT_EQ(h.parsed()["choices"][0]["text"], expected);
+  EXPECT_EQ(h.parsed()["model"], "teacher-q8_0.gguf");
+}
+
 TEST(Serve, ChatCompletionsUseTheModelsTemplate) {
   TempDir dir;
   const std::string smol = json::parse(kTemplateGoldens)["templates"]["smol"];

@@ -89,8 +89,9 @@ std::string message_content(const json& m, size_t i) {
 std::vector<int64_t> chat_prompt(const json& req, const ApiContext& ctx) {
   if (!ctx.chat_template)
     throw ApiError(400,
-                   fmt::format("the model {} has no chat_template in tokenizer_config.json, so it cannot format "
-                               "chat messages; use /v1/completions with a prompt instead",
+                   fmt::format("the model {} has no chat_template in tokenizer_config.json (nor, for a GGUF file, "
+                               "tokenizer.chat_template), so it cannot format chat messages; use /v1/completions "
+                               "with a prompt instead",
                                ctx.model_dir),
                    "messages");
   auto it = req.find("messages");

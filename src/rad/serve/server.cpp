@@ -345,7 +345,8 @@ Server::Server(const ServerOptions& options) : impl_(std::make_unique<Impl>()) {
     log_warn("serve: --ctx {} is beyond the {} positions {} was trained on", m.scheduler->n_ctx(),
              m.model->config().max_position_embeddings, options.model_dir);
   if (!m.chat_template)
-    log_warn("serve: {} has no chat_template in tokenizer_config.json; /v1/chat/completions will answer 400",
+    log_warn("serve: {} has no chat_template in tokenizer_config.json (nor, for a GGUF file, tokenizer.chat_template); "
+             "/v1/chat/completions will answer 400",
              options.model_dir);
 }
 
