@@ -201,13 +201,9 @@ RAD_AVX2 void matmul_avx2_t(const Mat& W, const float* bias, const float* x, int
                             int64_t ldy, int64_t r0, int64_t r1, bool acc) {
   int64_t r = r0;
   if (T == 1) {
-    // Decode reads every weight once per token, so beyond the caches it is bound by memory. One row
-    // a pass, the row 4 ahead prefetched as this one is read (also past r1: the pool hands out the
-    // following block next; never past the matrix): on SmolLM2-135M (rows of 1152 bytes) 1.2x the
-    // decode tokens/s of 8 rows a pass prefetching the next 8, and ahead of 2 or 4 rows a pass at any
-    // distance (bench/RESULTS.md, issue 30, 2026-12-07). The block kernels (kernels_blocks.cpp)
-    // measured the same. bench/RESULTS.md has the GB/s against the STREAM-like probe.
-    constexpr int64_t kAhead = 4;
+    // Decode: one row a pass, prefetching ahead (simd::kDecodeRowsAhead has the measurement;
+    // bench/RESULTS.md the GB/s against the STREAM-like probe).
+    constexpr int64_t kAhead = simd::kDecodeRowsAhead;
     const size_t row_bytes = static_cast<size_t>(W.cols) * dtype_block_bytes(W.dtype);
     for (; r < r1; ++r) {
       const bool ahead = r + kAhead < W.rows;

@@ -134,10 +134,8 @@ RAD_AVX2 void matmul_blocks_avx2(const Mat& W, const float* bias, const int8_t* 
   const size_t rb = row_bytes(D, W.cols);
   int64_t r = r0;
   if (T == 1) {
-    // Decode: one row at a time, the row 4 rows ahead prefetched as this one is read. Measured on
-    // SmolLM2-135M (bench/RESULTS.md, issue 30): 1 row a pass with prefetch beat 2, 4 and 8 rows (the
-    // 16-bit kernel's 8), and 4 rows ahead beat 1 and 2; a row of Q8_0 is only 612 bytes at d = 576.
-    constexpr int64_t kAhead = 4;
+    // Decode: one row a pass, prefetching ahead (simd::kDecodeRowsAhead has the measurement).
+    constexpr int64_t kAhead = simd::kDecodeRowsAhead;
     for (; r < r1; ++r) {
       const bool ahead = r + kAhead < W.rows;
       tile<D, 1, 1>(W, bias, xq, xd, y, ldy, r, 0, acc, ahead ? W.data + (r + kAhead) * rb : nullptr);

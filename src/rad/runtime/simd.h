@@ -1,7 +1,19 @@
 // What the runtime's AVX2 kernels share (kernels.cpp, kernels_blocks.cpp): the target attribute that
-// lets them be compiled without -mavx2 (chosen at run time, rad/runtime/kernels.h), and the
-// horizontal sum whose order the portable twins copy.
+// lets them be compiled without -mavx2 (chosen at run time, rad/runtime/kernels.h), the horizontal
+// sum whose order the portable twins copy, and the decode loop's prefetch distance.
 #pragma once
+
+#include <cstdint>
+
+namespace rad::runtime::simd {
+// Decode (one token) reads every weight once, so beyond the caches it is bound by memory. Both the
+// 16-bit and the block kernels take one row a pass and prefetch the row this many rows ahead as it
+// is read (also past the thread's block of rows: the pool hands out the next block next; never past
+// the matrix). On SmolLM2-135M (bench/RESULTS.md, issue 30, 2026-12-07) this beat 2, 4 and 8 rows a
+// pass at any distance and 1 or 2 rows ahead: 16-bit decode 1.2x the tokens/s of 8 rows a pass
+// prefetching the next 8.
+constexpr int64_t kDecodeRowsAhead = 4;
+}  // namespace rad::runtime::simd
 
 #if defined(__x86_64__)
 #include <immintrin.h>
