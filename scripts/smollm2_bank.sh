@@ -26,4 +26,5 @@ fi
 RESUME=()
 [ -e "$OUT/checkpoints/latest" ] && RESUME=(--resume)
 exec nice -n 19 ./build/radistill --threads 1 bank models/smollm2-135m-instruct --corpus data/kjv.txt --out "$OUT" \
-  --steps 20000 --batch 4 --seq 256 --lr 1e-3 --save-every 10 --log-every 5 "${RESUME[@]}"
+  --steps 20000 --batch 4 --seq 256 --lr 1e-3 --save-every 10 --log-every 5 --snapshot-tokens 1M,3M,10M,30M,100M \
+  "${RESUME[@]}"

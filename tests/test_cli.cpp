@@ -382,6 +382,89 @@ TEST(CliRun, NeedleProbeReusesAnEarlierHeadSweep) {
   EXPECT_NE(slurp_file(dir.file("a/report.md")).find("--no-layerwise: layer-wise baselines not run"), std::string::npos);
 }
 
+// A long bank keeps snapshots (`bank --snapshot-tokens`), also across a resume; `run --bank SNAPSHOT`
+// assembles its students from one instead of aligning a bank (with the layer-wise hybrid at the
+// hybrid's cache and the multi-needle task), and `bank-curve` puts such runs against bank tokens.
+TEST(CliRun, BankSnapshotsFeedRunsAndTheCurve) {
+  TempDir dir;
+  write_tiny_corpus(dir, 2000);
+  CliResult r = pretrain_tiny_teacher(dir.file("corpus.txt"), dir.file("teacher"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // 2 x 32 = 64 tokens a step: the 64-token snapshot at step 1, then stopped after step 2; resumed,
+  // the 200-token one at step 4 (256 tokens done).
+  const std::string bank = "bank " + dir.file("teacher") + " --corpus " + dir.file("corpus.txt") + " --out " +
+                           dir.file("bank") + " --steps 5 --batch 2 --seq 32 --save-every 1 --snapshot-tokens 64,200";
+  r = run_cli(bank + " --stop-after 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::is_directory(dir.file("bank/snapshots/tokens-64")));
+  r = run_cli(bank + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::set<std::string> snapshots;
+  for (const auto& e : std::filesystem::directory_iterator(dir.file("bank/snapshots")))
+    snapshots.insert(e.path().filename().string());
+  EXPECT_EQ(snapshots, (std::set<std::string>{"tokens-64", "tokens-256"}));
+  auto snap = nlohmann::json::parse(slurp_file(dir.file("bank/snapshots/tokens-64/bank.json")));
+  EXPECT_EQ(snap["tokens"], 64);
+  EXPECT_EQ(snap["steps"], 1);
+  EXPECT_EQ(snap["heads"].size(), 2u * 4u);
+  EXPECT_TRUE(std::filesystem::exists(dir.file("bank/snapshots/tokens-64/tokenizer.json")));
+  r = run_cli("bank " + dir.file("teacher") + " --corpus " + dir.file("corpus.txt") + " --out " + dir.file("bad") +
+              " --snapshot-tokens 2M,1M --steps 1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("snapshot token counts must be positive and ascending (got 2000000,1000000)"), std::string::npos)
+      << r.err;
+
+  r = run_cli("heads " + dir.file("teacher") + " --out " + dir.file("sweep") +
+              " --task needle --context-words 20 --examples 4 --causal-examples 4 --random-draws 1 --budget 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string args = "run --teacher " + dir.file("teacher") + " --corpus " + dir.file("corpus.txt") +
+                     " --probe-task needle --context-words 20 --heads-dir " + dir.file("sweep") +
+                     " --budget auto --select-kd-steps 0 --max-heads 2 --select-candidates 2 --head-examples 4"
+                     " --random-draws 1 --no-layerwise --layerwise-same-cache --align-steps 0 --kd-steps 2"
+                     " --shrink-align-steps 1 --shrink-kd-steps 1 --batch 2 --seq 32 --eval-examples 2"
+                     " --eval-kv-pairs 2 --eval-needle-words 30 --eval-multi-needle-words 30 --eval-needles 2 --fp32";
+  r = run_cli(args + " --bank " + dir.file("bank/snapshots/tokens-64") + " --bank-steps 3 --out " + dir.file("refused"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--bank-steps excludes --bank"), std::string::npos) << r.err;
+  r = run_cli(args + " --bank " + dir.file("nowhere") + " --out " + dir.file("refused2"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--bank " + dir.file("nowhere") + ": no config.json and model.safetensors"), std::string::npos)
+      << r.err;
+  r = run_cli(args + " --bank " + dir.file("bank/snapshots/tokens-64") + " --out " + dir.file("at64"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("at64/bank"))) << "no bank of its own";
+  auto run_json = nlohmann::json::parse(slurp_file(dir.file("at64/run.json")));
+  EXPECT_EQ(run_json["bank"], std::filesystem::absolute(dir.file("bank/snapshots/tokens-64")).lexically_normal().string());
+  auto report = nlohmann::json::parse(slurp_file(dir.file("at64/report.json")));
+  std::map<std::string, nlohmann::json> by_kind;
+  for (const auto& m : report["models"]) by_kind[m["kind"].get<std::string>()] = m;
+  ASSERT_TRUE(by_kind.count("layerwise_cache"));
+  // Chosen on the snapshot by sufficiency (the sweep's own --budget 2 is not compared under auto):
+  // at most 2 heads, at most 2 KV groups -> one whole layer of 4 heads.
+  const int64_t k = by_kind["hybrid"]["heads_kept"].get<int64_t>();
+  EXPECT_LE(k, 2);
+  EXPECT_EQ(report["settings"]["kept_heads"].size(), static_cast<size_t>(k));
+  EXPECT_EQ(by_kind["layerwise_cache"]["heads_kept"], 4);
+  EXPECT_TRUE(by_kind["hybrid"]["tasks"].contains("multineedle_2x30w"));
+  // The same run directory with another bank is another run: refused, naming the field.
+  r = run_cli(args + " --bank " + dir.file("bank/snapshots/tokens-256") + " --out " + dir.file("at64"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("holds another run (its bank is"), std::string::npos) << r.err;
+
+  r = run_cli("bank-curve " + dir.file("at64") + " --out " + dir.file("curve"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto curve = nlohmann::json::parse(slurp_file(dir.file("curve/report.json")));
+  ASSERT_EQ(curve["bank_curve"].size(), 1u);
+  EXPECT_EQ(curve["bank_curve"][0]["bank_tokens"], 64);
+  EXPECT_EQ(curve["bank_curve"][0]["k"], k);
+  EXPECT_EQ(curve["models"], report["models"]);
+  EXPECT_TRUE(std::filesystem::exists(dir.file("curve/curve.svg")));
+  // A run that aligned its own bank has no snapshot behind it: named, not guessed.
+  r = run_cli("bank-curve " + dir.file("sweep") + " --out " + dir.file("curve2"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("report.json: no such file"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace rad::test
 

@@ -141,6 +141,27 @@ TEST(Baselines, LayerwisePlansKeepWholeEvenlySpacedLayers) {
   EXPECT_RAD_ERROR(layerwise_plan(c, 0.0), "fraction must be in (0, 1]");
 }
 
+TEST(Baselines, LayerwisePlanAtTheHybridsCacheCountsKvGroups) {
+  ModelConfig c;
+  c.n_layer = 6;
+  c.n_head = 4;
+  c.n_head_kv = 2;  // query heads {0, 1} share KV group 0, {2, 3} group 1
+  HeadPlan hybrid;
+  // Five query heads but three (layer, group) pairs cached: (0,0), (2,1), (5,0). A whole layer
+  // caches two groups, so the nearest whole-layer plan keeps round(3 / 2) = 2 layers: 1 and 4.
+  hybrid.kept_heads = {{0, 0}, {0, 1}, {2, 2}, {2, 3}, {5, 1}};
+  HeadPlan same = layerwise_plan_same_cache(c, hybrid);
+  EXPECT_EQ(same.selector["layers"], nlohmann::json({1, 4}));
+  EXPECT_EQ(same.selector["same_cache_as"]["kv_groups"], 3);
+  EXPECT_EQ(same.selector["same_cache_as"]["kept_heads"], 5);
+  // One kept head is less than a layer's cache: still one whole layer (a layer-wise plan keeps one).
+  HeadPlan one;
+  one.kept_heads = {{3, 1}};
+  EXPECT_EQ(layerwise_plan_same_cache(c, one).selector["layers"], nlohmann::json({3}));
+  // No kept head at all: also one layer, never zero.
+  EXPECT_EQ(layerwise_plan_same_cache(c, HeadPlan{}).size(), 4);
+}
+
 TEST(HeadPlan, RoundTripsAndListsKvGroups) {
   CausalLM model = io::load_causal_lm(fixture_model("llama_gqa"));  // 4 heads, 2 KV heads
   const ModelConfig& c = model->config();

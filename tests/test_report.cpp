@@ -6,8 +6,10 @@
 #include <set>
 #include <sstream>
 
+#include "rad/report/bank_curve.h"
 #include "rad/report/run_report.h"
 #include "rad/report/svg.h"
+#include "rad/tasks/scorer.h"
 #include "test_util.h"
 
 namespace rad::test {
@@ -193,6 +195,65 @@ TEST(Report, RunFiguresFromReportJson) {
     }
     EXPECT_GE(entries, 3);
   }
+}
+
+// Run reports at two bank snapshots, given out of order: the rows come sorted by bank tokens, the
+// probe interval pools the probe's depths, the random draws become mean and range, and the files
+// (report.json in run's format plus the curve, curve.md, curve.svg) are written.
+TEST(Report, BankCurveRowsAndFiles) {
+  auto run_report = [](double hybrid_acc, std::vector<double> random_acc) {
+    nlohmann::json models = nlohmann::json::array();
+    auto model = [&](const std::string& name, const std::string& kind, int heads, double acc) {
+      // The probe (needle at 40 words) at two depths of 50 answers each, plus a multi-needle task.
+      nlohmann::json ci = {{"needle_40w_d0.00", {{"accuracy", acc}, {"low", 0}, {"high", 1}, {"n", 50}}},
+                           {"needle_40w_d1.00", {{"accuracy", acc}, {"low", 0}, {"high", 1}, {"n", 50}}},
+                           {"multineedle_4x200w", {{"accuracy", acc / 2}, {"low", 0}, {"high", 1}, {"n", 50}}}};
+      models.push_back({{"name", name}, {"kind", kind}, {"heads_kept", heads}, {"probe_accuracy", acc},
+                        {"perplexity", 20.0 + (1 - acc) * 10}, {"tasks_ci95", ci},
+                        {"tasks", {{"needle_40w_d0.00", acc}, {"needle_40w_d1.00", acc}, {"multineedle_4x200w", acc / 2}}},
+                        {"cache_bytes", {{"4096", heads * 1e5}, {"32768", heads * 8e5}}}});
+    };
+    model("smollm2", "teacher", 270, 1.0);
+    model("hybrid", "hybrid", 6, hybrid_acc);
+    model("pure_ssm", "pure_ssm", 0, 0.0);
+    model("layerwise_cache", "layerwise_cache", 9, 0.1);
+    for (size_t i = 0; i < random_acc.size(); ++i) model(fmt::format("random_heads_{}", i + 1), "random_heads", 6, random_acc[i]);
+    return nlohmann::json{{"models", models},
+                          {"n_heads_total", 270},
+                          {"probe_task", "needle"},
+                          {"probe_label", "needle probe (40 filler words)"},
+                          {"settings", {{"context_words", 40}}}};
+  };
+  std::vector<BankCurvePoint> points = {{3000000, "runs/b", run_report(0.5, {0.0, 0.1})},
+                                        {1000000, "runs/a", run_report(0.2, {0.0, 0.02, 0.04})}};
+  nlohmann::json rows = bank_curve_rows(points);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["bank_tokens"], 1000000);
+  EXPECT_EQ(rows[0]["k"], 6);
+  const auto& h = rows[1]["models"]["hybrid"];
+  EXPECT_DOUBLE_EQ(h["probe"].get<double>(), 0.5);
+  EXPECT_EQ(h["answers"], 100) << "the two depths pooled, not the multi-needle task";
+  tasks::Accuracy pooled{50, 100};
+  EXPECT_DOUBLE_EQ(h["probe_ci95"][0].get<double>(), pooled.low());
+  EXPECT_DOUBLE_EQ(h["probe_ci95"][1].get<double>(), pooled.high());
+  EXPECT_NEAR(rows[0]["models"]["random_heads"]["probe_mean"].get<double>(), 0.02, 1e-12);
+  EXPECT_EQ(rows[0]["models"]["random_heads"]["draws"], 3);
+  EXPECT_DOUBLE_EQ(rows[1]["models"]["random_heads"]["probe_max"].get<double>(), 0.1);
+  EXPECT_DOUBLE_EQ(rows[1]["models"]["hybrid"]["cache_mb_32768"].get<double>(), 4.8);
+
+  TempDir dir;
+  write_bank_curve(points, dir.path());
+  auto report = nlohmann::json::parse(read(dir.file("report.json")));
+  EXPECT_EQ(report["bank_tokens"], 3000000) << "the latest point's run report";
+  EXPECT_EQ(report["models"], points[0].report["models"]);
+  EXPECT_EQ(report["bank_curve"], rows);
+  const std::string md = read(dir.file("curve.md")), svg_text = read(dir.file("curve.svg"));
+  EXPECT_NE(md.find("| 1.00M | 6 (2.2%) | 100.0%"), std::string::npos) << md;
+  EXPECT_NE(md.find("| multineedle_4x200w | 50.0% | 25.0% | 0.0% |"), std::string::npos) << md;
+  expect_texts_inside(svg_text);
+  EXPECT_NE(svg_text.find("(log scale)"), std::string::npos);
+  EXPECT_NE(svg_text.find("stroke-dasharray"), std::string::npos) << "the teacher as a reference line";
+  EXPECT_RAD_ERROR(write_bank_curve({}, dir.path()), "no run reports");
 }
 
 }  // namespace

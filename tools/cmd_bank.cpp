@@ -56,6 +56,12 @@ void register_bank(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--tasks", tasks_list, "Comma-separated training tasks")->capture_default_str();
   cmd->add_option("--heldout-fraction", heldout, "Fraction of corpus lines held out")->capture_default_str();
+  cmd->add_option("--snapshot-tokens", o.snapshot_tokens,
+                  "Keep a copy of the bank (OUT/snapshots/tokens-N, a bank of its own) each time the tokens aligned "
+                  "reach the next of these counts, e.g. 1M,3M,10M,30M (suffixes K, M, G)")
+      ->delimiter(',')
+      ->transform(CLI::AsNumberWithUnit(std::map<std::string, int64_t>{{"k", 1000}, {"m", 1000000}, {"g", 1000000000}},
+                                        CLI::AsNumberWithUnit::CASE_INSENSITIVE));
   cmd->add_option("--residual-windows", residual_windows, "Held-out windows for each head's residual in bank.json")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -86,37 +92,49 @@ void register_bank(CLI::App& app) {
       data.bos = codec.bos;
       data.write_tokenizer = [](const std::string& out) { io::copy_tokenizer_files(teacher_dir, out); };
       HybridConfig config = hc;
+      // bank.json: each head's relative residual on held-out windows (not the training data).
+      std::vector<at::Tensor> windows;
+      auto write_bank_json = [&](CausalLM& model, const std::string& dir, int64_t steps, int64_t tokens) {
+        if (windows.empty()) windows = heldout_windows(data.corpus.heldout, o.seq, residual_windows, data.bos);
+        RAD_CHECK(!windows.empty(), "{}: the held-out text is shorter than one {}-token window; use a longer corpus "
+                  "or a smaller --seq", corpus_path, o.seq);
+        at::Tensor residual = head_residuals(teacher, model, windows, o.batch).cpu();
+        int64_t trained_parameters = 0;
+        for (const auto& p : model->named_parameters())
+          if (align_trains(p.key())) trained_parameters += p.value().numel();
+        nlohmann::json heads = nlohmann::json::array();
+        const ModelConfig& c = hc.base;
+        for (int64_t l = 0; l < c.n_layer; ++l)
+          for (int64_t h = 0; h < c.n_head; ++h)
+            heads.push_back({{"layer", l}, {"head", h}, {"residual", residual[l][h].item<double>()}});
+        nlohmann::json j = {
+            {"teacher", fs::absolute(teacher_dir).lexically_normal().string()},
+            {"teacher_model_hash", model_hash(teacher)},
+            {"steps", steps},
+            {"lr", o.align.lr},
+            {"batch", o.batch},
+            {"seq", o.seq},
+            {"tokens", tokens},
+            {"trained_parameters", trained_parameters},
+            {"residual", "||W_o[:, h] (y_h - z_h)|| / ||W_o[:, h] z_h||, token-summed over held-out windows: the share "
+                         "of the head's contribution its replacement misses"},
+            {"residual_windows", static_cast<int64_t>(windows.size())},
+            {"heads", heads}};
+        write_text_atomic((fs::path(dir) / "bank.json").string(), j.dump(2) + "\n");
+        return residual;
+      };
+      // A snapshot is a complete bank of its own (a hybrid directory and bank.json) that `convert
+      // --bank`, `select --bank` and `run --bank` take, while this bank trains on.
+      o.write_snapshot = [&](CausalLM& model, const std::string& dir, int64_t tokens) {
+        io::save_hybrid(model, config, dir);
+        write_bank_json(model, dir, tokens / (o.batch * o.seq), tokens);
+      };
       distill(teacher, bank, o, data, [config](CausalLM& m, const std::string& dir) { io::save_hybrid(m, config, dir); });
+      o.write_snapshot = nullptr;  // (o outlives this scope)
       if (o.group && !o.group->is_main()) return;
       if (o.stop_after > 0 && !fs::exists(fs::path(o.out_dir) / "model.safetensors")) return;  // stopped early
-      // Each head's relative residual on held-out windows (not the training data).
-      std::vector<at::Tensor> windows = heldout_windows(data.corpus.heldout, o.seq, residual_windows, data.bos);
-      RAD_CHECK(!windows.empty(), "{}: the held-out text is shorter than one {}-token window; use a longer corpus or "
-                "a smaller --seq", corpus_path, o.seq);
-      at::Tensor residual = head_residuals(teacher, bank, windows, o.batch).cpu();
-      int64_t trained_parameters = 0;
-      for (const auto& p : bank->named_parameters())
-        if (align_trains(p.key())) trained_parameters += p.value().numel();
-      nlohmann::json heads = nlohmann::json::array();
-      const ModelConfig& c = hc.base;
-      for (int64_t l = 0; l < c.n_layer; ++l)
-        for (int64_t h = 0; h < c.n_head; ++h)
-          heads.push_back({{"layer", l}, {"head", h}, {"residual", residual[l][h].item<double>()}});
-      nlohmann::json j = {
-          {"teacher", fs::absolute(teacher_dir).lexically_normal().string()},
-          {"teacher_model_hash", model_hash(teacher)},
-          {"steps", o.align.steps},
-          {"lr", o.align.lr},
-          {"batch", o.batch},
-          {"seq", o.seq},
-          {"tokens", o.align.steps * o.batch * o.seq},
-          {"trained_parameters", trained_parameters},
-          {"residual", "||W_o[:, h] (y_h - z_h)|| / ||W_o[:, h] z_h||, token-summed over held-out windows: the share "
-                       "of the head's contribution its replacement misses"},
-          {"residual_windows", static_cast<int64_t>(windows.size())},
-          {"heads", heads}};
-      write_text_atomic((fs::path(o.out_dir) / "bank.json").string(), j.dump(2) + "\n");
-      log_info("wrote the head bank {} ({} heads; median residual {:.3f})", o.out_dir, c.n_layer * c.n_head,
+      at::Tensor residual = write_bank_json(bank, o.out_dir, o.align.steps, o.align.steps * o.batch * o.seq);
+      log_info("wrote the head bank {} ({} heads; median residual {:.3f})", o.out_dir, hc.base.n_layer * hc.base.n_head,
                residual.flatten().median().item<double>());
     });
   });

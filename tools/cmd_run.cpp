@@ -76,6 +76,11 @@ struct RunOptions {
   int64_t context_words = 40;  // needle probe: filler words
   std::string heads_dir;       // an earlier `radistill heads` output to use instead of a new sweep
   bool layerwise = true;       // the layer-wise baselines (25% and 50% of layers)
+  bool layerwise_same_cache = false;  // also the layer-wise hybrid whose KV cache is nearest the hybrid's
+  // An existing head bank (`radistill bank`'s output or one of its snapshots) instead of the bank stage.
+  std::string bank;
+  std::vector<int64_t> eval_multi_needle_words;  // multi-needle probe lengths in the evaluation (none by default)
+  int64_t eval_needles = 4;                       // facts per multi-needle example
   // Recompute each student layer in backward (less memory, same result): not one of the settings a
   // resumed run must repeat.
   bool activation_checkpointing = false;
@@ -163,6 +168,8 @@ class Pipeline {
         students.push_back({"layerwise_25", "layerwise_25", plans + "/layerwise_25.json", "", d_state});
         students.push_back({"layerwise_50", "layerwise_50", plans + "/layerwise_50.json", "", d_state});
       }
+      if (o_.layerwise_same_cache)
+        students.push_back({"layerwise_cache", "layerwise_cache", plans + "/layerwise_cache.json", "", d_state});
     }
     for (int64_t k : o_.heads_sweep)
       students.push_back({fmt::format("top_{}", k), "heads_sweep", plans + fmt::format("/top_{}.json", k), "", d_state});
@@ -191,8 +198,11 @@ class Pipeline {
     }
 
     // The head bank: every head's recurrent replacement, aligned once; every student starts from it.
-    const std::string bank_dir = path("bank");
-    {
+    const std::string bank_dir = this->bank_dir();
+    if (!o_.bank.empty()) {
+      log_info("[run] bank: the head bank {} (not aligned again)", bank_dir);
+      progress.update(++finished_);
+    } else {
       std::vector<std::string> bank_args = {"bank", o_.teacher, "--corpus", o_.corpus, "--out", bank_dir, "--steps",
                                             std::to_string(o_.bank_steps), "--lr", fmt::format("{}", o_.bank_lr),
                                             "--batch", std::to_string(o_.batch), "--seq", std::to_string(o_.seq),
@@ -234,6 +244,7 @@ class Pipeline {
         random_heads_plan(config, plan.size(), o_.seed + d).save(plans + fmt::format("/random_heads_{}.json", d), config);
       layerwise_plan(config, 0.25).save(plans + "/layerwise_25.json", config);
       layerwise_plan(config, 0.5).save(plans + "/layerwise_50.json", config);
+      layerwise_plan_same_cache(config, plan).save(plans + "/layerwise_cache.json", config);
       json ranked = json::parse(read_text_file(heads_dir + "/heads.json"))["heads"];
       for (int64_t k : o_.heads_sweep) {
         HeadPlan top;
@@ -275,6 +286,11 @@ class Pipeline {
     eval_args.insert(eval_args.end(), {"--out", path("eval"), "--corpus", o_.corpus, "--examples",
                                        std::to_string(o_.eval_examples), "--kv-pairs", kv, "--needle-words", needle,
                                        "--seed", std::to_string(o_.seed)});
+    if (!o_.eval_multi_needle_words.empty()) {
+      std::string multi;
+      for (int64_t w : o_.eval_multi_needle_words) multi += (multi.empty() ? "" : ",") + std::to_string(w);
+      eval_args.insert(eval_args.end(), {"--multi-needle-words", multi, "--needles", std::to_string(o_.eval_needles)});
+    }
     stage("eval", progress, data_parallel(eval_args));
 
     // Report (in this process).
@@ -315,6 +331,7 @@ class Pipeline {
 
  private:
   std::string path(const std::string& rel) const { return (fs::path(out_) / rel).string(); }
+  std::string bank_dir() const { return o_.bank.empty() ? path("bank") : o_.bank; }
   std::string marker(const std::string& name) const { return path("stages/" + name + ".done"); }
   bool done(const std::string& name) const { return fs::exists(marker(name)); }
   void mark(const std::string& name, const std::string& what) {
@@ -378,7 +395,7 @@ class Pipeline {
     auto absolute = [](const std::string& p) { return fs::absolute(p).lexically_normal().string(); };
     const json wanted = {{"kd_steps", o_.kd_steps},     {"kd_lr", o_.kd_lr},   {"batch", o_.batch},
                          {"seq", o_.seq},               {"seed", o_.seed},     {"task_share", o_.task_share},
-                         {"bank", absolute(path("bank"))}, {"corpus", absolute(o_.corpus)}};
+                         {"bank", absolute(bank_dir())}, {"corpus", absolute(o_.corpus)}};
     for (const auto& [key, value] : wanted.items())
       if (!made.is_object() || !made.contains(key) || made[key] != value) return false;
     const std::string out = path("models/hybrid");
@@ -475,6 +492,12 @@ class Pipeline {
     }
     if (!o_.heads_dir.empty()) s["heads_dir"] = fs::absolute(o_.heads_dir).lexically_normal().string();
     if (!o_.layerwise) s["layerwise"] = false;
+    if (o_.layerwise_same_cache) s["layerwise_same_cache"] = true;
+    if (!o_.bank.empty()) s["bank"] = fs::absolute(o_.bank).lexically_normal().string();
+    if (!o_.eval_multi_needle_words.empty()) {
+      s["eval_multi_needle_words"] = o_.eval_multi_needle_words;
+      s["eval_needles"] = o_.eval_needles;
+    }
     return s;
   }
 
@@ -495,8 +518,10 @@ class Pipeline {
       RAD_CHECK(h["probe"]["context_words"].get<int64_t>() == o_.context_words,
                 "{}: its needle probe has {} filler words, this run's --context-words is {}", heads_json,
                 h["probe"]["context_words"].get<int64_t>(), o_.context_words);
+    // Under --budget auto the run's plan comes from `select`; the sweep's own kept set only served
+    // its causal check, so any selection of it will do.
     HeadSelector mine = heads_selector();
-    RAD_CHECK(h["selector"] == mine.to_json(),
+    RAD_CHECK(auto_budget() || h["selector"] == mine.to_json(),
               "{}: its heads were selected by {}, this run's selection is {} (pass the same --budget or --fraction)",
               heads_json, h["selector"].dump(), mine.to_json().dump());
     // The plan is validated against the teacher's shape (layers, heads, model hash when stated).
@@ -520,6 +545,10 @@ class Pipeline {
     RAD_CHECK(o_.context_words >= 1, "--context-words must be >= 1, got {}", o_.context_words);
     RAD_CHECK(o_.heads_dir.empty() || fs::is_regular_file(fs::path(o_.heads_dir) / "heads.json"),
               "--heads-dir {}: no heads.json (expected the --out directory of `radistill heads`)", o_.heads_dir);
+    RAD_CHECK(o_.bank.empty() || (fs::is_regular_file(fs::path(o_.bank) / "config.json") &&
+                                  fs::is_regular_file(fs::path(o_.bank) / "model.safetensors")),
+              "--bank {}: no config.json and model.safetensors (expected the --out of `radistill bank` or one of its "
+              "snapshots, OUT/snapshots/tokens-N)", o_.bank);
     RAD_CHECK(o_.batch % o_.nproc == 0,
               "--batch {} is not divisible by --nproc {}: every process takes an equal share of the global batch",
               o_.batch, o_.nproc);
@@ -566,8 +595,13 @@ void register_run(CLI::App& app) {
   cmd->add_option("--fraction", o.fraction, "Keep the top fraction of heads (rounded up) instead of --budget")
       ->excludes(budget);
   add_ssm_flags(cmd, o.ssm, o.decay);
-  cmd->add_option("--bank-steps", o.bank_steps, "Head-bank alignment steps (every head at once)")->capture_default_str();
-  cmd->add_option("--bank-lr", o.bank_lr, "Head-bank learning rate")->capture_default_str();
+  auto* bank_steps = cmd->add_option("--bank-steps", o.bank_steps, "Head-bank alignment steps (every head at once)")
+                         ->capture_default_str();
+  auto* bank_lr = cmd->add_option("--bank-lr", o.bank_lr, "Head-bank learning rate")->capture_default_str();
+  cmd->add_option("--bank", o.bank, "Use this head bank of the teacher (`radistill bank`'s --out, or one of its "
+                  "snapshots) instead of aligning one")
+      ->excludes(bank_steps)
+      ->excludes(bank_lr);
   cmd->add_option("--target-ratio", o.sufficiency.target_ratio,
                   "--budget auto: a set suffices when its probe accuracy (select keys) reaches this x the teacher's")
       ->capture_default_str();
@@ -625,6 +659,12 @@ void register_run(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--heads-dir", o.heads_dir, "Use this earlier `radistill heads` output (same teacher, probe and "
                   "--budget/--fraction) instead of running the head sweep again");
+  cmd->add_flag("--layerwise-same-cache", o.layerwise_same_cache,
+                "Also distil the layer-wise hybrid whose KV cache is nearest the chosen hybrid's (whole layers, at least 1)");
+  cmd->add_option("--eval-multi-needle-words", o.eval_multi_needle_words,
+                  "Multi-needle filler lengths (words) in the evaluation (default: none)")->delimiter(',');
+  cmd->add_option("--eval-needles", o.eval_needles, "Facts per multi-needle example in the evaluation")
+      ->capture_default_str();
   cmd->add_flag("--layerwise,!--no-layerwise", o.layerwise, "Distil the layer-wise baselines (25% and 50% of layers; "
                 "--no-layerwise skips them)");
   cmd->add_flag("--activation-checkpointing", o.activation_checkpointing,

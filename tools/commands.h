@@ -32,6 +32,7 @@ void register_serve(CLI::App& app);
 void register_launch(CLI::App& app);
 void register_bank(CLI::App& app);
 void register_select(CLI::App& app);
+void register_bank_curve(CLI::App& app);
 
 // The global options (before the subcommand), so `run` can pass them on to the stages it starts.
 struct GlobalOptions {

@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
   rad::cli::register_convert(app);
   rad::cli::register_bank(app);
   rad::cli::register_select(app);
+  rad::cli::register_bank_curve(app);
   rad::cli::register_export_data(app);
   rad::cli::register_run(app);
   rad::cli::register_bench(app);

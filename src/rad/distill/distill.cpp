@@ -2,10 +2,13 @@
 
 #include <torch/nn/utils/clip_grad.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <optional>
+
+#include <fmt/ranges.h>
 
 #include "rad/core/atomic_file.h"
 #include "rad/core/error.h"
@@ -69,6 +72,9 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
   RAD_CHECK(tc.n_layer == sc.n_layer && tc.d_model == sc.d_model && tc.n_vocab == sc.n_vocab,
             "distill: teacher ({} layers, d_model {}, vocab {}) and student ({} layers, d_model {}, vocab {}) do not match",
             tc.n_layer, tc.d_model, tc.n_vocab, sc.n_layer, sc.d_model, sc.n_vocab);
+  RAD_CHECK(std::is_sorted(o.snapshot_tokens.begin(), o.snapshot_tokens.end()) &&
+                (o.snapshot_tokens.empty() || o.snapshot_tokens.front() > 0),
+            "distill: snapshot token counts must be positive and ascending (got {})", fmt::join(o.snapshot_tokens, ","));
   RAD_CHECK(o.seq <= tc.max_position_embeddings, "seq {} exceeds max_position_embeddings {}", o.seq,
             tc.max_position_embeddings);
   parallel::ProcessGroup single_process;
@@ -145,6 +151,26 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
     double t_last = 0;
     int64_t tokens = 0;
     auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+    // A snapshot when the tokens done reach the next count of o.snapshot_tokens not yet covered by
+    // one already on disk (written atomically: a folder renamed into place).
+    auto take_snapshot = [&](int64_t steps_done) {
+      if (o.snapshot_tokens.empty()) return;
+      const int64_t done_tokens = steps_done * o.batch * o.seq;
+      const auto have = list_snapshots(o.out_dir);
+      const int64_t covered = have.empty() ? 0 : have.back().first;
+      auto next = std::upper_bound(o.snapshot_tokens.begin(), o.snapshot_tokens.end(), covered);
+      if (next == o.snapshot_tokens.end() || done_tokens < *next) return;
+      const fs::path dir = fs::path(o.out_dir) / "snapshots" / fmt::format("tokens-{}", done_tokens);
+      const fs::path tmp = dir.string() + ".partial";
+      fs::remove_all(tmp);
+      fs::create_directories(tmp);
+      if (o.write_snapshot) o.write_snapshot(student, tmp.string(), done_tokens);
+      else save_model(student, tmp.string());
+      data.write_tokenizer(tmp.string());
+      fs::rename(tmp, dir);
+      student->train();
+      log_info("snapshot at {} tokens (step {}): {}", done_tokens, steps_done, dir.string());
+    };
     auto save = [&](int64_t step) {
       if (!main_rank) return;  // every rank holds the same weights and optimizer state
       save_training_checkpoint(o.out_dir, global_done, student, *optimizer,
@@ -248,6 +274,7 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
                  o.probe_pairs, 100 * m.probe.value(), m.perplexity);
       }
       if (done % o.save_every == 0 || done == st.steps) save(done);
+      if (main_rank) take_snapshot(global_done);
       if (o.stop_after > 0 && global_done >= o.stop_after && done < st.steps) {
         save(done);
         log_info("stopping after {} steps as asked (--stop-after); resume with --resume", global_done);
@@ -263,6 +290,22 @@ void distill(CausalLM& teacher, CausalLM& student, const DistillOptions& o, cons
   if (main_rank) save_model(student, o.out_dir);
   // No rank reports success before the model is written.
   group.barrier("the final barrier (rank 0 writes the model)");
+}
+
+std::vector<std::pair<int64_t, std::string>> list_snapshots(const std::string& out_dir) {
+  std::vector<std::pair<int64_t, std::string>> found;
+  const fs::path folder = fs::path(out_dir) / "snapshots";
+  std::error_code ec;
+  if (!fs::is_directory(folder, ec)) return found;
+  for (const auto& e : fs::directory_iterator(folder)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_directory() || name.rfind("tokens-", 0) != 0 || name.find('.') != std::string::npos) continue;
+    const std::string digits = name.substr(7);
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    found.emplace_back(std::stoll(digits), e.path().string());
+  }
+  std::sort(found.begin(), found.end());
+  return found;
 }
 
 bool align_trains(const std::string& n) { return n.find(".self_attn.ssm.") != std::string::npos; }

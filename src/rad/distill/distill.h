@@ -11,6 +11,8 @@
 
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "rad/model/causal_lm.h"
 #include "rad/train/checkpoint.h"
@@ -43,7 +45,16 @@ struct DistillOptions : TrainingLoopOptions {
   // Which student parameters each stage trains (null: all). Frozen ones get requires_grad(false).
   std::function<bool(const std::string&)> align_trainable;
   std::function<bool(const std::string&)> kd_trainable;
+  // Snapshots of a long run: once the tokens trained (global steps x batch x seq) reach the next of
+  // these counts (ascending), the student is written to OUT/snapshots/tokens-N (N: the tokens done
+  // then) by `write_snapshot` (null: the model saver). A count passed before this run started (a
+  // resumed run) is taken at the first step. Snapshots stay; checkpoints rotate.
+  std::vector<int64_t> snapshot_tokens;
+  std::function<void(CausalLM& student, const std::string& dir, int64_t tokens)> write_snapshot;
 };
+
+// The snapshot folders a run directory holds (OUT/snapshots/tokens-N), by token count ascending.
+std::vector<std::pair<int64_t, std::string>> list_snapshots(const std::string& out_dir);
 
 // The method's rule for what each stage trains (docs/DESIGN.md section 5), by HF-style parameter name:
 //  - alignment trains the SSM heads only (`...self_attn.ssm.*`): the kept attention heads, o_proj,

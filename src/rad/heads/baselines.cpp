@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <set>
 
 #include "rad/core/error.h"
 
@@ -33,6 +34,16 @@ HeadPlan layerwise_plan(const ModelConfig& c, double fraction) {
     for (int64_t h = 0; h < c.n_head; ++h) p.kept_heads.push_back({l, h});
   p.selector = {{"kind", "layerwise"}, {"fraction", fraction}, {"layers", layers},
                 {"kept_fraction", static_cast<double>(n) / c.n_layer}};
+  return p;
+}
+
+HeadPlan layerwise_plan_same_cache(const ModelConfig& c, const HeadPlan& plan) {
+  std::set<std::pair<int64_t, int64_t>> groups;  // (layer, KV group) pairs the plan caches
+  for (const auto& [l, h] : plan.kept_heads) groups.insert({l, h / c.n_group()});
+  const int64_t n = std::clamp<int64_t>(
+      std::llround(static_cast<double>(groups.size()) / static_cast<double>(c.n_head_kv)), 1, c.n_layer);
+  HeadPlan p = layerwise_plan(c, static_cast<double>(n) / static_cast<double>(c.n_layer));
+  p.selector["same_cache_as"] = {{"kept_heads", plan.size()}, {"kv_groups", groups.size()}};
   return p;
 }
 

@@ -17,4 +17,9 @@ HeadPlan random_heads_plan(const ModelConfig& config, int64_t k, uint64_t seed);
 // centres of n equal blocks). The selector records the target and the fraction actually kept.
 HeadPlan layerwise_plan(const ModelConfig& config, double fraction);
 
+// The layer-wise plan whose KV cache is nearest `plan`'s: `plan` caches one K/V pair per distinct
+// kept KV group of each layer (grouped-query attention), a whole layer n_head_kv of them, so it keeps
+// n = round(groups / n_head_kv) layers (at least 1), evenly spaced as above.
+HeadPlan layerwise_plan_same_cache(const ModelConfig& config, const HeadPlan& plan);
+
 }  // namespace rad

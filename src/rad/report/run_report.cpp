@@ -136,7 +136,8 @@ json build_run_report(const RunReportInput& in) {
   };
   out["probe_ratio_to_teacher"] = {{"hybrid", ratio("hybrid")},           {"shrunk", ratio("shrunk")},
                                    {"pure_ssm", ratio("pure_ssm")},       {"random_heads", nullptr},
-                                   {"layerwise_25", ratio("layerwise_25")}, {"layerwise_50", ratio("layerwise_50")}};
+                                   {"layerwise_25", ratio("layerwise_25")}, {"layerwise_50", ratio("layerwise_50")},
+                                   {"layerwise_cache", ratio("layerwise_cache")}};
   // Random heads: several seeded draws of the same budget; their mean and range.
   std::vector<double> random_ratios;
   if (teacher && (*teacher)["probe_accuracy"].is_number() && (*teacher)["probe_accuracy"].get<double>() > 0)
@@ -156,13 +157,15 @@ json build_run_report(const RunReportInput& in) {
 
 namespace {
 
+constexpr const char* kFixedKinds[] = {"teacher",      "hybrid",       "shrunk",       "pure_ssm",
+                                       "random_heads", "layerwise_25", "layerwise_50", "layerwise_cache"};
+
 // One style per model kind, the same in every figure; kinds not listed (a heads sweep's top_k, a
 // d_state sweep's students, ...) take the next free styles in the order they appear.
 class KindStyles {
  public:
   KindStyles() {
-    for (const char* k : {"teacher", "hybrid", "shrunk", "pure_ssm", "random_heads", "layerwise_25", "layerwise_50"})
-      index_[k] = static_cast<int>(index_.size());
+    for (const char* k : kFixedKinds) index_[k] = static_cast<int>(index_.size());
   }
   // The style index of a series: per kind, or per model for kinds with one model each at several
   // budgets (heads_sweep, dstate_sweep), so that no two series share a colour.
@@ -187,6 +190,13 @@ svg::Series styled(KindStyles& styles, const std::string& key, const std::string
   return s;
 }
 
+}  // namespace
+
+// The baselines that keep whole attention layers (at 25%, 50% of layers, or at the hybrid's cache).
+bool is_layerwise(const std::string& kind) {
+  return kind == "layerwise_25" || kind == "layerwise_50" || kind == "layerwise_cache";
+}
+
 std::string kind_label(const std::string& kind) {
   if (kind == "teacher") return "teacher";
   if (kind == "hybrid") return "hybrid (selected)";
@@ -194,10 +204,15 @@ std::string kind_label(const std::string& kind) {
   if (kind == "pure_ssm") return "pure SSM";
   if (kind == "layerwise_25") return "layer-wise 25%";
   if (kind == "layerwise_50") return "layer-wise 50%";
+  if (kind == "layerwise_cache") return "layer-wise, the hybrid's cache";
   return kind;
 }
 
-}  // namespace
+int kind_palette_index(const std::string& kind) {
+  for (size_t i = 0; i < std::size(kFixedKinds); ++i)
+    if (kind == kFixedKinds[i]) return static_cast<int>(i);
+  return -1;
+}
 
 void write_run_figures(const json& report, const std::string& out_dir) {
   KindStyles styles;
@@ -271,7 +286,7 @@ void write_run_figures(const json& report, const std::string& out_dir) {
       series.push_back(t);
     }
     svg::Series method = styled(styles, "hybrid", "selected heads (0: pure SSM)");
-    svg::Series layerwise = styled(styles, "layerwise_25", "layer-wise (25%, 50% of layers)");
+    svg::Series layerwise = styled(styles, "layerwise_25", "layer-wise (whole layers)");
     std::vector<double> random_acc;
     double random_k = 0, hybrid_k = -1;
     std::vector<svg::Series> others;
@@ -282,7 +297,7 @@ void write_run_figures(const json& report, const std::string& out_dir) {
       if (kind == "hybrid" || kind == "pure_ssm" || kind == "heads_sweep") {
         method.points.push_back({heads(m), acc(m)});
         if (kind == "hybrid") hybrid_k = heads(m);
-      } else if (kind == "layerwise_25" || kind == "layerwise_50") {
+      } else if (is_layerwise(kind)) {
         layerwise.points.push_back({heads(m), acc(m)});
       } else if (kind == "random_heads") {
         random_acc.push_back(acc(m));
@@ -571,7 +586,7 @@ void write_run_report(const RunReportInput& in, const std::string& out_dir, cons
     const json* equal = nullptr;
     const json* largest = nullptr;
     for (const auto& m : report["models"]) {
-      if (m["kind"] != "layerwise_25" && m["kind"] != "layerwise_50") continue;
+      if (!is_layerwise(m["kind"].get<std::string>())) continue;
       const double c4 = m["cache_bytes"].value("4096", json(0.0)).get<double>();
       if (!largest || c4 > (*largest)["cache_bytes"].value("4096", json(0.0)).get<double>()) largest = &m;
       if (m["probe_accuracy"].is_number() && m["probe_accuracy"].get<double>() >= h &&

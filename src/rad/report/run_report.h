@@ -34,6 +34,14 @@ std::string probe_label(const RunReportInput& input);
 // A model's probe accuracy from its eval.json entry (null when the eval did not run that task).
 std::optional<double> probe_accuracy(const RunReportInput& input, const nlohmann::json& eval_model);
 
+// The baselines that keep whole attention layers: layerwise_25, layerwise_50, layerwise_cache.
+bool is_layerwise(const std::string& kind);
+// A model kind in the reader's words ("pure SSM", "layer-wise 25%", ...; other kinds as given).
+std::string kind_label(const std::string& kind);
+// The palette index every figure gives a model kind (teacher, hybrid, shrunk, pure_ssm, random_heads,
+// the layer-wise kinds); -1 for kinds without a fixed style.
+int kind_palette_index(const std::string& kind);
+
 // Builds report.json's document.
 nlohmann::json build_run_report(const RunReportInput& input);
 
