@@ -122,7 +122,7 @@ TEST(RuntimeKernels, MatmulMatchesADoubleReferenceForEveryDtypeAndIsa) {
 TEST(RuntimeKernels, DecodeAndPrefillTilesAgreeBitwiseAndMatchADoubleReference) {
   IsaGuard guard;
   std::mt19937 rng(11);
-  const int64_t T = 7;  // a 4-token tile and a 3-token tail
+  const int64_t T = 7;  // two 3-token tiles and a 1-token tail (4 x 3 tiles), or 4 + 3 (2 x 4 tiles)
   for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{43, 37}, {35, 70}, {19, 8}, {26, 5}, {17, 135}}) {
     auto [w, x, bias] = random_operands(rng, rows, cols, T);
     at::Tensor wt = at::from_blob(w.data(), {rows, cols}, at::kFloat);
@@ -151,6 +151,11 @@ TEST(RuntimeKernels, DecodeAndPrefillTilesAgreeBitwiseAndMatchADoubleReference) 
           EXPECT_EQ(std::memcmp(decode.data(), prefill.data() + t * rows, rows * sizeof(float)), 0) << what << " token " << t;
           EXPECT_EQ(std::memcmp(split.data(), decode.data(), rows * sizeof(float)), 0) << what << " token " << t;
         }
+        // Prefill rows in two ranges (the second starting off the 4-row grid) give the same bits.
+        std::vector<float> split_prefill(T * rows);
+        runtime::matmul(m, bias.data(), x.data(), cols, T, split_prefill.data(), rows, 0, 17, false);
+        runtime::matmul(m, bias.data(), x.data(), cols, T, split_prefill.data(), rows, 17, rows, false);
+        EXPECT_EQ(std::memcmp(split_prefill.data(), prefill.data(), T * rows * sizeof(float)), 0) << what;
         // A 2-token prefill (the token tail alone) gives the same bits too.
         std::vector<float> two(2 * rows);
         runtime::matmul(m, bias.data(), x.data() + 5 * cols, cols, 2, two.data(), rows, 0, rows, false);

@@ -211,8 +211,16 @@ RAD_AVX2 void matmul_avx2_t(const Mat& W, const float* bias, const float* x, int
     }
     return;
   }
-  // prefill: 2 rows x 4 tokens per tile (8 accumulators); each weight row is read once per 4 tokens.
-  // (4 x 3 tiles ran 30% faster in a kernel-only loop but no faster inside the engine; bench/RESULTS.md.)
+  // prefill: 4 rows x 3 tokens per tile (12 accumulators). Tokens outer, rows inner: the engine's
+  // row blocks (16 rows, ~18 KB of 16-bit weights at K = 576) and 3 tokens of x (~7 KB) both stay in
+  // L1, where rows outer streamed the whole chunk of x (64 tokens, 147-393 KB) from L2 per 4 rows.
+  const int64_t r4 = r0 + (r1 - r0) / 4 * 4;
+  int64_t t3 = 0;
+  for (; t3 + 3 <= T; t3 += 3)
+    for (int64_t q = r0; q < r4; q += 4) tile<D, 4, 3>(W, bias, x, ldx, y, ldy, q, t3, acc);
+  for (; t3 < T; ++t3)
+    for (int64_t q = r0; q < r4; q += 4) tile<D, 4, 1>(W, bias, x, ldx, y, ldy, q, t3, acc);
+  r = r4;
   for (; r + 2 <= r1; r += 2) {
     int64_t t = 0;
     for (; t + 4 <= T; t += 4) tile<D, 2, 4>(W, bias, x, ldx, y, ldy, r, t, acc);
