@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Greedy text of quantised SmolLM2-135M-Instruct against its F16 weights, on radistill's runtime and on
 # llama.cpp side by side (issue 30): for each prompt, 32 greedy tokens from the F16 GGUF and from the
-# Q8_0 / Q4_0 files `radistill quantize` wrote (bench/smollm2_vs_llamacpp.sh makes all three), each
-# engine running the same files; prints whether each quantised continuation equals that engine's F16
+# Q8_0 / Q4_0 files `radistill quantize` wrote (bench/smollm2_vs_llamacpp.sh makes all three) and, when
+# it is there, smollm2-q4_k_m.gguf (llama.cpp's `llama-quantize smollm2-f16.gguf smollm2-q4_k_m.gguf
+# Q4_K_M`: Q4_K/Q6_K where rows are whole 256-value super-blocks, Q5_0/Q8_0 where not), each engine
+# running the same files; prints whether each quantised continuation equals that engine's F16
 # one and, if not, after how many characters it departs.
 #
 # Usage: LLAMA_COMPLETION=/path/to/llama-completion bench/quantized_text.sh [build]
@@ -17,7 +19,9 @@ prompts=("The capital of France is" "Once upon a time, in a small village," "def
          "The three primary colors are" "To make a cup of tea, first")
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-for q in f16 q8_0 q4_0; do
+types=(f16 q8_0 q4_0)
+[ -f "$work/smollm2-q4_k_m.gguf" ] && types+=(q4_k_m)
+for q in "${types[@]}"; do
   f="$work/smollm2-$q.gguf"
   [ -f "$f" ] || { echo "$f is missing: run bench/smollm2_vs_llamacpp.sh first" >&2; exit 1; }
   for i in "${!prompts[@]}"; do
@@ -28,14 +32,14 @@ for q in f16 q8_0 q4_0; do
       > "$out/llama-$q-$i.txt" < /dev/null
   done
 done
-python3 - "$out" "${#prompts[@]}" "${prompts[@]}" <<'PY'
+python3 - "$out" "${#prompts[@]}" "${types[*]:1}" "${prompts[@]}" <<'PY'
 import sys
-d, k, prompts = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+d, k, quants, prompts = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4:]
 def read(p): return open(p, encoding="utf-8", errors="replace").read()
 print("| engine | type | prompt | same as its F16 | departs after (chars) | continuation |")
 print("|---|---|---|---|---:|---|")
 for engine in ("radistill", "llama"):
-    for q in ("q8_0", "q4_0"):
+    for q in quants:
         for i in range(k):
             ref, got = read(f"{d}/{engine}-f16-{i}.txt"), read(f"{d}/{engine}-{q}-{i}.txt")
             if engine == "llama":  # llama-completion echoes the prompt

@@ -5,7 +5,10 @@
 #   - BF16: the Q4_1 GGUF of scripts/get_smollm2.sh imported with `--dtype bfloat16` (the F16 GGUF is
 #     exported from it, so both hold the same values);
 # and, for each type in QUANT (default q8_0,q4_0), one file `radistill quantize` wrote from the F16
-# directory, run by both engines as it is (the runtime keeps its blocks quantised).
+# directory, run by both engines as it is (the runtime keeps its blocks quantised). QUANT may name
+# q4_k_m when $WORK/smollm2-q4_k_m.gguf exists: llama.cpp's own `llama-quantize smollm2-f16.gguf
+# smollm2-q4_k_m.gguf Q4_K_M` (Q4_K and Q6_K where rows are whole 256-value super-blocks, Q5_0 and Q8_0
+# where, as in most of SmolLM2's 576-wide matrices, they are not).
 # Prompt processing of 128 tokens; generation of GEN tokens after 128 and after 4096 tokens of context
 # (llama-bench -d; radistill bench reports tg after each --prompt length); K/V in f16 on both (llama.cpp's
 # default -ctk/-ctv f16, radistill --cache-type f16); 1 and 2 threads. `uptime` is printed before every
@@ -84,7 +87,7 @@ python3 - "$out" "$work" <<'PY'
 import json, os, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 size = {lab: os.path.getsize(os.path.join(sys.argv[2], f"smollm2-{lab.lower()}.gguf"))
-        for lab in ("F16", "Q8_0", "Q4_0") if os.path.exists(os.path.join(sys.argv[2], f"smollm2-{lab.lower()}.gguf"))}
+        for lab in ("F16", "Q8_0", "Q4_0", "Q4_K_M") if os.path.exists(os.path.join(sys.argv[2], f"smollm2-{lab.lower()}.gguf"))}
 table = {}
 for r in rows:
     name = f"{r['engine']} {r['label']}"
@@ -99,7 +102,7 @@ for r in rows:
 # The llama.cpp row each runtime row is set against: the same file's (Q8_0, Q4_0), or F16 for the
 # 16-bit directories and the hybrid (its ratio is against llama.cpp's full-attention teacher).
 def precision(name):
-    for lab in ("Q8_0", "Q4_0"):
+    for lab in ("Q8_0", "Q4_0", "Q4_K_M"):
         if name.endswith(" " + lab): return lab
     return "F16"
 print(f"\n| threads | test | engine, weights | t/s | x llama.cpp, same precision | GB/s of weights (tg) | load |")

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 
 #include "rad/core/atomic_file.h"
@@ -251,7 +252,7 @@ TEST(GgufDequant, Q6_K) {
 TEST(GgufDequant, MatchesThePythonGgufPackageOnRandomBlocks) {
   auto f = GgufFile::open(source_dir() + "/tests/fixtures/gguf/quant_blocks.gguf");
   int checked = 0;
-  for (const char* name : {"Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"}) {
+  for (const char* name : {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q4_K", "Q6_K"}) {
     const auto& q = f->tensor(name);
     const auto& e = f->tensor(std::string(name) + ".expected");
     ASSERT_EQ(q.shape(), e.shape()) << name;
@@ -265,7 +266,7 @@ TEST(GgufDequant, MatchesThePythonGgufPackageOnRandomBlocks) {
     }
     checked += static_cast<int>(got.size());
   }
-  EXPECT_EQ(checked, 3 * 256 + 2 * 2048);
+  EXPECT_EQ(checked, 4 * 256 + 2 * 2048);
 }
 
 TEST(GgufDequant, RefusesTypesAndCountsItCannotHandle) {
@@ -293,15 +294,16 @@ TEST(GgufLlama, RopeRowPermutationInterleavesHalvesAndInverts) {
 }
 
 // A tiny teacher with the trained KJV tokenizer (4096 tokens), its weights rounded to `round_to`.
-std::string make_teacher(const TempDir& dir, bool tied, int64_t head_dim, at::ScalarType round_to) {
+std::string make_teacher(const TempDir& dir, bool tied, int64_t head_dim, at::ScalarType round_to, int64_t d_model = 32,
+                         int64_t d_ff = 48) {
   ModelConfig c;
   c.n_vocab = 4096;
-  c.d_model = 32;
+  c.d_model = d_model;
   c.n_layer = 2;
   c.n_head = 4;
   c.n_head_kv = 2;
   c.d_head = head_dim;
-  c.d_ff = 48;
+  c.d_ff = d_ff;
   c.max_position_embeddings = 128;
   c.rms_norm_eps = 1e-5;
   c.rope_theta = 10000.0;
@@ -515,6 +517,57 @@ TEST(GgufRuntime, QuantizedFilesStayQuantizedAndMatchTheirDequantizedImport) {
     EXPECT_LT(rel, 0.03) << name;
     EXPECT_GT(rel, 0.0) << name;  // the activations are quantised: not the float path in disguise
   }
+}
+
+// Q5_0, Q4_K and Q6_K files (`quantize --type`), run as stored: rows of 256 and 512 values are whole
+// super-blocks; the 32-value rows of the small teacher fall back as llama-quantize's do (Q4_K -> Q5_0,
+// Q6_K -> Q8_0) and 48-value rows stay F16. Against the same weights dequantised, only the activations'
+// 8-bit rounding differs; threads and token-by-token decode keep the bits.
+TEST(GgufRuntime, KQuantFilesRunAsStoredWithLlamaQuantizesFallbacks) {
+  TempDir dir;
+  const std::string wide = make_teacher(dir, true, 64, at::kFloat, /*d_model=*/256, /*d_ff=*/512);
+  const std::vector<int64_t> ids = some_ids(21);
+  std::map<std::string, double> rel_of;
+  for (auto [type, file_type] : std::vector<std::pair<GgmlType, uint32_t>>{
+           {GgmlType::kQ8_0, 7u}, {GgmlType::kQ4_K, 14u}, {GgmlType::kQ6_K, 18u}, {GgmlType::kQ5_0, 8u}}) {
+    const std::string name = io::ggml_type_name(static_cast<uint32_t>(type));
+    const std::string gguf = dir.file(name + ".gguf");
+    run_cli("quantize " + wide + " --type " + name + " -o " + gguf);
+    ASSERT_TRUE(fs::exists(gguf)) << name;
+    auto f = GgufFile::open(gguf);
+    EXPECT_EQ(f->tensor("blk.0.attn_q.weight").type, type);
+    EXPECT_EQ(f->tensor("blk.1.ffn_down.weight").type, type);
+    EXPECT_EQ(f->get_uint("general.file_type"), file_type);
+    EXPECT_EQ(runtime::Model::load(gguf)->weight_dtypes(), name + "+F32");
+    io::import_gguf(gguf, dir.file(name + "_f32"), at::kFloat);
+    const std::vector<float> logits = runtime_logits(gguf, ids);
+    // Measured max |diff| / max |logit| on this 256-wide model: 0.045-0.052 for every type, Q8_0 included
+    // (so it is the activations' rounding, not the block kernels'); 0.013-0.019 on the 32-wide one above.
+    const double rel = relative_max_diff(logits, runtime_logits(dir.file(name + "_f32"), ids));
+    rel_of[name] = rel;
+    EXPECT_LT(rel, 0.08) << name;
+    EXPECT_GT(rel, 0.0) << name;
+    EXPECT_EQ(runtime_logits(gguf, ids, 3), logits) << name;
+    auto m = runtime::Model::load(gguf);
+    runtime::SessionOptions o;
+    o.n_ctx = static_cast<int64_t>(ids.size());
+    runtime::Session s(m, o);
+    for (size_t t = 0; t < ids.size(); ++t) {
+      const float* step = s.step(ids[t]);
+      ASSERT_TRUE(std::equal(step, step + 4096, logits.begin() + t * 4096)) << name << " token " << t;
+    }
+  }
+  // The block kernels add nothing of their own beyond the activations' rounding that Q8_0 shows.
+  for (const char* name : {"Q4_K", "Q6_K", "Q5_0"}) EXPECT_LT(rel_of[name], 1.5 * rel_of["Q8_0"]) << name;
+  // The small teacher's rows (32, 48 values): the fallbacks.
+  const std::string small = make_teacher(dir, false, 8, at::kFloat);
+  io::export_gguf(small, dir.file("small_q4_k.gguf"), GgmlType::kQ4_K);
+  io::export_gguf(small, dir.file("small_q6_k.gguf"), GgmlType::kQ6_K);
+  auto q4 = GgufFile::open(dir.file("small_q4_k.gguf")), q6 = GgufFile::open(dir.file("small_q6_k.gguf"));
+  EXPECT_EQ(q4->tensor("blk.0.attn_q.weight").type, GgmlType::kQ5_0);
+  EXPECT_EQ(q6->tensor("blk.0.attn_q.weight").type, GgmlType::kQ8_0);
+  EXPECT_EQ(q4->tensor("blk.0.ffn_down.weight").type, GgmlType::kF16);
+  EXPECT_EQ(runtime::Model::load(dir.file("small_q4_k.gguf"))->weight_dtypes(), "Q5_0+F32+F16");
 }
 
 TEST(GgufRuntime, AHybridRunsFromOneQuantizedFile) {

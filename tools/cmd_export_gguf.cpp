@@ -14,16 +14,12 @@ void register_export_gguf(CLI::App& app) {
       ->required()
       ->check(CLI::ExistingDirectory);
   cmd->add_option("OUT", out_path, "Output .gguf file (written atomically)")->required();
-  cmd->add_option("--dtype", dtype, "Tensor type of the weight matrices (q8_0/q4_0: rows that are not whole blocks of 32 stay f16)")
+  cmd->add_option("--dtype", dtype, "Tensor type of the weight matrices (block types: rows that are not whole blocks "
+                                     "fall back as llama-quantize does, q4_k to q5_0 and q6_k to q8_0, else stay f16)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0"}));
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q6_k"}, CLI::ignore_case));
   cmd->callback([] {
-    io::GgmlType type = dtype == "f16"    ? io::GgmlType::kF16
-                        : dtype == "bf16" ? io::GgmlType::kBF16
-                        : dtype == "q8_0" ? io::GgmlType::kQ8_0
-                        : dtype == "q4_0" ? io::GgmlType::kQ4_0
-                                          : io::GgmlType::kF32;
-    io::export_gguf(model_dir, out_path, type);
+    io::export_gguf(model_dir, out_path, *io::ggml_type_from_name(dtype));
   });
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/gguf/quant_blocks.gguf: random blocks of every quantised type radistill
-dequantises (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K), each next to its dequantisation by PyPI's `gguf`
+dequantises (Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K), each next to its dequantisation by PyPI's `gguf`
 package (tensor NAME.expected, F32), so the C++ test compares against an independent
 implementation. Test-data generator only:  python3 tests/python/make_gguf_blocks.py
 """
@@ -17,6 +17,7 @@ LAYOUT = {
     Q.Q8_0: (32, 34, [0]),
     Q.Q4_0: (32, 18, [0]),
     Q.Q4_1: (32, 20, [0, 2]),
+    Q.Q5_0: (32, 22, [0]),
     Q.Q4_K: (256, 144, [0, 2]),
     Q.Q6_K: (256, 210, [208]),
 }

@@ -1,5 +1,7 @@
 #include "rad/io/gguf.h"
 
+#include <cctype>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -257,6 +259,14 @@ size_t GgufValue::size() const {
 }
 
 const GgmlTypeInfo* ggml_type_info(uint32_t type) { return info_table(type); }
+
+std::optional<GgmlType> ggml_type_from_name(const std::string& name) {
+  std::string upper = name;
+  for (char& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  for (uint32_t t = 0; t <= 30; ++t)
+    if (const GgmlTypeInfo* info = info_table(t); info != nullptr && upper == info->name) return static_cast<GgmlType>(t);
+  return std::nullopt;
+}
 
 std::string ggml_type_name(uint32_t type) {
   const GgmlTypeInfo* info = info_table(type);

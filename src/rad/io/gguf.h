@@ -102,6 +102,8 @@ struct GgmlTypeInfo {
 // nullptr when `type` is not a ggml type we know.
 const GgmlTypeInfo* ggml_type_info(uint32_t type);
 std::string ggml_type_name(uint32_t type);  // "Q4_K", or "type 42" when unknown
+// The type named `name` in any case ("q4_k", "Q4_K", "bf16"); nullopt when none is.
+std::optional<GgmlType> ggml_type_from_name(const std::string& name);
 
 struct GgufTensorInfo {
   std::string name;

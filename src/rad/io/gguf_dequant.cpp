@@ -36,6 +36,19 @@ void dequant_q4_1(const uint8_t* b, float* y) {
   }
 }
 
+// Q5_0: value j takes its low 4 bits from byte j (j < 16: low nibble; else byte j - 16's high nibble)
+// and its fifth bit from bit j of the little-endian 32-bit qh.
+void dequant_q5_0(const uint8_t* b, float* y) {
+  const float d = load_half(b);
+  const uint32_t qh = static_cast<uint32_t>(b[2]) | (static_cast<uint32_t>(b[3]) << 8) |
+                      (static_cast<uint32_t>(b[4]) << 16) | (static_cast<uint32_t>(b[5]) << 24);
+  const uint8_t* q = b + 6;
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * (static_cast<int>((q[j] & 0x0f) | (((qh >> j) & 1) << 4)) - 16);
+    y[j + 16] = d * (static_cast<int>((q[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16);
+  }
+}
+
 // Q4_K packs 8 six-bit scales and 8 six-bit mins into 12 bytes: sub-blocks 0-3 keep theirs in the
 // low 6 bits of bytes 0-3 (scales) and 4-7 (mins); sub-blocks 4-7 take their low 4 bits from the
 // nibbles of bytes 8-11 and their top 2 bits from the top bits of bytes 0-3 (scales) / 4-7 (mins).
@@ -103,6 +116,7 @@ bool ggml_can_dequantize(GgmlType type) {
     case GgmlType::kQ8_0:
     case GgmlType::kQ4_0:
     case GgmlType::kQ4_1:
+    case GgmlType::kQ5_0:
     case GgmlType::kQ4_K:
     case GgmlType::kQ6_K:
       return true;
@@ -114,7 +128,7 @@ bool ggml_can_dequantize(GgmlType type) {
 void dequantize(GgmlType type, const uint8_t* src, uint64_t n, float* dst) {
   const GgmlTypeInfo* info = ggml_type_info(static_cast<uint32_t>(type));
   RAD_CHECK(info != nullptr && ggml_can_dequantize(type),
-            "cannot dequantize ggml type {} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K)",
+            "cannot dequantize ggml type {} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K)",
             ggml_type_name(static_cast<uint32_t>(type)));
   RAD_CHECK(n % info->block_elems == 0, "dequantize {}: {} values is not a whole number of {}-value blocks", info->name,
             n, info->block_elems);
@@ -140,6 +154,7 @@ void dequantize(GgmlType type, const uint8_t* src, uint64_t n, float* dst) {
     case GgmlType::kQ8_0: block_fn = dequant_q8_0; break;
     case GgmlType::kQ4_0: block_fn = dequant_q4_0; break;
     case GgmlType::kQ4_1: block_fn = dequant_q4_1; break;
+    case GgmlType::kQ5_0: block_fn = dequant_q5_0; break;
     case GgmlType::kQ4_K: block_fn = dequant_q4_k; break;
     case GgmlType::kQ6_K: block_fn = dequant_q6_k; break;
     default: break;

@@ -6,6 +6,8 @@
 //   Q4_0  (32, 18): fp16 d, 16 bytes of nibbles;                          x = d * (q - 8)
 //   Q4_1  (32, 20): fp16 d, fp16 m, 16 bytes of nibbles;                  x = d * q + m
 //         (byte j holds value j in its low nibble and value j + 16 in its high nibble)
+//   Q5_0  (32, 22): fp16 d, uint32 qh (bit j: the fifth bit of value j), 16 bytes of nibbles as Q4_0;
+//         x = d * (q - 16)
 //   Q4_K  (256, 144): fp16 d, fp16 dmin, 12 bytes of 6-bit scales and mins for 8 sub-blocks of 32,
 //         128 bytes of nibbles; x = d * sc[s] * q - dmin * mn[s]. Each run of 32 bytes holds
 //         sub-block 2i in its low nibbles and sub-block 2i + 1 in its high nibbles.
@@ -19,7 +21,7 @@
 
 namespace rad::io {
 
-// Whether dequantize() handles `type`: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K.
+// Whether dequantize() handles `type`: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K.
 bool ggml_can_dequantize(GgmlType type);
 
 // Converts `n` values (a multiple of the type's block size) stored at `src` to float32 at `dst`.

@@ -93,7 +93,7 @@ std::vector<std::pair<std::string, at::Tensor>> tensors_from_gguf(const GgufFile
     RAD_CHECK(t.shape() == it->second, "{}: tensor \"{}\" has shape [{}], expected [{}]", f.path(), t.name,
               fmt::join(t.shape(), ", "), fmt::join(it->second, ", "));
     RAD_CHECK(ggml_can_dequantize(t.type), "{}: tensor \"{}\" is {}, which import-gguf cannot dequantize (supported: "
-              "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K)", f.path(), t.name, ggml_type_name(static_cast<uint32_t>(t.type)));
+              "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K)", f.path(), t.name, ggml_type_name(static_cast<uint32_t>(t.type)));
     todo.emplace_back(&t, hf);
     seen.insert(hf);
   }
@@ -165,10 +165,25 @@ void import_gguf(const std::string& gguf_path, const std::string& out_dir, at::S
 // ---------------------------------------------------------------------------------------------------
 // Export
 
+namespace {
+
+// The block type a matrix with rows of `cols` values is written in: `type`, or where the rows are not
+// whole blocks of it, what llama-quantize falls back to (Q4_K -> Q5_0, Q6_K -> Q8_0: 32-value blocks
+// where rows are not whole 256-value super-blocks, as SmolLM2's 576); none (F16) when even that fails.
+std::optional<GgmlType> block_type_for(GgmlType type, int64_t cols) {
+  if (cols % static_cast<int64_t>(ggml_type_info(static_cast<uint32_t>(type))->block_elems) == 0) return type;
+  if (cols % 32 != 0) return std::nullopt;
+  if (type == GgmlType::kQ4_K) return GgmlType::kQ5_0;
+  if (type == GgmlType::kQ6_K) return GgmlType::kQ8_0;
+  return std::nullopt;
+}
+
+}  // namespace
+
 void export_gguf(const std::string& model_dir, const std::string& out_path, GgmlType type, bool allow_hybrid) {
-  const bool quantized = type == GgmlType::kQ8_0 || type == GgmlType::kQ4_0;
+  const bool quantized = ggml_can_quantize(type);
   RAD_CHECK(type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16 || quantized,
-            "export-gguf: the tensor type must be F32, F16, BF16, Q8_0 or Q4_0");
+            "export-gguf: the tensor type must be F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K or Q6_K");
   const bool hybrid = is_hybrid_dir(model_dir);
   RAD_CHECK(!hybrid || allow_hybrid, "{}: is a hybrid; llama.cpp has no architecture for per-head hybrids, export-gguf "
             "writes teachers only (`radistill quantize` writes hybrids for radistill's runtime)", model_dir);
@@ -259,11 +274,15 @@ void export_gguf(const std::string& model_dir, const std::string& out_path, Ggml
   std::string name = dir.filename().empty() ? dir.parent_path().filename().string() : dir.filename().string();
   w.set("general.architecture", GgufValue::string(hybrid ? kGgufHybridArchitecture : "llama"));
   w.set("general.name", GgufValue::string(name));
-  // llama.cpp's llama_ftype numbers: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q8_0 7, MOSTLY_BF16 32.
+  // llama.cpp's llama_ftype numbers: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q8_0 7, MOSTLY_Q5_0 8,
+  // MOSTLY_Q4_K_S 14 (Q4_K throughout, as here), MOSTLY_Q6_K 18, MOSTLY_BF16 32.
   const uint32_t file_type = type == GgmlType::kF32    ? 0
                              : type == GgmlType::kF16  ? 1
                              : type == GgmlType::kQ4_0 ? 2
                              : type == GgmlType::kQ8_0 ? 7
+                             : type == GgmlType::kQ5_0 ? 8
+                             : type == GgmlType::kQ4_K ? 14
+                             : type == GgmlType::kQ6_K ? 18
                                                        : 32;
   w.set("general.file_type", GgufValue::u32(file_type));
   if (hybrid) w.set(kGgufRadistillConfigKey, GgufValue::string(hybrid_config_text));
@@ -317,11 +336,14 @@ void export_gguf(const std::string& model_dir, const std::string& out_path, Ggml
     if (name.find("self_attn.q_proj") != std::string::npos || name.find("self_attn.k_proj") != std::string::npos)
       t = rope_rows_hf_to_gguf(t, t.size(0) / c.d_head);
     const bool matrix = t.dim() >= 2;
-    if (matrix && quantized && t.size(-1) % 32 == 0) {
-      std::vector<uint8_t> bytes(static_cast<size_t>(t.numel() / 32 * ggml_type_info(static_cast<uint32_t>(type))->block_bytes));
-      quantize(type, t.data_ptr<float>(), static_cast<uint64_t>(t.numel()), bytes.data());
+    const std::optional<GgmlType> block_type = quantized && matrix ? block_type_for(type, t.size(-1)) : std::nullopt;
+    if (block_type) {
+      const GgmlTypeInfo* info = ggml_type_info(static_cast<uint32_t>(*block_type));
+      std::vector<uint8_t> bytes(static_cast<size_t>(t.numel() / static_cast<int64_t>(info->block_elems) *
+                                                     static_cast<int64_t>(info->block_bytes)));
+      quantize(*block_type, t.data_ptr<float>(), static_cast<uint64_t>(t.numel()), bytes.data());
       blocks.push_back(std::move(bytes));
-      w.add_tensor(gguf_name, type, t.sizes().vec(), blocks.back().data(), blocks.back().size());
+      w.add_tensor(gguf_name, *block_type, t.sizes().vec(), blocks.back().data(), blocks.back().size());
       ++n_quantized;
     } else {
       t = t.to(matrix ? matrix_dtype : at::kFloat).contiguous();

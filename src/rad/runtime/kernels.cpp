@@ -537,8 +537,13 @@ void ssm_step(float* S, int64_t P, int64_t N, float alpha, const float* x, const
 }
 
 void to_f32(const uint8_t* src, DType dtype, float* dst, int64_t n) {
-  if (dtype == DType::kQ8_0 || dtype == DType::kQ4_0) {
-    io::dequantize(dtype == DType::kQ8_0 ? io::GgmlType::kQ8_0 : io::GgmlType::kQ4_0, src, static_cast<uint64_t>(n), dst);
+  if (dtype_is_block(dtype)) {
+    const io::GgmlType g = dtype == DType::kQ8_0   ? io::GgmlType::kQ8_0
+                           : dtype == DType::kQ4_0 ? io::GgmlType::kQ4_0
+                           : dtype == DType::kQ5_0 ? io::GgmlType::kQ5_0
+                           : dtype == DType::kQ4_K ? io::GgmlType::kQ4_K
+                                                   : io::GgmlType::kQ6_K;
+    io::dequantize(g, src, static_cast<uint64_t>(n), dst);
     return;
   }
   for (int64_t i = 0; i < n; ++i) dst[i] = load_scalar(src, dtype, i);

@@ -24,10 +24,18 @@ inline float block_scale(const uint8_t* b) {
 }
 
 // The 32 int8 weights of a block (Q4_0: nibble - 8, value j in the low nibble of byte j, value j + 16
-// in its high nibble).
+// in its high nibble; Q5_0: the same nibbles at byte 6 with bit j of the 32-bit qh at byte 2 as their
+// fifth bit, - 16).
 inline void block_values(DType t, const uint8_t* b, int8_t* w) {
   if (t == DType::kQ8_0) {
     std::memcpy(w, b + 2, 32);
+  } else if (t == DType::kQ5_0) {
+    const uint32_t qh = static_cast<uint32_t>(b[2]) | (static_cast<uint32_t>(b[3]) << 8) |
+                        (static_cast<uint32_t>(b[4]) << 16) | (static_cast<uint32_t>(b[5]) << 24);
+    for (int j = 0; j < 16; ++j) {
+      w[j] = static_cast<int8_t>(((b[6 + j] & 0x0f) | (((qh >> j) & 1) << 4)) - 16);
+      w[j + 16] = static_cast<int8_t>(((b[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16);
+    }
   } else {
     for (int j = 0; j < 16; ++j) {
       w[j] = static_cast<int8_t>((b[2 + j] & 0x0f) - 8);
@@ -36,8 +44,6 @@ inline void block_values(DType t, const uint8_t* b, int8_t* w) {
   }
 }
 
-// The horizontal sum order of the AVX2 hsum(): ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
-inline float lane_sum(const float* a) { return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])); }
 
 void matmul_blocks_portable(const Mat& W, const float* bias, const int8_t* xq, const float* xd, int64_t T, float* y,
                             int64_t ldy, int64_t r0, int64_t r1, bool accumulate) {
@@ -58,7 +64,7 @@ void matmul_blocks_portable(const Mat& W, const float* bias, const int8_t* xq, c
           acc[j] = std::fma(s, static_cast<float>(sum), acc[j]);
         }
       }
-      float v = lane_sum(acc);
+      float v = simd::hsum_lanes(acc);
       if (bias != nullptr) v += bias[r];
       float& out = y[t * ldy + r];
       out = accumulate ? out + v : v;
@@ -72,6 +78,19 @@ template <DType D>
 RAD_AVX2 inline __m256i load_block(const uint8_t* b) {
   if constexpr (D == DType::kQ8_0) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
+  } else if constexpr (D == DType::kQ5_0) {
+    // The fifth bits: byte j takes bit j of qh (each qh byte spread over 8 bytes, bit j % 8 tested).
+    uint32_t qh;
+    std::memcpy(&qh, b + 2, 4);
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(static_cast<int>(qh)),
+        _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+    const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
+    const __m256i fifth = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(16));
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 6));
+    const __m128i m = _mm_set1_epi8(0x0f);
+    const __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m), _mm_and_si128(raw, m));
+    return _mm256_sub_epi8(_mm256_or_si256(nib, fifth), _mm256_set1_epi8(16));
   } else {
     const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
     const __m128i m = _mm_set1_epi8(0x0f);
@@ -95,7 +114,7 @@ template <DType D, int R, int TT>
 RAD_AVX2 inline void tile(const Mat& W, const float* bias, const int8_t* xq, const float* xd, float* y, int64_t ldy,
                           int64_t r, int64_t t, bool accumulate, const uint8_t* pf) {
   const int64_t K = W.cols, nb = K / kBlock;
-  constexpr size_t bb = D == DType::kQ8_0 ? 34 : 18;
+  constexpr size_t bb = D == DType::kQ8_0 ? 34 : D == DType::kQ5_0 ? 22 : 18;
   const size_t rb = static_cast<size_t>(nb) * bb;
   const uint8_t* rows[R];
   for (int i = 0; i < R; ++i) rows[i] = W.data + static_cast<size_t>(r + i) * rb;
@@ -207,19 +226,36 @@ void QuantizedActivations::quantize(const float* x, int64_t ldx, int64_t rows, i
   if (static_cast<int64_t>(q.size()) < T * K) q.resize(static_cast<size_t>(T * K));
   if (static_cast<int64_t>(d.size()) < T * (K / kBlock)) d.resize(static_cast<size_t>(T * (K / kBlock)));
 #if RAD_HAVE_X86
-  if (avx2) return quantize_activations_avx2(x, ldx, T, K, q.data(), d.data());
+  if (avx2) {
+    quantize_activations_avx2(x, ldx, T, K, q.data(), d.data());
+    return block_sums();
+  }
 #else
   (void)avx2;
 #endif
   quantize_activations(x, ldx, T, K, q.data(), d.data());
+  block_sums();
+}
+
+void QuantizedActivations::block_sums() {
+  const int64_t nb = K / kBlock;
+  if (static_cast<int64_t>(sum.size()) < T * nb) sum.resize(static_cast<size_t>(T * nb));
+  for (int64_t i = 0; i < T * nb; ++i) {
+    int32_t s = 0;
+    for (int k = 0; k < kBlock; ++k) s += q[i * kBlock + k];
+    sum[i] = s;
+  }
 }
 
 void matmul_blocks(const Mat& W, const float* bias, const QuantizedActivations& xq, float* y, int64_t ldy, int64_t r0,
                    int64_t r1, bool accumulate, bool avx2) {
+  if (dtype_is_subblock(W.dtype)) return matmul_subblocks(W, bias, xq, y, ldy, r0, r1, accumulate, avx2);
 #if RAD_HAVE_X86
   if (avx2) {
     if (W.dtype == DType::kQ8_0)
       return matmul_blocks_avx2<DType::kQ8_0>(W, bias, xq.q.data(), xq.d.data(), xq.T, y, ldy, r0, r1, accumulate);
+    if (W.dtype == DType::kQ5_0)
+      return matmul_blocks_avx2<DType::kQ5_0>(W, bias, xq.q.data(), xq.d.data(), xq.T, y, ldy, r0, r1, accumulate);
     return matmul_blocks_avx2<DType::kQ4_0>(W, bias, xq.q.data(), xq.d.data(), xq.T, y, ldy, r0, r1, accumulate);
   }
 #else

@@ -1,4 +1,4 @@
-// What the runtime's AVX2 kernels share (kernels.cpp, kernels_blocks.cpp): the target attribute that
+// What the runtime's kernels share (kernels.cpp, kernels_blocks.cpp, kernels_subblocks.cpp): the target attribute that
 // lets them be compiled without -mavx2 (chosen at run time, rad/runtime/kernels.h), the horizontal
 // sum whose order the portable twins copy, and the decode loop's prefetch distance.
 #pragma once
@@ -13,6 +13,9 @@ namespace rad::runtime::simd {
 // pass at any distance and 1 or 2 rows ahead: 16-bit decode 1.2x the tokens/s of 8 rows a pass
 // prefetching the next 8.
 constexpr int64_t kDecodeRowsAhead = 4;
+
+// The portable kernels' twin of hsum() below: eight lanes summed in its order, so both give the same bits.
+inline float hsum_lanes(const float* a) { return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])); }
 }  // namespace rad::runtime::simd
 
 #if defined(__x86_64__)

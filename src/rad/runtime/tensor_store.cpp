@@ -20,12 +20,18 @@ const char* dtype_name(DType t) {
     case DType::kF16: return "F16";
     case DType::kQ8_0: return "Q8_0";
     case DType::kQ4_0: return "Q4_0";
+    case DType::kQ5_0: return "Q5_0";
+    case DType::kQ4_K: return "Q4_K";
+    case DType::kQ6_K: return "Q6_K";
   }
   return "?";
 }
 
-bool dtype_is_block(DType t) { return t == DType::kQ8_0 || t == DType::kQ4_0; }
-int64_t dtype_block_elems(DType t) { return dtype_is_block(t) ? 32 : 1; }
+bool dtype_is_block(DType t) { return t != DType::kF32 && t != DType::kBF16 && t != DType::kF16; }
+int64_t dtype_block_elems(DType t) {
+  if (t == DType::kQ4_K || t == DType::kQ6_K) return 256;
+  return dtype_is_block(t) ? 32 : 1;
+}
 size_t dtype_block_bytes(DType t) {
   switch (t) {
     case DType::kF32: return 4;
@@ -33,6 +39,9 @@ size_t dtype_block_bytes(DType t) {
     case DType::kF16: return 2;
     case DType::kQ8_0: return 34;
     case DType::kQ4_0: return 18;
+    case DType::kQ5_0: return 22;
+    case DType::kQ4_K: return 144;
+    case DType::kQ6_K: return 210;
   }
   return 0;
 }
@@ -155,8 +164,12 @@ const TensorView& TensorStore::get(const std::string& name, const std::vector<in
   else if (t.dtype_text == "F16") *dtype = DType::kF16;
   else if (t.ggml && t.dtype_text == "Q8_0") *dtype = DType::kQ8_0;
   else if (t.ggml && t.dtype_text == "Q4_0") *dtype = DType::kQ4_0;
+  else if (t.ggml && t.dtype_text == "Q5_0") *dtype = DType::kQ5_0;
+  else if (t.ggml && t.dtype_text == "Q4_K") *dtype = DType::kQ4_K;
+  else if (t.ggml && t.dtype_text == "Q6_K") *dtype = DType::kQ6_K;
   else
-    fail("{}: tensor \"{}\" has dtype {}; the runtime computes with F32, BF16, F16, Q8_0 and Q4_0 (import-gguf "
+    fail("{}: tensor \"{}\" has dtype {}; the runtime computes with F32, BF16, F16, Q8_0, Q4_0, Q5_0, Q4_K and Q6_K "
+         "(import-gguf "
          "converts other GGUF types to a directory of floats)", t.file, name, t.dtype_text);
   const int64_t cols = t.shape.empty() ? 1 : t.shape.back();
   const int64_t rows = cols == 0 ? 0 : t.numel() / cols;

@@ -27,11 +27,13 @@ namespace rad::runtime {
 
 // Weight types the runtime computes with. Q8_0 and Q4_0 are ggml's block types (32 values a block:
 // an f16 scale and 32 int8 or 16 bytes of 4-bit values; rad/io/gguf_dequant.h), kept as stored.
-enum class DType { kF32, kBF16, kF16, kQ8_0, kQ4_0 };
-const char* dtype_name(DType t);  // "F32", "BF16", "F16", "Q8_0", "Q4_0"
-bool dtype_is_block(DType t);     // Q8_0, Q4_0
-int64_t dtype_block_elems(DType t);   // values per block: 1 for the float types, 32 for the block types
-size_t dtype_block_bytes(DType t);    // bytes per block: 4, 2, 2, 34, 18
+// The weight types the runtime computes with: floats, and ggml's block types kept as stored (Q8_0,
+// Q4_0, Q5_0: blocks of 32; Q4_K, Q6_K: super-blocks of 256, rad/io/gguf_dequant.h has the layouts).
+enum class DType { kF32, kBF16, kF16, kQ8_0, kQ4_0, kQ5_0, kQ4_K, kQ6_K };
+const char* dtype_name(DType t);  // "F32", "BF16", "F16", "Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q6_K"
+bool dtype_is_block(DType t);     // the ggml block types
+int64_t dtype_block_elems(DType t);   // values per block: 1 for the float types, 32 or 256 for the block types
+size_t dtype_block_bytes(DType t);    // bytes per block: 4, 2, 2, 34, 18, 22, 144, 210
 // Bytes of a row of `cols` values (cols a multiple of dtype_block_elems).
 inline size_t row_bytes(DType t, int64_t cols) {
   return static_cast<size_t>(cols / dtype_block_elems(t)) * dtype_block_bytes(t);
