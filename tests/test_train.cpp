@@ -208,7 +208,7 @@ TEST(AtomicFile, AFailedWriteLeavesThePreviousFileIntact) {
 }  // namespace
 }  // namespace rad::test
 
-// The retrieval recipe (src/rad/train/recipe.h): token-level rows, answer-only loss, one example
+// The retrieval recipe (src/rad/train/teacher_task_rows.h): token-level rows, answer-only loss, one example
 // per row, the pairs curriculum, embedding decay groups, telemetry, determinism and exact resume.
 #include <cctype>
 #include <map>
@@ -217,7 +217,7 @@ TEST(AtomicFile, AFailedWriteLeavesThePreviousFileIntact) {
 #include "rad/tasks/words.h"
 #include "rad/tokenizer/tokenizer.h"
 #include "rad/train/optim.h"
-#include "rad/train/recipe.h"
+#include "rad/train/teacher_task_rows.h"
 
 namespace rad::test {
 namespace {

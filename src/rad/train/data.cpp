@@ -7,7 +7,7 @@
 
 #include "rad/core/device.h"
 #include "rad/core/error.h"
-#include "rad/train/recipe.h"
+#include "rad/train/teacher_task_rows.h"
 
 namespace rad {
 

@@ -31,7 +31,7 @@ struct TaskMix {
   int64_t queries = 8;                       // mqar queries per dictionary
   double answer_weight = 1.0;                // loss weight of answer tokens (others: 1)
 
-  // Retrieval recipe (docs/DESIGN.md section 11c; src/rad/train/recipe.h). When any of these four shares is > 0,
+  // Retrieval recipe (docs/DESIGN.md section 11c; src/rad/train/teacher_task_rows.h). When any of these four shares is > 0,
   // task rows are token-level recipe rows of these kinds (shares of the task rows, summing to 1)
   // instead of text examples of `tasks`.
   double copy_share = 0, compact_share = 0, offset_share = 0, paper_share = 0;

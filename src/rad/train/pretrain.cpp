@@ -20,7 +20,7 @@
 #include "rad/parallel/shard.h"
 #include "rad/train/checkpoint.h"
 #include "rad/train/optim.h"
-#include "rad/train/recipe.h"
+#include "rad/train/teacher_task_rows.h"
 #include "rad/train/settings.h"
 
 namespace rad {

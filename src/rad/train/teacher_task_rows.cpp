@@ -1,4 +1,4 @@
-#include "rad/train/recipe.h"
+#include "rad/train/teacher_task_rows.h"
 
 #include <algorithm>
 #include <string>
