@@ -197,7 +197,7 @@ TEST(RuntimeBlocks, TheVectorActivationQuantiserGivesTheScalarOnesBits) {
   std::vector<float> d(T * K / 32);
   runtime::detail::quantize_activations(x.data(), ld, T, K, q.data(), d.data());
   runtime::detail::QuantizedActivations v;
-  v.quantize(x.data(), ld, T, K, /*avx2=*/true);
+  v.quantize(x.data(), ld, T, K, /*avx2=*/true, /*with_sums=*/false);
   EXPECT_EQ(std::vector<int8_t>(v.q.begin(), v.q.begin() + T * K), q);
   EXPECT_EQ(std::vector<float>(v.d.begin(), v.d.begin() + T * K / 32), d);
   EXPECT_EQ(d[1], 0.0f);

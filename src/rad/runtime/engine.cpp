@@ -256,17 +256,18 @@ void matmul_jobs(ThreadPool& pool, const MatJob* jobs, int n_jobs, const float* 
                  bool accumulate) {
   const int64_t block = T == 1 ? kDecodeRowBlock : kRowBlock;
   int64_t first_block[9] = {0};
-  bool any_blocks = false;
+  bool any_blocks = false, any_sums = false;
   for (int j = 0; j < n_jobs; ++j) {
     first_block[j + 1] = first_block[j] + (jobs[j].W->rows + block - 1) / block;
     any_blocks = any_blocks || dtype_is_block(jobs[j].W->dtype);
+    any_sums = any_sums || detail::dtype_is_subblock(jobs[j].W->dtype);
   }
   // Block-type weights read x quantised to 8 bits: once here, not once per block of rows. The buffer
   // is this (calling) thread's; the pool's threads reach it through `xq`, a reference captured by the
   // lambda (naming the thread_local inside the lambda would give each thread its own, empty, copy).
   thread_local detail::QuantizedActivations caller_xq;
   detail::QuantizedActivations& xq = caller_xq;
-  if (any_blocks) xq.quantize(x, ldx, T, jobs[0].W->cols, active_isa() == Isa::kAvx2);
+  if (any_blocks) xq.quantize(x, ldx, T, jobs[0].W->cols, active_isa() == Isa::kAvx2, any_sums);
   auto f = [&](int64_t b, int) {
     int j = 0;
     while (b >= first_block[j + 1]) ++j;

@@ -220,7 +220,8 @@ void quantize_activations(const float* x, int64_t ldx, int64_t T, int64_t K, int
     }
 }
 
-void QuantizedActivations::quantize(const float* x, int64_t ldx, int64_t rows, int64_t cols, bool avx2) {
+void QuantizedActivations::quantize(const float* x, int64_t ldx, int64_t rows, int64_t cols, bool avx2,
+                                    bool with_sums) {
   T = rows;
   K = cols;
   if (static_cast<int64_t>(q.size()) < T * K) q.resize(static_cast<size_t>(T * K));
@@ -228,13 +229,14 @@ void QuantizedActivations::quantize(const float* x, int64_t ldx, int64_t rows, i
 #if RAD_HAVE_X86
   if (avx2) {
     quantize_activations_avx2(x, ldx, T, K, q.data(), d.data());
-    return block_sums();
+    if (with_sums) block_sums();
+    return;
   }
 #else
   (void)avx2;
 #endif
   quantize_activations(x, ldx, T, K, q.data(), d.data());
-  block_sums();
+  if (with_sums) block_sums();
 }
 
 void QuantizedActivations::block_sums() {
@@ -267,7 +269,7 @@ void matmul_blocks(const Mat& W, const float* bias, const QuantizedActivations& 
 void matmul_blocks(const Mat& W, const float* bias, const float* x, int64_t ldx, int64_t T, float* y, int64_t ldy,
                    int64_t r0, int64_t r1, bool accumulate, bool avx2) {
   thread_local QuantizedActivations xq;  // no allocation once grown to the widest matrix
-  xq.quantize(x, ldx, T, W.cols, avx2);
+  xq.quantize(x, ldx, T, W.cols, avx2, dtype_is_subblock(W.dtype));
   matmul_blocks(W, bias, xq, y, ldy, r0, r1, accumulate, avx2);
 }
 

@@ -22,10 +22,11 @@ void quantize_activations(const float* x, int64_t ldx, int64_t T, int64_t K, int
 struct QuantizedActivations {
   std::vector<int8_t> q;     // [T, K]
   std::vector<float> d;      // [T, K / 32]
-  std::vector<int32_t> sum;  // [T, K / 32]: each block's sum of q (Q4_K's mins multiply it)
+  std::vector<int32_t> sum;  // [T, K / 32]: each block's sum of q (Q4_K's mins multiply it); with_sums only
   int64_t T = 0, K = 0;
   // Grows the buffers, never shrinks them. avx2: the vector twin of quantize_activations (same bits).
-  void quantize(const float* x, int64_t ldx, int64_t T, int64_t K, bool avx2);
+  // with_sums: also fill `sum` (only the K-quant kernels read it: dtype_is_subblock).
+  void quantize(const float* x, int64_t ldx, int64_t T, int64_t K, bool avx2, bool with_sums);
 
  private:
   void block_sums();  // sum from q

@@ -195,6 +195,7 @@ RAD_AVX2 inline void tile(const Mat& W, const float* bias, const QuantizedActiva
       unpack_values_avx2(W.dtype, block, &u[i]);
     }
     const int subs = u[0].subs;
+    const bool mins = W.dtype == DType::kQ4_K;  // Q6_K has none: its m_acc stays 0, as the portable path's
     for (int s = 0; s < subs; ++s) {
       const int64_t b = sb * subs + s;
       __m256i w[R];
@@ -206,11 +207,11 @@ RAD_AVX2 inline void tile(const Mat& W, const float* bias, const QuantizedActiva
       for (int j = 0; j < TT; ++j) {
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq.q.data() + (t + j) * K + b * kSub));
         const float dx = xq.d[(t + j) * nb + b];
-        const float xs = static_cast<float>(xq.sum[(t + j) * nb + b]);
+        const float xs = mins ? static_cast<float>(xq.sum[(t + j) * nb + b]) : 0.0f;
         const __m256 dxv = _mm256_set1_ps(dx);
         for (int i = 0; i < R; ++i) {
           acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(sv[i], dxv), _mm256_cvtepi32_ps(sub_dot(w[i], x)), acc[i][j]);
-          macc[i][j] = std::fma(u[i].mn[s] * dx, xs, macc[i][j]);
+          if (mins) macc[i][j] = std::fma(u[i].mn[s] * dx, xs, macc[i][j]);
         }
       }
     }
