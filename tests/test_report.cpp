@@ -225,7 +225,7 @@ TEST(Report, BankCurveRowsAndFiles) {
                           {"settings", {{"context_words", 40}}}};
   };
   std::vector<BankCurvePoint> points = {{3000000, "runs/b", run_report(0.5, {0.0, 0.1})},
-                                        {1000000, "runs/a", run_report(0.2, {0.0, 0.02, 0.04})}};
+                                        {1000000, "runs/a", run_report(0.2, {0.0, 0.01, 0.02})}};
   nlohmann::json rows = bank_curve_rows(points);
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows[0]["bank_tokens"], 1000000);
@@ -236,7 +236,7 @@ TEST(Report, BankCurveRowsAndFiles) {
   tasks::Accuracy pooled{50, 100};
   EXPECT_DOUBLE_EQ(h["probe_ci95"][0].get<double>(), pooled.low());
   EXPECT_DOUBLE_EQ(h["probe_ci95"][1].get<double>(), pooled.high());
-  EXPECT_NEAR(rows[0]["models"]["random_heads"]["probe_mean"].get<double>(), 0.02, 1e-12);
+  EXPECT_NEAR(rows[0]["models"]["random_heads"]["probe_mean"].get<double>(), 0.01, 1e-12);
   EXPECT_EQ(rows[0]["models"]["random_heads"]["draws"], 3);
   EXPECT_DOUBLE_EQ(rows[1]["models"]["random_heads"]["probe_max"].get<double>(), 0.1);
   EXPECT_DOUBLE_EQ(rows[1]["models"]["hybrid"]["cache_mb_32768"].get<double>(), 4.8);
@@ -249,7 +249,14 @@ TEST(Report, BankCurveRowsAndFiles) {
   EXPECT_EQ(report["bank_curve"], rows);
   const std::string md = read(dir.file("curve.md")), svg_text = read(dir.file("curve.svg"));
   EXPECT_NE(md.find("| 1.00M | 6 (2.2%) | 100.0%"), std::string::npos) << md;
-  EXPECT_NE(md.find("| multineedle_4x200w | 50.0% | 25.0% | 0.0% |"), std::string::npos) << md;
+  // Guessing: 1% on the needle, 1 in 4 on four facts; what stays near it is called noise.
+  EXPECT_DOUBLE_EQ(rows[0]["probe_chance"].get<double>(), 0.01);
+  // Four facts: 1 in 4 by guessing; 25% of 50 answers reaches it, 50% does not.
+  EXPECT_NE(md.find("| multineedle_4x200w | 50.0% | 25.0% noise | 0.0% noise |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 0.0% [0, 4] noise |"), std::string::npos) << "the pure SSM's probe" << md;
+  EXPECT_NE(md.find("1.0% [0, 2] (3 draws) noise"), std::string::npos) << "draws within twice chance" << md;
+  EXPECT_NE(md.find("5.0% [0, 10] (2 draws) |"), std::string::npos) << "a draw at 10%: not all noise" << md;
+  EXPECT_EQ(md.find("50.0% [40, 60] noise"), std::string::npos) << "the hybrid's 50% is not noise" << md;
   expect_texts_inside(svg_text);
   EXPECT_NE(svg_text.find("(log scale)"), std::string::npos);
   EXPECT_NE(svg_text.find("stroke-dasharray"), std::string::npos) << "the teacher as a reference line";

@@ -9,6 +9,7 @@
 
 #include "rad/core/atomic_file.h"
 #include "rad/core/error.h"
+#include "rad/eval/suite.h"
 #include "rad/report/run_report.h"
 #include "rad/report/svg.h"
 #include "rad/tasks/scorer.h"
@@ -25,6 +26,13 @@ bool is_probe_task(const json& report, const std::string& task) {
     return task == fmt::format("kv_{}", report.value("probe_pairs", int64_t{0}));
   const int64_t words = report["settings"].value("context_words", int64_t{0});
   return task.rfind(fmt::format("needle_{}w_d", words), 0) == 0;
+}
+
+// What guessing scores on the report's probe (rad/eval/suite.h: retrieval_chance).
+double probe_chance(const json& report) {
+  if (report.value("probe_task", std::string("kv")) != "needle")
+    return retrieval_chance(fmt::format("kv_{}", report.value("probe_pairs", int64_t{0})));
+  return retrieval_chance(fmt::format("needle_{}w", report["settings"].value("context_words", int64_t{0})));
 }
 
 // The probe accuracy of one model with its 95% Wilson interval over the pooled answers (the probe
@@ -49,6 +57,14 @@ json model_row(const json& report, const json& m) {
   row["heads_kept"] = m["heads_kept"];
   row["perplexity"] = m.value("perplexity", json(nullptr));
   row["tasks"] = m.value("tasks", json::object());
+  // Each task's 95% Wilson lower bound (from its accuracy and answers), to tell results from guessing.
+  row["tasks_low"] = json::object();
+  const json tasks_ci = m.value("tasks_ci95", json::object());  // (named: items() of a temporary dangles)
+  for (const auto& [task, t] : tasks_ci.items())
+    if (t["n"].is_number() && t["accuracy"].is_number()) {
+      const int64_t n = t["n"].get<int64_t>();
+      row["tasks_low"][task] = tasks::Accuracy{std::llround(t["accuracy"].get<double>() * static_cast<double>(n)), n}.low();
+    }
   for (const char* L : {"4096", "32768"})
     row[fmt::format("cache_mb_{}", L)] = m["cache_bytes"].contains(L)
                                              ? json(m["cache_bytes"][L].get<double>() / 1e6)
@@ -57,12 +73,17 @@ json model_row(const json& report, const json& m) {
 }
 
 std::string pct(const json& v) { return v.is_number() ? fmt::format("{:.1f}%", 100 * v.get<double>()) : "n/a"; }
-std::string with_ci(const json& row) {
+// "42.0% [30, 55]", and "noise" when the interval reaches what guessing scores.
+std::string with_ci(const json& row, double chance) {
   if (!row.is_object()) return "not run";
   std::string s = pct(row["probe"]);
-  if (row["probe_ci95"].is_array())
+  if (row["probe_ci95"].is_array()) {
     s += fmt::format(" [{:.0f}, {:.0f}]", 100 * row["probe_ci95"][0].get<double>(),
                      100 * row["probe_ci95"][1].get<double>());
+    if (row["probe_ci95"][0].get<double>() <= chance) s += " noise";
+  } else if (row["probe"].is_number() && row["probe"].get<double>() <= 2 * chance) {
+    s += " noise";
+  }
   return s;
 }
 // Tokens in decimal millions (the table's unit; the figure's log axis labels powers of two).
@@ -83,6 +104,7 @@ json bank_curve_rows(std::vector<BankCurvePoint> points) {
                 {"probe_label", p.report.value("probe_label", std::string())},
                 {"n_heads_total", p.report.value("n_heads_total", json(nullptr))},
                 {"k", nullptr},
+                {"probe_chance", probe_chance(p.report)},
                 {"models", json::object()}};
     std::vector<double> random_probe, random_ppl;
     for (const auto& m : p.report["models"]) {
@@ -188,13 +210,16 @@ void write_bank_curve(const std::vector<BankCurvePoint>& points, const std::stri
   std::string md = "# The method against the head bank's training\n\n";
   md += fmt::format("Probe: {} on test keys (heads chosen on select keys). One row per bank snapshot; every student of "
                     "a row got the same KD budget (its run's report.md). Intervals: 95% Wilson over the pooled "
-                    "answers; random heads: mean and [min, max] of the draws.\n\n",
-                    last.value("probe_label", std::string("the probe")));
+                    "answers; random heads: mean and [min, max] of the draws. **noise**: an interval that reaches "
+                    "what guessing scores ({:.1f}% on this probe), or draws that all stay within twice it; in the "
+                    "task tables likewise, against each task's own chance.\n\n",
+                    last.value("probe_label", std::string("the probe")), 100 * last["probe_chance"].get<double>());
   md += "| bank tokens | k kept | teacher | hybrid | random heads, same k | layer-wise, same cache | pure SSM | "
         "hybrid perplexity (teacher) | cache MB at 4k / 32k: hybrid (teacher) |\n";
   md += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const auto& r : rows) {
     const json& m = r["models"];
+    const double chance = r["probe_chance"].get<double>();
     auto get = [&](const char* kind) { return m.contains(kind) ? m[kind] : json(nullptr); };
     const json t = get("teacher"), h = get("hybrid"), rh = get("random_heads"), lw = get("layerwise_cache"),
                ps = get("pure_ssm");
@@ -203,9 +228,10 @@ void write_bank_curve(const std::vector<BankCurvePoint>& points, const std::stri
                                             100.0 * r["k"].get<double>() / r["n_heads_total"].get<double>())
                               : "n/a";
     const std::string random_text =
-        rh.is_object() ? fmt::format("{} [{:.0f}, {:.0f}] ({} draws)", pct(rh["probe_mean"]),
+        rh.is_object() ? fmt::format("{} [{:.0f}, {:.0f}] ({} draws){}", pct(rh["probe_mean"]),
                                      100 * rh["probe_min"].get<double>(), 100 * rh["probe_max"].get<double>(),
-                                     rh["draws"].get<int64_t>())
+                                     rh["draws"].get<int64_t>(),
+                                     rh["probe_max"].get<double>() <= 2 * chance ? " noise" : "")
                        : "not run";
     const std::string ppl = h.is_object() ? fmt::format("{} ({})", number(h["perplexity"], "{:.1f}"),
                                                         t.is_object() ? number(t["perplexity"], "{:.1f}") : "n/a")
@@ -217,7 +243,8 @@ void write_bank_curve(const std::vector<BankCurvePoint>& points, const std::stri
                                     t.is_object() ? number(t["cache_mb_32768"], "{:.1f}") : "n/a")
                       : "n/a";
     md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", tokens_text(r["bank_tokens"].get<double>()),
-                      k, with_ci(t), with_ci(h), random_text, with_ci(lw), with_ci(ps), ppl, cache);
+                      k, with_ci(t, chance), with_ci(h, chance), random_text, with_ci(lw, chance), with_ci(ps, chance),
+                      ppl, cache);
   }
   // The other retrieval tasks (multi-needle, longer needles, KV sizes) of each row's hybrid and teacher.
   md += "\n## Every retrieval task, teacher / hybrid / pure SSM\n\n";
@@ -226,11 +253,16 @@ void write_bank_curve(const std::vector<BankCurvePoint>& points, const std::stri
     if (!m.contains("teacher")) continue;
     md += fmt::format("Bank at {} tokens (`{}`):\n\n| task | teacher | hybrid | pure SSM |\n|---|---:|---:|---:|\n",
                       tokens_text(r["bank_tokens"].get<double>()), r["run_dir"].get<std::string>());
-    for (const auto& [task, acc] : m["teacher"]["tasks"].items()) {
+    for (const auto& item : m["teacher"]["tasks"].items()) {
+      const std::string task = item.key();
+      const double task_chance = retrieval_chance(task);
       auto of = [&](const char* kind) {
-        return m.contains(kind) && m[kind]["tasks"].contains(task) ? pct(m[kind]["tasks"][task]) : std::string("n/a");
+        if (!m.contains(kind) || !m[kind]["tasks"].contains(task)) return std::string("n/a");
+        const json& low = m[kind]["tasks_low"];
+        const bool noise = low.contains(task) && low[task].get<double>() <= task_chance;
+        return pct(m[kind]["tasks"][task]) + (noise ? " noise" : "");
       };
-      md += fmt::format("| {} | {} | {} | {} |\n", task, pct(acc), of("hybrid"), of("pure_ssm"));
+      md += fmt::format("| {} | {} | {} | {} |\n", task, of("teacher"), of("hybrid"), of("pure_ssm"));
     }
     md += "\n";
   }
